@@ -1,0 +1,42 @@
+//! Every resource bound of the core, in one place.
+
+/// Version of the prekey bundle encoding.
+pub const BUNDLE_VERSION: u32 = 1;
+/// Largest encoded prekey bundle accepted (a Kyber1024 key is 1569 bytes).
+pub const MAX_BUNDLE_BYTES: usize = 4096;
+/// Largest libsignal ciphertext (normal or PreKey) accepted.
+pub const MAX_CIPHERTEXT_BYTES: usize = PADDING_BUCKETS[PADDING_BUCKETS.len() - 1] + 4096;
+/// Largest sealed-sender message accepted.
+pub const MAX_SEALED_BYTES: usize = MAX_CIPHERTEXT_BYTES + 2048;
+/// Largest stored record accepted on read.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// Plaintexts are padded to one of these sizes before encryption, so that a
+/// ciphertext's length reveals only its bucket. The last bucket is the
+/// largest plaintext the E2E layer carries (attachments are chunked above).
+pub const PADDING_BUCKETS: [usize; 4] = [256, 1024, 4096, 16384];
+/// Largest plaintext that fits the largest bucket (4-byte length prefix).
+pub const MAX_PLAINTEXT_BYTES: usize = PADDING_BUCKETS[PADDING_BUCKETS.len() - 1] - 4;
+
+/// One-time EC prekeys kept available for new peers.
+pub const ONE_TIME_PREKEY_POOL: u32 = 100;
+/// Refill the pool when fewer than this many remain.
+pub const ONE_TIME_PREKEY_LOW_WATER: u32 = 20;
+/// One-time Kyber prekeys kept available.
+pub const ONE_TIME_KYBER_PREKEY_POOL: u32 = 20;
+/// Base keys remembered per last-resort Kyber prekey to refuse replays.
+/// When reached, the last-resort key must be rotated.
+pub const MAX_LAST_RESORT_BASE_KEYS: usize = 10_000;
+
+/// Lifetime of a self-issued sealed-sender certificate (milliseconds).
+pub const SENDER_CERT_LIFETIME_MS: u64 = 7 * 24 * 3600 * 1000;
+/// A sender certificate is re-issued when less than this remains.
+pub const SENDER_CERT_RENEW_MARGIN_MS: u64 = 24 * 3600 * 1000;
+
+/// Safety-number parameters (libsignal's, as Signal uses them).
+pub const FINGERPRINT_VERSION: u32 = 2;
+/// Hash iterations for safety numbers.
+pub const FINGERPRINT_ITERATIONS: u32 = 5200;
+
+/// Capacity of the in-memory store (records).
+pub const MEM_STORE_CAPACITY: usize = 1_000_000;

@@ -1,0 +1,7 @@
+//! Crypto facades. Each wraps exactly one external library; nothing else in
+//! Postern imports those libraries.
+//!
+//! - [`signal`]: Signal's libsignal (PQXDH, Double Ratchet with SPQR,
+//!   sealed sender, safety numbers).
+
+pub mod signal;

@@ -1,0 +1,215 @@
+//! Postern's typed errors.
+//!
+//! Every fallible function in the core returns [`Error`]. Each variant says
+//! what went wrong with enough context to act on, and [`Error::kind`] sorts
+//! it into a coarse [`ErrorKind`] so that callers can decide what to do
+//! (drop and count a hostile input, surface a storage fault, fix a caller
+//! bug) without matching every variant.
+
+use crate::address::Address;
+
+/// Coarse classification of an [`Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The peer (or whoever produced the input) sent something invalid,
+    /// tampered, replayed or otherwise unacceptable. Drop it and count it.
+    PeerMisbehaved,
+    /// A trust decision is needed from the user before anything more can
+    /// happen with this contact (e.g. its identity key changed).
+    NeedsUserDecision,
+    /// The local store failed or holds something it should not.
+    Storage,
+    /// The caller used the API wrongly (unknown contact, limit exceeded).
+    Usage,
+    /// An internal invariant was broken: a bug in Postern.
+    Bug,
+}
+
+/// Errors raised by the local record store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store reached its configured capacity.
+    #[error("store is full ({limit} records)")]
+    Full {
+        /// The capacity that was reached.
+        limit: usize,
+    },
+    /// A record was written by a newer Postern than this one.
+    #[error("{namespace} record has schema {found}, this build reads up to {supported}")]
+    SchemaTooNew {
+        /// Which kind of record.
+        namespace: &'static str,
+        /// Schema version found.
+        found: u16,
+        /// Highest schema version this build understands.
+        supported: u16,
+    },
+    /// A record could not be decoded.
+    #[error("{namespace} record is corrupt")]
+    Corrupt {
+        /// Which kind of record.
+        namespace: &'static str,
+    },
+    /// The storage backend failed.
+    #[error("storage backend failed: {0}")]
+    Backend(&'static str),
+}
+
+/// Everything that can go wrong in the Postern core.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // ---- decoding (PeerMisbehaved) ----
+    /// An input exceeded its size bound before it was parsed.
+    #[error("{what}: {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// What was being decoded.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// An input could not be parsed.
+    #[error("{what}: malformed")]
+    Malformed {
+        /// What was being decoded.
+        what: &'static str,
+    },
+    /// An input declares a format version this build does not speak.
+    #[error("{what}: unsupported version {version}")]
+    UnsupportedVersion {
+        /// What was being decoded.
+        what: &'static str,
+        /// The version it declared.
+        version: u32,
+    },
+    /// Padding of a padded plaintext was not canonical.
+    #[error("invalid padding")]
+    BadPadding,
+
+    // ---- bundles (PeerMisbehaved) ----
+    /// A prekey bundle carried no Kyber prekey: Postern never falls back to X3DH.
+    #[error("prekey bundle has no Kyber prekey")]
+    BundleWithoutKyber,
+    /// A signature in a prekey bundle did not verify.
+    #[error("prekey bundle: bad signature on the {which}")]
+    BadBundleSignature {
+        /// Which signed element failed.
+        which: &'static str,
+    },
+    /// A first-contact bundle claims an address that its identity key does not derive.
+    #[error("address does not belong to the presented identity key")]
+    AddressMismatch,
+
+    // ---- messages (PeerMisbehaved) ----
+    /// A message failed authentication or decryption (tampered, or not for us).
+    #[error("message could not be decrypted: {reason}")]
+    DecryptionFailed {
+        /// What libsignal reported, without any message content.
+        reason: &'static str,
+    },
+    /// A message was already decrypted once.
+    #[error("duplicate message")]
+    DuplicateMessage,
+    /// A PreKey message refers to a prekey we do not have (used or never issued).
+    #[error("message refers to an unknown or already used prekey")]
+    UnknownPrekey,
+    /// A one-time use of a last-resort Kyber prekey was replayed.
+    #[error("replayed PreKey message")]
+    ReplayedPrekeyMessage,
+    /// A sealed-sender message came from a sender we have no pinned trust root for.
+    #[error("sealed sender: no trust root pinned for the sender")]
+    UnknownTrustRoot,
+    /// The sender certificate did not chain to the pinned trust root, or has expired.
+    #[error("sealed sender: certificate rejected ({reason})")]
+    SenderCertificateRejected {
+        /// Why: "expired", "untrusted chain", "identity mismatch".
+        reason: &'static str,
+    },
+
+    // ---- trust (NeedsUserDecision) ----
+    /// A known contact presented a different identity key. Nothing is sent to
+    /// or accepted from it until the user accepts the new key.
+    #[error("identity key of {peer} changed; the new key must be accepted first")]
+    IdentityKeyChanged {
+        /// The contact whose key changed.
+        peer: Address,
+    },
+
+    // ---- usage ----
+    /// No session exists with that peer.
+    #[error("no session with {peer}")]
+    NoSession {
+        /// The peer.
+        peer: Address,
+    },
+    /// The peer is not a contact.
+    #[error("{peer} is not a contact")]
+    UnknownContact {
+        /// The peer.
+        peer: Address,
+    },
+    /// The profile has no identity yet.
+    #[error("no local identity")]
+    NoIdentity,
+    /// A plaintext is larger than the largest padding bucket.
+    #[error("plaintext of {len} bytes exceeds the limit of {max}")]
+    PlaintextTooLarge {
+        /// Its length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A scanned safety-number code was not a safety-number code.
+    #[error("scanned code is not a Postern safety number")]
+    BadSafetyNumberCode,
+    /// A prekey id space was exhausted.
+    #[error("prekey id space exhausted")]
+    PrekeyIdsExhausted,
+
+    // ---- storage ----
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+
+    // ---- bug ----
+    /// An internal invariant did not hold. Please report it.
+    #[error("internal error: {0}")]
+    Bug(&'static str),
+}
+
+impl Error {
+    /// The coarse class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::TooLarge { .. }
+            | Error::Malformed { .. }
+            | Error::UnsupportedVersion { .. }
+            | Error::BadPadding
+            | Error::BundleWithoutKyber
+            | Error::BadBundleSignature { .. }
+            | Error::AddressMismatch
+            | Error::DecryptionFailed { .. }
+            | Error::DuplicateMessage
+            | Error::UnknownPrekey
+            | Error::ReplayedPrekeyMessage
+            | Error::UnknownTrustRoot
+            | Error::SenderCertificateRejected { .. } => ErrorKind::PeerMisbehaved,
+            Error::IdentityKeyChanged { .. } => ErrorKind::NeedsUserDecision,
+            Error::NoSession { .. }
+            | Error::UnknownContact { .. }
+            | Error::NoIdentity
+            | Error::PlaintextTooLarge { .. }
+            | Error::BadSafetyNumberCode
+            | Error::PrekeyIdsExhausted => ErrorKind::Usage,
+            Error::Store(_) => ErrorKind::Storage,
+            Error::Bug(_) => ErrorKind::Bug,
+        }
+    }
+}
+
+/// Result alias for the core.
+pub type Result<T, E = Error> = core::result::Result<T, E>;

@@ -1,0 +1,26 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod address;
+pub mod codec;
+pub mod consts;
+pub mod crypto;
+pub mod e2e;
+pub mod error;
+pub mod qr;
+pub mod store;
+pub mod time;
+
+pub use address::Address;
+pub use crypto::signal::{IdentityPublic, SafetyNumber};
+pub use error::{Error, ErrorKind, Result, StoreError};
+pub use store::{ChangeSet, KvStore, MemStore};
+pub use time::UnixTime;

@@ -1,0 +1,355 @@
+//! The record store the core reads and writes through.
+//!
+//! The core never touches a disk. It sees one narrow, synchronous trait,
+//! [`KvStore`], holding opaque versioned [`Record`]s in a few namespaces.
+//! Operations that change state do not write directly: they run against an
+//! [`Overlay`] and hand back a [`ChangeSet`], which the caller commits in
+//! one transaction together with whatever else belongs to the same step
+//! (a decrypted message, an outbox entry). A failed operation therefore
+//! changes nothing, and a crash leaves either all of a step or none of it.
+//!
+//! [`MemStore`] is the in-memory implementation used by tests, fuzzers and
+//! the browser until it has persistent storage; the SQLCipher backend lives
+//! outside the core.
+
+use std::collections::BTreeMap;
+
+use zeroize::Zeroizing;
+
+use crate::consts::{MAX_RECORD_BYTES, MEM_STORE_CAPACITY};
+use crate::error::StoreError;
+
+/// Kinds of records. The discriminant is part of the on-disk key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Namespace {
+    /// Our identity (single record, empty key).
+    LocalIdentity = 1,
+    /// Contacts, keyed by address.
+    Contact = 2,
+    /// libsignal session records, keyed by address.
+    Session = 3,
+    /// One-time EC prekeys, keyed by id (u32 BE).
+    PreKey = 4,
+    /// Signed EC prekeys, keyed by id.
+    SignedPreKey = 5,
+    /// Kyber prekeys, keyed by id.
+    KyberPreKey = 6,
+    /// Base keys seen with last-resort Kyber prekeys, keyed by Kyber id.
+    KyberUsage = 7,
+    /// Prekey pool bookkeeping (single record).
+    PrekeyState = 8,
+}
+
+impl Namespace {
+    /// Stable name for errors and schema tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Namespace::LocalIdentity => "local_identity",
+            Namespace::Contact => "contact",
+            Namespace::Session => "session",
+            Namespace::PreKey => "prekey",
+            Namespace::SignedPreKey => "signed_prekey",
+            Namespace::KyberPreKey => "kyber_prekey",
+            Namespace::KyberUsage => "kyber_usage",
+            Namespace::PrekeyState => "prekey_state",
+        }
+    }
+
+    /// The schema version this build writes for the namespace.
+    pub fn current_schema(self) -> u16 {
+        1
+    }
+}
+
+/// A stored value: a schema version and opaque bytes (zeroized on drop,
+/// since many records hold secret keys).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Schema version of `bytes`.
+    pub schema: u16,
+    /// The encoded record.
+    pub bytes: Zeroizing<Vec<u8>>,
+}
+
+impl core::fmt::Debug for Record {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "Record(schema {}, {} bytes)",
+            self.schema,
+            self.bytes.len()
+        )
+    }
+}
+
+impl Record {
+    /// A record at the current schema of `ns`.
+    pub fn current(ns: Namespace, bytes: Vec<u8>) -> Record {
+        Record {
+            schema: ns.current_schema(),
+            bytes: Zeroizing::new(bytes),
+        }
+    }
+
+    /// Checks the schema and size bound and returns the bytes.
+    pub fn checked(&self, ns: Namespace) -> Result<&[u8], StoreError> {
+        if self.schema > ns.current_schema() {
+            return Err(StoreError::SchemaTooNew {
+                namespace: ns.name(),
+                found: self.schema,
+                supported: ns.current_schema(),
+            });
+        }
+        if self.bytes.len() > MAX_RECORD_BYTES {
+            return Err(StoreError::Corrupt {
+                namespace: ns.name(),
+            });
+        }
+        Ok(&self.bytes)
+    }
+}
+
+/// The narrow storage interface of the core.
+pub trait KvStore {
+    /// Reads one record.
+    fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Record>, StoreError>;
+    /// Lists the keys of a namespace, in ascending order.
+    fn keys(&self, ns: Namespace) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Applies a change set atomically: all of it or none of it.
+    fn commit(&mut self, changes: ChangeSet) -> Result<(), StoreError>;
+}
+
+/// Writes produced by one operation, to be committed together.
+#[derive(Debug, Default, Clone)]
+pub struct ChangeSet {
+    ops: BTreeMap<(Namespace, Vec<u8>), Option<Record>>,
+}
+
+impl ChangeSet {
+    /// An empty change set.
+    pub fn new() -> ChangeSet {
+        ChangeSet::default()
+    }
+
+    /// Records a write.
+    pub fn put(&mut self, ns: Namespace, key: &[u8], record: Record) {
+        self.ops.insert((ns, key.to_vec()), Some(record));
+    }
+
+    /// Records a deletion.
+    pub fn delete(&mut self, ns: Namespace, key: &[u8]) {
+        self.ops.insert((ns, key.to_vec()), None);
+    }
+
+    /// Adds another change set's writes after this one's.
+    pub fn extend(&mut self, other: ChangeSet) {
+        self.ops.extend(other.ops);
+    }
+
+    /// Whether nothing is written.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Number of writes and deletions.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// The writes (`None` deletes).
+    pub fn iter(&self) -> impl Iterator<Item = (Namespace, &[u8], Option<&Record>)> {
+        self.ops
+            .iter()
+            .map(|((ns, k), v)| (*ns, k.as_slice(), v.as_ref()))
+    }
+
+    /// What this change set says about a key: `None` if untouched,
+    /// `Some(None)` if deleted.
+    pub fn lookup(&self, ns: Namespace, key: &[u8]) -> Option<Option<&Record>> {
+        self.ops.get(&(ns, key.to_vec())).map(|v| v.as_ref())
+    }
+}
+
+/// A view of a store with uncommitted changes on top.
+pub struct Overlay<'a> {
+    base: &'a dyn KvStore,
+    changes: ChangeSet,
+}
+
+impl core::fmt::Debug for Overlay<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Overlay({} pending changes)", self.changes.len())
+    }
+}
+
+impl<'a> Overlay<'a> {
+    /// A view of `base` with no changes yet.
+    pub fn new(base: &'a dyn KvStore) -> Self {
+        Overlay {
+            base,
+            changes: ChangeSet::new(),
+        }
+    }
+
+    /// Reads through the pending changes to the base store.
+    pub fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        match self.changes.lookup(ns, key) {
+            Some(v) => Ok(v.cloned()),
+            None => self.base.get(ns, key),
+        }
+    }
+
+    /// Lists keys including pending changes.
+    pub fn keys(&self, ns: Namespace) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut keys: std::collections::BTreeSet<Vec<u8>> =
+            self.base.keys(ns)?.into_iter().collect();
+        for (n, k, v) in self.changes.iter() {
+            if n == ns {
+                if v.is_some() {
+                    keys.insert(k.to_vec());
+                } else {
+                    keys.remove(k);
+                }
+            }
+        }
+        Ok(keys.into_iter().collect())
+    }
+
+    /// Stages a write.
+    pub fn put(&mut self, ns: Namespace, key: &[u8], record: Record) {
+        self.changes.put(ns, key, record);
+    }
+
+    /// Stages a deletion.
+    pub fn delete(&mut self, ns: Namespace, key: &[u8]) {
+        self.changes.delete(ns, key);
+    }
+
+    /// The staged changes.
+    pub fn into_changes(self) -> ChangeSet {
+        self.changes
+    }
+}
+
+/// In-memory [`KvStore`], bounded by [`MEM_STORE_CAPACITY`] records.
+#[derive(Debug, Default, Clone)]
+pub struct MemStore {
+    map: BTreeMap<(Namespace, Vec<u8>), Record>,
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> MemStore {
+        MemStore::default()
+    }
+
+    /// Number of records held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+impl KvStore for MemStore {
+    fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        Ok(self.map.get(&(ns, key.to_vec())).cloned())
+    }
+
+    fn keys(&self, ns: Namespace) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self
+            .map
+            .keys()
+            .filter(|(n, _)| *n == ns)
+            .map(|(_, k)| k.clone())
+            .collect())
+    }
+
+    fn commit(&mut self, changes: ChangeSet) -> Result<(), StoreError> {
+        let added = changes
+            .iter()
+            .filter(|(ns, k, v)| v.is_some() && !self.map.contains_key(&(*ns, k.to_vec())))
+            .count();
+        if self.map.len().saturating_add(added) > MEM_STORE_CAPACITY {
+            return Err(StoreError::Full {
+                limit: MEM_STORE_CAPACITY,
+            });
+        }
+        for ((ns, k), v) in changes.ops {
+            match v {
+                Some(r) => {
+                    self.map.insert((ns, k), r);
+                }
+                None => {
+                    self.map.remove(&(ns, k));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_newer_schema() {
+        let r = Record {
+            schema: 99,
+            bytes: Zeroizing::new(vec![1]),
+        };
+        assert!(matches!(
+            r.checked(Namespace::Session),
+            Err(StoreError::SchemaTooNew { found: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn overlay_reads_its_own_writes_and_deletes() {
+        let mut s = MemStore::new();
+        let mut c = ChangeSet::new();
+        c.put(
+            Namespace::PreKey,
+            b"a",
+            Record::current(Namespace::PreKey, vec![1]),
+        );
+        c.put(
+            Namespace::PreKey,
+            b"b",
+            Record::current(Namespace::PreKey, vec![2]),
+        );
+        s.commit(c).unwrap();
+        let mut o = Overlay::new(&s);
+        o.delete(Namespace::PreKey, b"a");
+        o.put(
+            Namespace::PreKey,
+            b"c",
+            Record::current(Namespace::PreKey, vec![3]),
+        );
+        assert!(o.get(Namespace::PreKey, b"a").unwrap().is_none());
+        assert_eq!(
+            o.keys(Namespace::PreKey).unwrap(),
+            vec![b"b".to_vec(), b"c".to_vec()]
+        );
+        // Nothing reached the base store.
+        assert!(s.get(Namespace::PreKey, b"a").unwrap().is_some());
+        let changes = o.into_changes();
+        s.commit(changes).unwrap();
+        assert_eq!(
+            s.keys(Namespace::PreKey).unwrap(),
+            vec![b"b".to_vec(), b"c".to_vec()]
+        );
+    }
+
+    #[test]
+    fn record_debug_does_not_show_bytes() {
+        let r = Record::current(Namespace::LocalIdentity, vec![0xAB; 8]);
+        let s = format!("{r:?}");
+        assert!(!s.contains("171") && !s.to_lowercase().contains("ab, "));
+    }
+}
