@@ -65,3 +65,26 @@ impl core::fmt::Display for Address {
         f.write_str(&self.to_uuid_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derivation_test_vector() {
+        // identity key 0x05 || 00 01 02 .. 1f
+        let mut key = vec![5u8];
+        key.extend(0u8..32);
+        let a = Address::derive(&key);
+        assert_eq!(a.to_uuid_string(), "f4193977-535a-abff-d20e-d95dea5b8991");
+        assert_eq!(Address::parse_uuid_string(&a.to_uuid_string()), Some(a));
+    }
+
+    #[test]
+    fn rejects_bad_lengths_and_text() {
+        assert!(Address::from_slice(&[0u8; 15]).is_none());
+        assert!(Address::from_slice(&[0u8; 17]).is_none());
+        assert!(Address::parse_uuid_string("not-a-uuid").is_none());
+        assert!(Address::parse_uuid_string("").is_none());
+    }
+}

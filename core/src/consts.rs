@@ -5,7 +5,7 @@ pub const BUNDLE_VERSION: u32 = 1;
 /// Largest encoded prekey bundle accepted (a Kyber1024 key is 1569 bytes).
 pub const MAX_BUNDLE_BYTES: usize = 4096;
 /// Largest libsignal ciphertext (normal or PreKey) accepted.
-pub const MAX_CIPHERTEXT_BYTES: usize = PADDING_BUCKETS[PADDING_BUCKETS.len() - 1] + 4096;
+pub const MAX_CIPHERTEXT_BYTES: usize = LARGEST_BUCKET + 4096;
 /// Largest sealed-sender message accepted.
 pub const MAX_SEALED_BYTES: usize = MAX_CIPHERTEXT_BYTES + 2048;
 /// Largest stored record accepted on read.
@@ -14,9 +14,11 @@ pub const MAX_RECORD_BYTES: usize = 1 << 20;
 /// Plaintexts are padded to one of these sizes before encryption, so that a
 /// ciphertext's length reveals only its bucket. The last bucket is the
 /// largest plaintext the E2E layer carries (attachments are chunked above).
-pub const PADDING_BUCKETS: [usize; 4] = [256, 1024, 4096, 16384];
+pub const PADDING_BUCKETS: [usize; 4] = [256, 1024, 4096, LARGEST_BUCKET];
+/// The largest padding bucket.
+pub const LARGEST_BUCKET: usize = 16384;
 /// Largest plaintext that fits the largest bucket (4-byte length prefix).
-pub const MAX_PLAINTEXT_BYTES: usize = PADDING_BUCKETS[PADDING_BUCKETS.len() - 1] - 4;
+pub const MAX_PLAINTEXT_BYTES: usize = LARGEST_BUCKET - 4;
 
 /// One-time EC prekeys kept available for new peers.
 pub const ONE_TIME_PREKEY_POOL: u32 = 100;

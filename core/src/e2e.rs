@@ -18,7 +18,7 @@ use crate::consts::{
     MAX_RECORD_BYTES, ONE_TIME_KYBER_PREKEY_POOL, ONE_TIME_PREKEY_LOW_WATER, ONE_TIME_PREKEY_POOL,
     SENDER_CERT_LIFETIME_MS, SENDER_CERT_RENEW_MARGIN_MS,
 };
-use crate::crypto::signal::{self, IdentityPublic, PinnedSender, SafetyNumber, VerifiedBundle};
+use crate::crypto::signal::{self, Bundle, IdentityPublic, SafetyNumber};
 use crate::error::{Error, Result, StoreError};
 use crate::store::{ChangeSet, KvStore, Namespace, Overlay, Record};
 use crate::time::UnixTime;
@@ -234,10 +234,7 @@ pub fn local_identity_key(store: &dyn KvStore) -> Result<IdentityPublic> {
 /// Produces a prekey bundle to hand to one peer. It carries one one-time
 /// EC prekey and one one-time Kyber prekey that no earlier bundle carried
 /// (the last-resort Kyber prekey when the pool is empty).
-pub fn publish_bundle<R: RngCore + CryptoRng>(
-    store: &dyn KvStore,
-    rng: &mut R,
-) -> Result<(Vec<u8>, ChangeSet)> {
+pub fn publish_bundle(store: &dyn KvStore) -> Result<(Vec<u8>, ChangeSet)> {
     let mut o = Overlay::new(store);
     let mut st = prekey_state(&o)?;
     let pick = |keys: Vec<Vec<u8>>, after: u32, skip: u32| -> Option<u32> {
@@ -264,17 +261,18 @@ pub fn publish_bundle<R: RngCore + CryptoRng>(
         }
         None => st.last_resort_kyber_prekey_id,
     };
-    let bytes = signal::build_bundle(&o, st.current_signed_prekey_id, kyber_id, otp, rng)?;
+    let bytes = signal::build_bundle(&o, st.current_signed_prekey_id, kyber_id, otp)?;
     save(&mut o, Namespace::PrekeyState, &[], &st);
     Ok((bytes, o.into_changes()))
 }
 
 /// Checks a bundle and returns who it belongs to (nothing is stored).
-pub fn inspect_bundle(bundle: &[u8]) -> Result<VerifiedBundle> {
+pub fn inspect_bundle(bundle: &[u8]) -> Result<Bundle> {
     signal::verify_bundle(bundle)
 }
 
-/// Pins `bundle`'s identity key and trust root as a contact, unverified.
+/// Pins `bundle`'s identity key as a contact, unverified. (The identity key
+/// is also the contact's sealed-sender trust root.)
 ///
 /// First contact requires the address to be the one the key derives. For a
 /// known contact, a different key is refused with
@@ -286,7 +284,7 @@ pub fn add_contact(store: &dyn KvStore, bundle: &[u8]) -> Result<(Address, Chang
     Ok((b.address(), o.into_changes()))
 }
 
-fn pin_contact(o: &mut Overlay<'_>, b: &VerifiedBundle) -> Result<()> {
+fn pin_contact(o: &mut Overlay<'_>, b: &Bundle) -> Result<()> {
     let peer = b.address();
     if peer == local_address_in(o)? {
         return Err(Error::AddressMismatch);
@@ -295,14 +293,7 @@ fn pin_contact(o: &mut Overlay<'_>, b: &VerifiedBundle) -> Result<()> {
         Some(c) if c.identity_key != b.identity().to_bytes() => {
             Err(Error::IdentityKeyChanged { peer })
         }
-        Some(mut c) => {
-            // Same key: the trust root may have been renewed with it.
-            if c.trust_root != b.trust_root() {
-                c.trust_root = b.trust_root().to_vec();
-                save(o, Namespace::Contact, peer.as_bytes(), &c);
-            }
-            Ok(())
-        }
+        Some(_) => Ok(()),
         None => {
             if b.identity().address() != peer {
                 return Err(Error::AddressMismatch);
@@ -310,7 +301,6 @@ fn pin_contact(o: &mut Overlay<'_>, b: &VerifiedBundle) -> Result<()> {
             let c = proto::ContactRecord {
                 address: peer.as_bytes().to_vec(),
                 identity_key: b.identity().to_bytes(),
-                trust_root: b.trust_root().to_vec(),
                 verified: false,
             };
             save(o, Namespace::Contact, peer.as_bytes(), &c);
@@ -333,7 +323,8 @@ pub fn start_session<R: RngCore + CryptoRng>(
     now: UnixTime,
     rng: &mut R,
 ) -> Result<(Address, ChangeSet)> {
-    let b = signal::verify_bundle(bundle)?;
+    // libsignal checks the prekey signatures inside `initiate_session`.
+    let b = signal::decode_bundle(bundle)?;
     let mut o = Overlay::new(store);
     pin_contact(&mut o, &b)?;
     let o = signal::initiate_session(o, &b, now, rng)?;
@@ -354,7 +345,6 @@ pub fn accept_identity_change(store: &dyn KvStore, bundle: &[u8]) -> Result<(Add
     let c = proto::ContactRecord {
         address: peer.as_bytes().to_vec(),
         identity_key: b.identity().to_bytes(),
-        trust_root: b.trust_root().to_vec(),
         verified: false,
     };
     save(&mut o, Namespace::Contact, peer.as_bytes(), &c);
@@ -457,11 +447,10 @@ pub fn open<R: RngCore + CryptoRng>(
     rng: &mut R,
 ) -> Result<(Address, Zeroizing<Vec<u8>>, ChangeSet)> {
     let o = Overlay::new(store);
-    let pinned = |o: &Overlay<'_>, peer: &Address| -> Result<Option<PinnedSender>> {
-        Ok(contact_record(o, peer)?.map(|c| PinnedSender {
-            identity_key: c.identity_key,
-            trust_root: c.trust_root,
-        }))
+    let pinned = |o: &Overlay<'_>, peer: &Address| -> Result<Option<IdentityPublic>> {
+        contact_record(o, peer)?
+            .map(|c| IdentityPublic::from_bytes(&c.identity_key))
+            .transpose()
     };
     let (peer, padded, o) = signal::open(o, sealed, now, pinned, rng)?;
     let pt = padding::unpad(&padded)?;

@@ -98,14 +98,14 @@ fn rejects_replayed_prekey_message_on_last_resort_kyber_key() {
     // Exhaust Bob's one-time pools: the next bundle carries the last-resort
     // Kyber prekey and no one-time EC prekey.
     for _ in 0..130 {
-        bob.bundle(&mut r);
+        bob.bundle();
     }
-    let bundle = bob.bundle(&mut r);
+    let bundle = bob.bundle();
     let b = proto::PreKeyBundle::decode(bundle.as_slice()).unwrap();
     assert!(b.one_time_prekey_id.is_none());
     let (_, cs) = e2e::start_session(&alice.store, &bundle, T0, &mut r).unwrap();
     alice.apply(cs);
-    let ab = alice.bundle(&mut r);
+    let ab = alice.bundle();
     let (_, cs) = e2e::add_contact(&bob.store, &ab).unwrap();
     bob.apply(cs);
     let first = alice.seal(&bob.addr, b"hello", &mut r);
@@ -125,7 +125,7 @@ fn rejects_bundle_with_bad_signature() {
     let mut r = rng(5);
     let mut bob = User::new(&mut r);
     let alice = User::new(&mut r);
-    let bundle = bob.bundle(&mut r);
+    let bundle = bob.bundle();
     for (which, f) in [
         (
             "signed prekey",
@@ -133,9 +133,6 @@ fn rejects_bundle_with_bad_signature() {
         ),
         ("Kyber prekey", |b: &mut proto::PreKeyBundle| {
             b.kyber_prekey_signature[10] ^= 1
-        }),
-        ("trust root", |b: &mut proto::PreKeyBundle| {
-            b.trust_root_signature[10] ^= 1
         }),
         ("signed prekey", |b: &mut proto::PreKeyBundle| {
             b.signed_prekey[5] ^= 1
@@ -157,7 +154,7 @@ fn rejects_bundle_without_kyber_prekey() {
     let mut r = rng(6);
     let mut bob = User::new(&mut r);
     let alice = User::new(&mut r);
-    let bundle = bob.bundle(&mut r);
+    let bundle = bob.bundle();
     let no_kyber = edit_bundle(&bundle, |b| {
         b.kyber_prekey.clear();
         b.kyber_prekey_signature.clear();
@@ -175,7 +172,7 @@ fn rejects_bundle_without_kyber_prekey() {
 fn rejects_bundle_with_unknown_version_or_oversize() {
     let mut r = rng(7);
     let mut bob = User::new(&mut r);
-    let bundle = bob.bundle(&mut r);
+    let bundle = bob.bundle();
     let v2 = edit_bundle(&bundle, |b| b.version = 2);
     assert!(matches!(
         e2e::inspect_bundle(&v2),
@@ -212,7 +209,7 @@ fn identity_key_change_fails_closed_in_both_directions() {
     let (addr, cs) = e2e::create_identity_for_address(&bob2.store, bob.addr, T0, &mut r).unwrap();
     assert_eq!(addr, bob.addr);
     bob2.apply(cs);
-    let new_bundle = bob2.bundle(&mut r);
+    let new_bundle = bob2.bundle();
 
     // Sending direction: no session to the new key.
     let e = e2e::start_session(&alice.store, &new_bundle, T0, &mut r).unwrap_err();
@@ -225,7 +222,7 @@ fn identity_key_change_fails_closed_in_both_directions() {
     assert!(matches!(e, Error::IdentityKeyChanged { .. }));
 
     // Receiving direction: the new key's messages are refused.
-    let ab = alice.bundle(&mut r);
+    let ab = alice.bundle();
     let (_, cs) = e2e::start_session(&bob2.store, &ab, T0, &mut r).unwrap();
     bob2.apply(cs);
     let forged = bob2.seal(&alice.addr, b"it's me, new key", &mut r);
@@ -290,7 +287,7 @@ fn sealed_sender_rejects_unknown_trust_root() {
     let mut r = rng(10);
     let (mut bob, mut carol) = (User::new(&mut r), User::new(&mut r));
     // Carol runs PQXDH with Bob's bundle, but Bob never pinned Carol.
-    let bb = bob.bundle(&mut r);
+    let bb = bob.bundle();
     let (_, cs) = e2e::start_session(&carol.store, &bb, T0, &mut r).unwrap();
     carol.apply(cs);
     let ct = carol.seal(&bob.addr, b"who am i", &mut r);
@@ -303,8 +300,8 @@ fn sealed_sender_rejects_certificate_from_another_trust_root() {
     let mut r = rng(11);
     let (mut alice, mut bob) = (User::new(&mut r), User::new(&mut r));
     connect(&mut alice, &mut bob, &mut r);
-    // Replace Alice's certificate chain with one under a different trust
-    // root (same identity key): Bob pinned the original root.
+    // Replace Alice's certificate chain with one issued by another identity
+    // key: Bob checks the chain against the identity key he pinned.
     let rec = alice
         .store
         .get(postern_core::store::Namespace::LocalIdentity, &[])
@@ -312,7 +309,6 @@ fn sealed_sender_rejects_certificate_from_another_trust_root() {
         .unwrap();
     let mut local = proto::LocalIdentityRecord::decode(rec.bytes.as_slice()).unwrap();
     let (other, _) = postern_core::crypto::signal::new_local_identity(None, &mut r).unwrap();
-    local.trust_root_private = other.trust_root_private;
     local.server_key_private = other.server_key_private;
     local.server_key_id = other.server_key_id;
     local.server_certificate = other.server_certificate;
@@ -361,7 +357,7 @@ fn truncated_and_random_bytes_are_rejected_at_every_decoder() {
     let mut r = rng(13);
     let (mut alice, mut bob) = (User::new(&mut r), User::new(&mut r));
     connect(&mut alice, &mut bob, &mut r);
-    let bundle = bob.bundle(&mut r);
+    let bundle = bob.bundle();
     let sealed = alice.seal(&bob.addr, b"a sealed message", &mut r);
     let plain = alice.encrypt(&bob.addr, b"a normal message", &mut r);
     let sn = e2e::safety_number(&alice.store, &bob.addr).unwrap();

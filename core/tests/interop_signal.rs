@@ -105,8 +105,6 @@ fn node_bundle(node: &mut NodePeer) -> (Address, Vec<u8>) {
         kyber_prekey_signature: s("kyber_prekey_signature"),
         one_time_prekey_id: Some(n("one_time_prekey_id")),
         one_time_prekey: s("one_time_prekey"),
-        trust_root: s("trust_root"),
-        trust_root_signature: s("trust_root_signature"),
     };
     (address, codec::encode(&bundle))
 }
@@ -126,8 +124,6 @@ fn bundle_json(bundle: &[u8]) -> Value {
         "kyber_prekey_signature": hex(&b.kyber_prekey_signature),
         "one_time_prekey_id": b.one_time_prekey_id,
         "one_time_prekey": hex(&b.one_time_prekey),
-        "trust_root": hex(&b.trust_root),
-        "trust_root_signature": hex(&b.trust_root_signature),
     })
 }
 
@@ -168,10 +164,8 @@ fn sealed_both_ways(
     node_addr: &Address,
     r: &mut rand_chacha::ChaCha20Rng,
 ) {
-    let my_bundle = alice.bundle(r);
-    let trust_root = proto::PreKeyBundle::decode(my_bundle.as_slice())
-        .unwrap()
-        .trust_root;
+    // Postern users are their own sealed-sender trust root: the identity key.
+    let trust_root = e2e::local_identity_key(&alice.store).unwrap().to_bytes();
     let sealed = alice.seal(node_addr, b"sealed from postern", r);
     let out = node.call(
         "unseal",
@@ -217,7 +211,7 @@ fn postern_initiates_pqxdh_with_official_signal_build() {
     let mut alice = User::new(&mut r);
     let (node_addr, bundle) = node_bundle(&mut node);
     // Postern verifies the official build's bundle (signatures, Kyber,
-    // trust root, address) and runs PQXDH with it.
+    // address) and runs PQXDH with it.
     let (peer, cs) = e2e::start_session(&alice.store, &bundle, T0, &mut r).unwrap();
     assert_eq!(peer, node_addr);
     alice.apply(cs);
@@ -252,7 +246,7 @@ fn official_signal_build_initiates_pqxdh_with_postern() {
     let (node_addr, node_b) = node_bundle(&mut node);
     let (_, cs) = e2e::add_contact(&alice.store, &node_b).unwrap();
     alice.apply(cs);
-    let mine = alice.bundle(&mut r);
+    let mine = alice.bundle();
     node.call("process_bundle", bundle_json(&mine));
     node_to_postern(
         &mut alice,
@@ -279,7 +273,7 @@ fn official_build_first_message_sealed_to_postern() {
     let (node_addr, node_b) = node_bundle(&mut node);
     let (_, cs) = e2e::add_contact(&alice.store, &node_b).unwrap();
     alice.apply(cs);
-    let mine = alice.bundle(&mut r);
+    let mine = alice.bundle();
     node.call("process_bundle", bundle_json(&mine));
     let out = node.call(
         "seal",

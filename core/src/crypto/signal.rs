@@ -41,8 +41,6 @@ const DEVICE_ID: ls::DeviceId = match ls::DeviceId::new(1) {
     Ok(d) => d,
     Err(_) => panic!("device id 1 is valid"),
 };
-/// Domain separation for the identity key's signature over the trust root.
-const TRUST_ROOT_SIG_DOMAIN: &[u8] = b"postern/trust-root/v1";
 
 /// The version byte libsignal writes in front of a sealed-sender v1 message.
 const SEALED_SENDER_V1_BYTE: u8 = 0x11;
@@ -169,13 +167,6 @@ impl SigningSecret {
             .map(SigningSecret)
             .map_err(|_| Error::Malformed { what })
     }
-
-    fn public_bytes(&self) -> Result<Vec<u8>> {
-        self.0
-            .public_key()
-            .map(|k| k.serialize().into_vec())
-            .map_err(|_| Error::Bug("private key has no public key"))
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -206,10 +197,10 @@ impl<R: RngCore + CryptoRng> CryptoRng for RngAdapter<'_, R> {}
 /// Creates the secret material of a new local identity, as a record.
 ///
 /// Postern has no central server to vouch for senders, so every user is
-/// its own sealed-sender trust root: a trust-root key signs a "server"
-/// certificate for a second key, which signs the user's sender
-/// certificates. Contacts pin the trust root (it travels, signed by the
-/// identity key, in the user's prekey bundle).
+/// its own sealed-sender trust root: the identity key signs a "server"
+/// certificate for a second key (the certificate key), which signs the
+/// user's short-lived sender certificates. A recipient checks a sender's
+/// chain against the identity key it pinned for that contact.
 pub fn new_local_identity<R: RngCore + CryptoRng>(
     address: Option<Address>,
     rng: &mut R,
@@ -218,7 +209,6 @@ pub fn new_local_identity<R: RngCore + CryptoRng>(
     let public = identity.public();
     let address = address.unwrap_or_else(|| public.address());
     let registration_id = (rng.next_u32() % 16380) + 1;
-    let trust_root = SigningSecret::generate(rng);
     let server_key = SigningSecret::generate(rng);
     let server_key_id = rng.next_u32();
     let server_public = server_key
@@ -228,14 +218,13 @@ pub fn new_local_identity<R: RngCore + CryptoRng>(
     let server_cert = ls::ServerCertificate::new(
         server_key_id,
         server_public,
-        &trust_root.0,
+        identity.0.private_key(),
         &mut RngAdapter(rng),
     )
     .map_err(|_| Error::Bug("server certificate"))?;
     let record = proto::LocalIdentityRecord {
         identity_key_pair: identity.to_bytes().to_vec(),
         registration_id,
-        trust_root_private: trust_root.to_bytes().to_vec(),
         server_key_private: server_key.to_bytes().to_vec(),
         server_key_id,
         server_certificate: server_cert
@@ -281,11 +270,6 @@ pub fn issue_sender_certificate<R: RngCore + CryptoRng>(
         .serialized()
         .map_err(|_| Error::Bug("sender certificate"))?
         .to_vec())
-}
-
-/// The public trust root of a local identity.
-pub fn trust_root_public(local: &proto::LocalIdentityRecord) -> Result<Vec<u8>> {
-    SigningSecret::from_bytes(&local.trust_root_private, "trust root")?.public_bytes()
 }
 
 fn device_id() -> ls::DeviceId {
@@ -379,48 +363,47 @@ fn id_key(id: u32) -> [u8; 4] {
     id.to_be_bytes()
 }
 
-fn get_record(o: &Overlay<'_>, ns: Namespace, key: &[u8]) -> Result<Option<Vec<u8>>> {
+fn get_record<'o>(
+    o: &'o Overlay<'_>,
+    ns: Namespace,
+    key: &[u8],
+) -> Result<Option<std::borrow::Cow<'o, Record>>> {
     match o.get(ns, key)? {
         None => Ok(None),
-        Some(r) => Ok(Some(r.checked(ns)?.to_vec())),
+        Some(r) => {
+            r.checked(ns)?;
+            Ok(Some(r))
+        }
     }
 }
 
 /// Builds our prekey bundle from the stored records.
-pub fn build_bundle<R: RngCore + CryptoRng>(
+pub fn build_bundle(
     o: &Overlay<'_>,
     signed_prekey_id: u32,
     kyber_prekey_id: u32,
     one_time_prekey_id: Option<u32>,
-    rng: &mut R,
 ) -> Result<Vec<u8>> {
     let local = local_identity(o)?;
     let identity = IdentitySecret::from_bytes(&local.identity_key_pair)?;
     let spk = get_record(o, Namespace::SignedPreKey, &id_key(signed_prekey_id))?
         .ok_or(Error::Bug("current signed prekey missing"))?;
-    let spk = ls::SignedPreKeyRecord::deserialize(&spk).map_err(|_| corrupt("signed_prekey"))?;
+    let spk =
+        ls::SignedPreKeyRecord::deserialize(&spk.bytes).map_err(|_| corrupt("signed_prekey"))?;
     let kpk = get_record(o, Namespace::KyberPreKey, &id_key(kyber_prekey_id))?
         .ok_or(Error::Bug("kyber prekey missing"))?;
-    let kpk = ls::KyberPreKeyRecord::deserialize(&kpk).map_err(|_| corrupt("kyber_prekey"))?;
+    let kpk =
+        ls::KyberPreKeyRecord::deserialize(&kpk.bytes).map_err(|_| corrupt("kyber_prekey"))?;
     let (otp_id, otp) = match one_time_prekey_id {
         None => (None, Vec::new()),
         Some(id) => {
             let r = get_record(o, Namespace::PreKey, &id_key(id))?
                 .ok_or(Error::Bug("one-time prekey missing"))?;
-            let r = ls::PreKeyRecord::deserialize(&r).map_err(|_| corrupt("prekey"))?;
+            let r = ls::PreKeyRecord::deserialize(&r.bytes).map_err(|_| corrupt("prekey"))?;
             let pk = r.public_key().map_err(|_| corrupt("prekey"))?;
             (Some(id), pk.serialize().into_vec())
         }
     };
-    let trust_root = trust_root_public(&local)?;
-    let mut msg = TRUST_ROOT_SIG_DOMAIN.to_vec();
-    msg.extend_from_slice(&trust_root);
-    let trust_root_signature = identity
-        .0
-        .private_key()
-        .calculate_signature(&msg, &mut RngAdapter(rng))
-        .map_err(|_| Error::Bug("signing trust root"))?
-        .into_vec();
     let bundle = proto::PreKeyBundle {
         version: BUNDLE_VERSION,
         address: local.address.clone(),
@@ -442,8 +425,6 @@ pub fn build_bundle<R: RngCore + CryptoRng>(
         kyber_prekey_signature: kpk.signature().map_err(|_| corrupt("kyber_prekey"))?,
         one_time_prekey_id: otp_id,
         one_time_prekey: otp,
-        trust_root,
-        trust_root_signature,
     };
     Ok(codec::encode(&bundle))
 }
@@ -452,39 +433,40 @@ fn corrupt(namespace: &'static str) -> Error {
     Error::Store(crate::error::StoreError::Corrupt { namespace })
 }
 
-/// A prekey bundle whose encoding, Kyber prekey and signatures were checked.
-pub struct VerifiedBundle {
+/// A decoded prekey bundle.
+///
+/// [`verify_bundle`] returns one whose signatures were checked.
+/// [`decode_bundle`] returns one whose signatures were not checked yet: the
+/// only thing it can be used for is [`initiate_session`], where libsignal
+/// checks both prekey signatures itself before using the bundle (checking
+/// them twice would double the cost of session setup).
+pub struct Bundle {
     address: Address,
     identity: IdentityPublic,
-    trust_root: Vec<u8>,
     inner: ls::PreKeyBundle,
 }
 
-impl core::fmt::Debug for VerifiedBundle {
+impl core::fmt::Debug for Bundle {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "VerifiedBundle({})", self.address)
+        write!(f, "Bundle({})", self.address)
     }
 }
 
-impl VerifiedBundle {
+impl Bundle {
     /// The address the bundle claims.
     pub fn address(&self) -> Address {
         self.address
     }
-    /// The identity key that signed the bundle.
+    /// The identity key the bundle is for (and signed by).
     pub fn identity(&self) -> IdentityPublic {
         self.identity
     }
-    /// The sealed-sender trust root the bundle's owner uses.
-    pub fn trust_root(&self) -> &[u8] {
-        &self.trust_root
-    }
 }
 
-/// Decodes and checks a prekey bundle: bounded size, version, a Kyber
-/// prekey present, and valid identity-key signatures on the signed prekey,
-/// the Kyber prekey and the trust root. Never falls back to X3DH.
-pub fn verify_bundle(bytes: &[u8]) -> Result<VerifiedBundle> {
+/// Decodes a prekey bundle and checks its bounded size, version, that it
+/// carries a Kyber1024 prekey (Postern never falls back to X3DH) and that
+/// every key parses, but not its signatures.
+pub fn decode_bundle(bytes: &[u8]) -> Result<Bundle> {
     let b: proto::PreKeyBundle = codec::decode_bounded(bytes, MAX_BUNDLE_BYTES, "prekey bundle")?;
     if b.version != BUNDLE_VERSION {
         return Err(Error::UnsupportedVersion {
@@ -505,25 +487,6 @@ pub fn verify_bundle(bytes: &[u8]) -> Result<VerifiedBundle> {
     if kpk.key_type() != ls::kem::KeyType::Kyber1024 {
         return Err(Error::Malformed { what });
     }
-    let ik = identity.0.public_key();
-    if !ik.verify_signature(&b.signed_prekey, &b.signed_prekey_signature) {
-        return Err(Error::BadBundleSignature {
-            which: "signed prekey",
-        });
-    }
-    if !ik.verify_signature(&b.kyber_prekey, &b.kyber_prekey_signature) {
-        return Err(Error::BadBundleSignature {
-            which: "Kyber prekey",
-        });
-    }
-    ls::PublicKey::deserialize(&b.trust_root).map_err(|_| Error::Malformed { what })?;
-    let mut msg = TRUST_ROOT_SIG_DOMAIN.to_vec();
-    msg.extend_from_slice(&b.trust_root);
-    if !ik.verify_signature(&msg, &b.trust_root_signature) {
-        return Err(Error::BadBundleSignature {
-            which: "trust root",
-        });
-    }
     let otp = match (b.one_time_prekey_id, b.one_time_prekey.is_empty()) {
         (None, true) => None,
         (Some(id), false) => Some((
@@ -533,10 +496,9 @@ pub fn verify_bundle(bytes: &[u8]) -> Result<VerifiedBundle> {
         )),
         _ => return Err(Error::Malformed { what }),
     };
-    let device = device_id();
     let inner = ls::PreKeyBundle::new(
         b.registration_id,
-        device,
+        device_id(),
         otp,
         b.signed_prekey_id.into(),
         spk,
@@ -547,12 +509,41 @@ pub fn verify_bundle(bytes: &[u8]) -> Result<VerifiedBundle> {
         identity.0,
     )
     .map_err(|_| Error::Malformed { what })?;
-    Ok(VerifiedBundle {
+    Ok(Bundle {
         address,
         identity,
-        trust_root: b.trust_root,
         inner,
     })
+}
+
+/// Checks the identity key's signatures on the signed and Kyber prekeys.
+fn check_bundle_signatures(b: &Bundle) -> Result<()> {
+    let ik = b.identity.0.public_key();
+    let malformed = |_| Error::Malformed {
+        what: "prekey bundle",
+    };
+    let spk = b.inner.signed_pre_key_public().map_err(malformed)?;
+    let spk_sig = b.inner.signed_pre_key_signature().map_err(malformed)?;
+    if !ik.verify_signature(&spk.serialize(), spk_sig) {
+        return Err(Error::BadBundleSignature {
+            which: "signed prekey",
+        });
+    }
+    let kpk = b.inner.kyber_pre_key_public().map_err(malformed)?;
+    let kpk_sig = b.inner.kyber_pre_key_signature().map_err(malformed)?;
+    if !ik.verify_signature(&kpk.serialize(), kpk_sig) {
+        return Err(Error::BadBundleSignature {
+            which: "Kyber prekey",
+        });
+    }
+    Ok(())
+}
+
+/// [`decode_bundle`] plus the signature checks.
+pub fn verify_bundle(bytes: &[u8]) -> Result<Bundle> {
+    let b = decode_bundle(bytes)?;
+    check_bundle_signatures(&b)?;
+    Ok(b)
 }
 
 // ---------------------------------------------------------------------------
@@ -578,9 +569,27 @@ impl Adapter<'_, '_> {
         ls::SignalProtocolError::InvalidState("postern store", String::new())
     }
 
-    fn get(&self, ns: Namespace, key: &[u8]) -> ls::error::Result<Option<Vec<u8>>> {
-        let r = get_record(&self.0.borrow().overlay, ns, key);
-        r.map_err(|e| self.fail(e))
+    /// Reads a record and parses it while the overlay is borrowed.
+    fn read<T>(
+        &self,
+        ns: Namespace,
+        key: &[u8],
+        parse: impl FnOnce(&[u8]) -> ls::error::Result<T>,
+    ) -> ls::error::Result<Option<T>> {
+        let parsed = {
+            let st = self.0.borrow();
+            match get_record(&st.overlay, ns, key) {
+                Ok(None) => Ok(None),
+                Ok(Some(r)) => Ok(Some(parse(&r.bytes))),
+                Err(e) => Err(e),
+            }
+        };
+        match parsed {
+            Ok(None) => Ok(None),
+            Ok(Some(Ok(v))) => Ok(Some(v)),
+            Ok(Some(Err(_))) => Err(self.fail(corrupt(ns.name()))),
+            Err(e) => Err(self.fail(e)),
+        }
     }
 
     fn put(&self, ns: Namespace, key: &[u8], bytes: Vec<u8>) {
@@ -595,12 +604,10 @@ impl Adapter<'_, '_> {
         addr: &ls::ProtocolAddress,
     ) -> ls::error::Result<Option<proto::ContactRecord>> {
         let peer = parse_protocol_address(addr).map_err(|e| self.fail(e))?;
-        match self.get(Namespace::Contact, peer.as_bytes())? {
-            None => Ok(None),
-            Some(b) => codec::decode_bounded(&b, crate::consts::MAX_RECORD_BYTES, "contact record")
-                .map(Some)
-                .map_err(|_| self.fail(corrupt("contact"))),
-        }
+        self.read(Namespace::Contact, peer.as_bytes(), |b| {
+            codec::decode_bounded(b, crate::consts::MAX_RECORD_BYTES, "contact record")
+                .map_err(|_| ls::SignalProtocolError::InvalidProtobufEncoding)
+        })
     }
 }
 
@@ -667,12 +674,11 @@ impl ls::SessionStore for Adapter<'_, '_> {
         address: &ls::ProtocolAddress,
     ) -> ls::error::Result<Option<ls::SessionRecord>> {
         let peer = parse_protocol_address(address).map_err(|e| self.fail(e))?;
-        match self.get(Namespace::Session, peer.as_bytes())? {
-            None => Ok(None),
-            Some(b) => ls::SessionRecord::deserialize(&b)
-                .map(Some)
-                .map_err(|_| self.fail(corrupt("session"))),
-        }
+        self.read(
+            Namespace::Session,
+            peer.as_bytes(),
+            ls::SessionRecord::deserialize,
+        )
     }
 
     async fn store_session(
@@ -689,10 +695,12 @@ impl ls::SessionStore for Adapter<'_, '_> {
 #[async_trait(?Send)]
 impl ls::PreKeyStore for Adapter<'_, '_> {
     async fn get_pre_key(&self, id: ls::PreKeyId) -> ls::error::Result<ls::PreKeyRecord> {
-        let b = self
-            .get(Namespace::PreKey, &id_key(id.into()))?
-            .ok_or(ls::SignalProtocolError::InvalidPreKeyId)?;
-        ls::PreKeyRecord::deserialize(&b).map_err(|_| self.fail(corrupt("prekey")))
+        self.read(
+            Namespace::PreKey,
+            &id_key(id.into()),
+            ls::PreKeyRecord::deserialize,
+        )?
+        .ok_or(ls::SignalProtocolError::InvalidPreKeyId)
     }
 
     async fn save_pre_key(
@@ -719,10 +727,12 @@ impl ls::SignedPreKeyStore for Adapter<'_, '_> {
         &self,
         id: ls::SignedPreKeyId,
     ) -> ls::error::Result<ls::SignedPreKeyRecord> {
-        let b = self
-            .get(Namespace::SignedPreKey, &id_key(id.into()))?
-            .ok_or(ls::SignalProtocolError::InvalidSignedPreKeyId)?;
-        ls::SignedPreKeyRecord::deserialize(&b).map_err(|_| self.fail(corrupt("signed_prekey")))
+        self.read(
+            Namespace::SignedPreKey,
+            &id_key(id.into()),
+            ls::SignedPreKeyRecord::deserialize,
+        )?
+        .ok_or(ls::SignalProtocolError::InvalidSignedPreKeyId)
     }
 
     async fn save_signed_pre_key(
@@ -745,10 +755,12 @@ impl ls::KyberPreKeyStore for Adapter<'_, '_> {
         &self,
         id: ls::KyberPreKeyId,
     ) -> ls::error::Result<ls::KyberPreKeyRecord> {
-        let b = self
-            .get(Namespace::KyberPreKey, &id_key(id.into()))?
-            .ok_or(ls::SignalProtocolError::InvalidKyberPreKeyId)?;
-        ls::KyberPreKeyRecord::deserialize(&b).map_err(|_| self.fail(corrupt("kyber_prekey")))
+        self.read(
+            Namespace::KyberPreKey,
+            &id_key(id.into()),
+            ls::KyberPreKeyRecord::deserialize,
+        )?
+        .ok_or(ls::SignalProtocolError::InvalidKyberPreKeyId)
     }
 
     async fn save_kyber_pre_key(
@@ -774,14 +786,13 @@ impl ls::KyberPreKeyStore for Adapter<'_, '_> {
         base_key: &ls::PublicKey,
     ) -> ls::error::Result<()> {
         let id: u32 = id.into();
-        let state = self.get(Namespace::PrekeyState, &[])?;
+        let state: Option<proto::PrekeyStateRecord> =
+            self.read(Namespace::PrekeyState, &[], |b| {
+                codec::decode_bounded(b, crate::consts::MAX_RECORD_BYTES, "prekey state")
+                    .map_err(|_| ls::SignalProtocolError::InvalidProtobufEncoding)
+            })?;
         let last_resort = match state {
-            Some(b) => {
-                let s: proto::PrekeyStateRecord =
-                    codec::decode_bounded(&b, crate::consts::MAX_RECORD_BYTES, "prekey state")
-                        .map_err(|_| self.fail(corrupt("prekey_state")))?;
-                s.last_resort_kyber_prekey_id
-            }
+            Some(s) => s.last_resort_kyber_prekey_id,
             None => return Err(self.fail(corrupt("prekey_state"))),
         };
         if id != last_resort {
@@ -791,13 +802,12 @@ impl ls::KyberPreKeyStore for Adapter<'_, '_> {
                 .delete(Namespace::KyberPreKey, &id_key(id));
             return Ok(());
         }
-        let mut usage: proto::KyberUsageRecord = match self
-            .get(Namespace::KyberUsage, &id_key(id))?
-        {
-            None => proto::KyberUsageRecord::default(),
-            Some(b) => codec::decode_bounded(&b, crate::consts::MAX_RECORD_BYTES, "kyber usage")
-                .map_err(|_| self.fail(corrupt("kyber_usage")))?,
-        };
+        let mut usage: proto::KyberUsageRecord = self
+            .read(Namespace::KyberUsage, &id_key(id), |b| {
+                codec::decode_bounded(b, crate::consts::MAX_RECORD_BYTES, "kyber usage")
+                    .map_err(|_| ls::SignalProtocolError::InvalidProtobufEncoding)
+            })?
+            .unwrap_or_default();
         let bk = base_key.serialize().into_vec();
         if usage.base_keys.contains(&bk) {
             return Err(self.fail(Error::ReplayedPrekeyMessage));
@@ -889,14 +899,17 @@ fn map_error(e: ls::SignalProtocolError) -> Error {
 
 /// Runs PQXDH with a verified bundle and stores the new session. The
 /// bundle's owner must already be a contact with that identity key.
+///
+/// libsignal verifies the bundle's signatures; when it refuses one, the
+/// error names which signature failed.
 pub fn initiate_session<'a, R: RngCore + CryptoRng>(
     overlay: Overlay<'a>,
-    bundle: &VerifiedBundle,
+    bundle: &Bundle,
     now: UnixTime,
     rng: &mut R,
 ) -> Result<Overlay<'a>> {
     let addr = protocol_address(&bundle.address);
-    let ((), o) = with_stores(overlay, |sessions, identities| {
+    let outcome = with_stores(overlay, |sessions, identities| {
         drive(ls::process_prekey_bundle(
             &addr,
             sessions,
@@ -905,8 +918,15 @@ pub fn initiate_session<'a, R: RngCore + CryptoRng>(
             now.to_system_time(),
             &mut RngAdapter(rng),
         ))
-    })?;
-    Ok(o)
+    });
+    match outcome {
+        Ok(((), o)) => Ok(o),
+        Err(Error::BadBundleSignature { .. }) => {
+            check_bundle_signatures(bundle)?;
+            Err(Error::Bug("libsignal refused signatures that verify"))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Encrypts with the session for `peer`; returns `[type || libsignal bytes]`.
@@ -1092,24 +1112,16 @@ pub fn seal<'a, R: RngCore + CryptoRng>(
     })
 }
 
-/// What a recipient pinned for a contact, used to check a sealed sender.
-#[derive(Debug, Clone)]
-pub struct PinnedSender {
-    /// The contact's identity key.
-    pub identity_key: Vec<u8>,
-    /// The contact's sealed-sender trust root.
-    pub trust_root: Vec<u8>,
-}
-
-/// Opens a sealed-sender message: removes the envelope, finds the sender's
-/// pinned trust root through `pinned`, checks the certificate chain, its
-/// expiry against `now`, and that it names the pinned identity key, then
+/// Opens a sealed-sender message: removes the envelope, looks up the
+/// identity key pinned for the sender through `pinned`, checks that the
+/// certificate names that key, that its chain leads to that key (each user
+/// is its own trust root) and that it has not expired at `now`, then
 /// decrypts the inner message.
 pub fn open<'a, R: RngCore + CryptoRng>(
     overlay: Overlay<'a>,
     sealed: &[u8],
     now: UnixTime,
-    pinned: impl FnOnce(&Overlay<'a>, &Address) -> Result<Option<PinnedSender>>,
+    pinned: impl FnOnce(&Overlay<'a>, &Address) -> Result<Option<IdentityPublic>>,
     rng: &mut R,
 ) -> Result<(Address, Zeroizing<Vec<u8>>, Overlay<'a>)> {
     if sealed.len() > MAX_SEALED_BYTES {
@@ -1138,11 +1150,11 @@ pub fn open<'a, R: RngCore + CryptoRng>(
         return Err(bad("unknown device"));
     }
     let pin = pinned(&overlay, &peer)?.ok_or(Error::UnknownTrustRoot)?;
+    let root = *pin.0.public_key();
     let cert_key = sender.key().map_err(|_| bad("malformed"))?;
-    if cert_key.serialize().as_ref() != pin.identity_key.as_slice() {
+    if cert_key != root {
         return Err(Error::IdentityKeyChanged { peer });
     }
-    let root = ls::PublicKey::deserialize(&pin.trust_root).map_err(|_| corrupt("contact"))?;
     let valid_chain = sender
         .validate(&root, ls::Timestamp::from_epoch_millis(0))
         .map_err(|_| bad("malformed"))?;

@@ -12,6 +12,7 @@
 //! the browser until it has persistent storage; the SQLCipher backend lives
 //! outside the core.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use zeroize::Zeroizing;
@@ -112,8 +113,9 @@ impl Record {
 
 /// The narrow storage interface of the core.
 pub trait KvStore {
-    /// Reads one record.
-    fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Record>, StoreError>;
+    /// Reads one record (borrowed where the store holds it in memory, so
+    /// that secret records are not copied needlessly).
+    fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Cow<'_, Record>>, StoreError>;
     /// Lists the keys of a namespace, in ascending order.
     fn keys(&self, ns: Namespace) -> Result<Vec<Vec<u8>>, StoreError>;
     /// Applies a change set atomically: all of it or none of it.
@@ -123,7 +125,7 @@ pub trait KvStore {
 /// Writes produced by one operation, to be committed together.
 #[derive(Debug, Default, Clone)]
 pub struct ChangeSet {
-    ops: BTreeMap<(Namespace, Vec<u8>), Option<Record>>,
+    ops: BTreeMap<Namespace, BTreeMap<Vec<u8>, Option<Record>>>,
 }
 
 impl ChangeSet {
@@ -134,40 +136,46 @@ impl ChangeSet {
 
     /// Records a write.
     pub fn put(&mut self, ns: Namespace, key: &[u8], record: Record) {
-        self.ops.insert((ns, key.to_vec()), Some(record));
+        self.ops
+            .entry(ns)
+            .or_default()
+            .insert(key.to_vec(), Some(record));
     }
 
     /// Records a deletion.
     pub fn delete(&mut self, ns: Namespace, key: &[u8]) {
-        self.ops.insert((ns, key.to_vec()), None);
+        self.ops.entry(ns).or_default().insert(key.to_vec(), None);
     }
 
     /// Adds another change set's writes after this one's.
     pub fn extend(&mut self, other: ChangeSet) {
-        self.ops.extend(other.ops);
+        for (ns, ops) in other.ops {
+            self.ops.entry(ns).or_default().extend(ops);
+        }
     }
 
     /// Whether nothing is written.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.values().all(BTreeMap::is_empty)
     }
 
     /// Number of writes and deletions.
     pub fn len(&self) -> usize {
-        self.ops.len()
+        self.ops.values().map(BTreeMap::len).sum()
     }
 
     /// The writes (`None` deletes).
     pub fn iter(&self) -> impl Iterator<Item = (Namespace, &[u8], Option<&Record>)> {
-        self.ops
-            .iter()
-            .map(|((ns, k), v)| (*ns, k.as_slice(), v.as_ref()))
+        self.ops.iter().flat_map(|(ns, ops)| {
+            ops.iter()
+                .map(move |(k, v)| (*ns, k.as_slice(), v.as_ref()))
+        })
     }
 
     /// What this change set says about a key: `None` if untouched,
     /// `Some(None)` if deleted.
     pub fn lookup(&self, ns: Namespace, key: &[u8]) -> Option<Option<&Record>> {
-        self.ops.get(&(ns, key.to_vec())).map(|v| v.as_ref())
+        self.ops.get(&ns)?.get(key).map(|v| v.as_ref())
     }
 }
 
@@ -193,9 +201,9 @@ impl<'a> Overlay<'a> {
     }
 
     /// Reads through the pending changes to the base store.
-    pub fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Record>, StoreError> {
+    pub fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Cow<'_, Record>>, StoreError> {
         match self.changes.lookup(ns, key) {
-            Some(v) => Ok(v.cloned()),
+            Some(v) => Ok(v.map(Cow::Borrowed)),
             None => self.base.get(ns, key),
         }
     }
@@ -235,7 +243,8 @@ impl<'a> Overlay<'a> {
 /// In-memory [`KvStore`], bounded by [`MEM_STORE_CAPACITY`] records.
 #[derive(Debug, Default, Clone)]
 pub struct MemStore {
-    map: BTreeMap<(Namespace, Vec<u8>), Record>,
+    map: BTreeMap<Namespace, BTreeMap<Vec<u8>, Record>>,
+    len: usize,
 }
 
 impl MemStore {
@@ -246,46 +255,58 @@ impl MemStore {
 
     /// Number of records held.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     /// Whether the store is empty.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
     }
 }
 
 impl KvStore for MemStore {
-    fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        Ok(self.map.get(&(ns, key.to_vec())).cloned())
+    fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Cow<'_, Record>>, StoreError> {
+        Ok(self
+            .map
+            .get(&ns)
+            .and_then(|m| m.get(key))
+            .map(Cow::Borrowed))
     }
 
     fn keys(&self, ns: Namespace) -> Result<Vec<Vec<u8>>, StoreError> {
         Ok(self
             .map
-            .keys()
-            .filter(|(n, _)| *n == ns)
-            .map(|(_, k)| k.clone())
-            .collect())
+            .get(&ns)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default())
     }
 
     fn commit(&mut self, changes: ChangeSet) -> Result<(), StoreError> {
+        let contains =
+            |ns: Namespace, k: &[u8]| self.map.get(&ns).is_some_and(|m| m.contains_key(k));
         let added = changes
             .iter()
-            .filter(|(ns, k, v)| v.is_some() && !self.map.contains_key(&(*ns, k.to_vec())))
+            .filter(|(ns, k, v)| v.is_some() && !contains(*ns, k))
             .count();
-        if self.map.len().saturating_add(added) > MEM_STORE_CAPACITY {
+        if self.len.saturating_add(added) > MEM_STORE_CAPACITY {
             return Err(StoreError::Full {
                 limit: MEM_STORE_CAPACITY,
             });
         }
-        for ((ns, k), v) in changes.ops {
-            match v {
-                Some(r) => {
-                    self.map.insert((ns, k), r);
-                }
-                None => {
-                    self.map.remove(&(ns, k));
+        for (ns, ops) in changes.ops {
+            let m = self.map.entry(ns).or_default();
+            for (k, v) in ops {
+                match v {
+                    Some(r) => {
+                        if m.insert(k, r).is_none() {
+                            self.len += 1;
+                        }
+                    }
+                    None => {
+                        if m.remove(&k).is_some() {
+                            self.len -= 1;
+                        }
+                    }
                 }
             }
         }

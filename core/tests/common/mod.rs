@@ -29,8 +29,8 @@ impl User {
         self.store.commit(cs).unwrap();
     }
 
-    pub fn bundle(&mut self, rng: &mut ChaCha20Rng) -> Vec<u8> {
-        let (b, cs) = e2e::publish_bundle(&self.store, rng).unwrap();
+    pub fn bundle(&mut self) -> Vec<u8> {
+        let (b, cs) = e2e::publish_bundle(&self.store).unwrap();
         self.apply(cs);
         b
     }
@@ -71,11 +71,11 @@ impl User {
 
 /// Alice pins Bob and runs PQXDH with Bob's bundle; Bob pins Alice.
 pub fn connect(alice: &mut User, bob: &mut User, rng: &mut ChaCha20Rng) {
-    let bob_bundle = bob.bundle(rng);
+    let bob_bundle = bob.bundle();
     let (peer, cs) = e2e::start_session(&alice.store, &bob_bundle, T0, rng).unwrap();
     assert_eq!(peer, bob.addr);
     alice.apply(cs);
-    let alice_bundle = alice.bundle(rng);
+    let alice_bundle = alice.bundle();
     let (peer, cs) = e2e::add_contact(&bob.store, &alice_bundle).unwrap();
     assert_eq!(peer, alice.addr);
     bob.apply(cs);

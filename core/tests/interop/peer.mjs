@@ -4,8 +4,8 @@
 //
 // It speaks Postern's conventions on top of the Signal protocol:
 //  - addresses: SHA-256("postern/address/v1" || identity key)[..16] as a UUID,
-//  - the bundle's trust root is signed by the identity key over
-//    "postern/trust-root/v1" || trust root,
+//  - every user is its own sealed-sender trust root: the identity key signs
+//    the server certificate,
 //  - plaintexts are padded to Postern's buckets (u32 BE length || data || zeros).
 // Every binary value on the wire is hex.
 
@@ -99,9 +99,8 @@ const stores = {
   kyber: new KyberPreKeys(),
 };
 // Sealed sender: this peer is its own trust root, like every Postern user.
-const trustRoot = SignalClient.PrivateKey.generate();
 const serverKey = SignalClient.PrivateKey.generate();
-const serverCert = SignalClient.ServerCertificate.new(7, serverKey.getPublicKey(), trustRoot);
+const serverCert = SignalClient.ServerCertificate.new(7, serverKey.getPublicKey(), identity.privateKey);
 
 const addr = (name) => SignalClient.ProtocolAddress.new(name, DEVICE_ID);
 
@@ -115,8 +114,6 @@ const handlers = {
     await stores.kyber.saveKyberPreKey(1, SignalClient.KyberPreKeyRecord.new(1, Date.now(), kem, kemSig));
     const otp = SignalClient.PrivateKey.generate();
     await stores.prekeys.savePreKey(1, SignalClient.PreKeyRecord.new(1, otp.getPublicKey(), otp));
-    const tr = trustRoot.getPublicKey().serialize();
-    const trSig = identity.privateKey.sign(Buffer.concat([Buffer.from('postern/trust-root/v1'), tr]));
     return {
       address: me,
       registration_id: regId,
@@ -129,8 +126,6 @@ const handlers = {
       kyber_prekey_signature: hex(kemSig),
       one_time_prekey_id: 1,
       one_time_prekey: hex(otp.getPublicKey().serialize()),
-      trust_root: hex(tr),
-      trust_root_signature: hex(trSig),
     };
   },
   async process_bundle(b) {
@@ -141,10 +136,7 @@ const handlers = {
       b.signed_prekey_id, SignalClient.PublicKey.deserialize(unhex(b.signed_prekey)), unhex(b.signed_prekey_signature),
       SignalClient.PublicKey.deserialize(unhex(b.identity_key)),
       b.kyber_prekey_id, SignalClient.KEMPublicKey.deserialize(unhex(b.kyber_prekey)), unhex(b.kyber_prekey_signature));
-    // Postern's trust-root signature must verify under the identity key.
     const ik = SignalClient.PublicKey.deserialize(unhex(b.identity_key));
-    const ok = ik.verify(Buffer.concat([Buffer.from('postern/trust-root/v1'), unhex(b.trust_root)]), unhex(b.trust_root_signature));
-    if (!ok) throw new Error('trust root signature invalid');
     if (addressOf(ik) !== b.address) throw new Error('address does not derive from identity key');
     await SignalClient.processPreKeyBundle(bundle, addr(b.address), stores.sessions, stores.identities);
     return {};
