@@ -78,6 +78,53 @@ fn out_of_order_delivery_and_duplicates() {
     }
 }
 
+/// Everything an identity needs lives in the store's records: copying the
+/// records into a fresh store (what a restart with a persistent store does)
+/// restores the identity, its contacts and its sessions.
+#[test]
+fn identity_and_sessions_survive_restore_from_records() {
+    use postern_core::store::Namespace;
+    use postern_core::{ChangeSet, KvStore, MemStore};
+    let mut r = rng(106);
+    let (mut alice, mut bob) = (User::new(&mut r), User::new(&mut r));
+    connect(&mut alice, &mut bob, &mut r);
+    let m = alice.seal(&bob.addr, b"before restart", &mut r);
+    bob.open(&m, &mut r).unwrap();
+
+    let mut restored = MemStore::new();
+    let mut cs = ChangeSet::new();
+    for ns in [
+        Namespace::LocalIdentity,
+        Namespace::Contact,
+        Namespace::Session,
+        Namespace::PreKey,
+        Namespace::SignedPreKey,
+        Namespace::KyberPreKey,
+        Namespace::KyberUsage,
+        Namespace::PrekeyState,
+    ] {
+        for k in bob.store.keys(ns).unwrap() {
+            let rec = bob.store.get(ns, &k).unwrap().unwrap().into_owned();
+            cs.put(ns, &k, rec);
+        }
+    }
+    restored.commit(cs).unwrap();
+    assert_eq!(restored.len(), bob.store.len());
+    let mut bob2 = User {
+        store: restored,
+        addr: bob.addr,
+    };
+    assert_eq!(e2e::local_address(&bob2.store).unwrap(), bob.addr);
+    assert_eq!(
+        e2e::local_identity_key(&bob2.store).unwrap(),
+        e2e::local_identity_key(&bob.store).unwrap()
+    );
+    let m = alice.seal(&bob.addr, b"after restart", &mut r);
+    assert_eq!(bob2.open(&m, &mut r).unwrap().1, b"after restart");
+    let back = bob2.seal(&alice.addr, b"reply after restart", &mut r);
+    assert_eq!(alice.open(&back, &mut r).unwrap().1, b"reply after restart");
+}
+
 #[test]
 fn safety_numbers_match_and_verify() {
     let mut r = rng(103);

@@ -1,0 +1,179 @@
+//! The bodies of postern-core's fuzz targets. Each takes arbitrary bytes,
+//! feeds them to one decoder of the core, and checks that the result is a
+//! typed error or a value that round-trips — never a panic, and never a
+//! change to stored state. The `fuzz_targets/` binaries call these; the
+//! tests below run them over seed inputs so that they keep working.
+
+use std::sync::OnceLock;
+
+use postern_core::codec::{self, padding, proto};
+use postern_core::{Address, KvStore, MemStore, UnixTime, e2e};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+const NOW: UnixTime = UnixTime(1_800_000_000_000);
+
+/// Two users with sessions both ways, created once per process.
+pub struct Pair {
+    /// Alice's store.
+    pub alice: MemStore,
+    /// Alice's address.
+    pub alice_addr: Address,
+    /// Bob's store (the receiver in the targets).
+    pub bob: MemStore,
+    /// Bob's address.
+    pub bob_addr: Address,
+    /// A valid sealed message from Alice to Bob, not yet opened.
+    pub sealed: Vec<u8>,
+    /// A valid session message from Alice to Bob, not yet decrypted.
+    pub message: Vec<u8>,
+    /// Bob's bundle.
+    pub bundle: Vec<u8>,
+}
+
+fn build_pair() -> Result<Pair, postern_core::Error> {
+    let mut rng = ChaCha20Rng::seed_from_u64(0xF022);
+    let (mut alice, mut bob) = (MemStore::new(), MemStore::new());
+    let (alice_addr, cs) = e2e::create_identity(&alice, NOW, &mut rng)?;
+    alice.commit(cs)?;
+    let (bob_addr, cs) = e2e::create_identity(&bob, NOW, &mut rng)?;
+    bob.commit(cs)?;
+    let (bundle, cs) = e2e::publish_bundle(&bob)?;
+    bob.commit(cs)?;
+    let (_, cs) = e2e::start_session(&alice, &bundle, NOW, &mut rng)?;
+    alice.commit(cs)?;
+    let (ab, cs) = e2e::publish_bundle(&alice)?;
+    alice.commit(cs)?;
+    let (_, cs) = e2e::add_contact(&bob, &ab)?;
+    bob.commit(cs)?;
+    let (first, cs) = e2e::seal(&alice, &bob_addr, b"first", NOW, &mut rng)?;
+    alice.commit(cs)?;
+    let (_, _, cs) = e2e::open(&bob, &first, NOW, &mut rng)?;
+    bob.commit(cs)?;
+    let (sealed, cs) = e2e::seal(&alice, &bob_addr, b"sealed", NOW, &mut rng)?;
+    alice.commit(cs)?;
+    let (message, cs) = e2e::encrypt(&alice, &bob_addr, b"message", NOW, &mut rng)?;
+    alice.commit(cs)?;
+    Ok(Pair {
+        alice,
+        alice_addr,
+        bob,
+        bob_addr,
+        sealed,
+        message,
+        bundle,
+    })
+}
+
+/// The shared pair (built on first use).
+pub fn pair() -> &'static Pair {
+    static PAIR: OnceLock<Pair> = OnceLock::new();
+    PAIR.get_or_init(|| match build_pair() {
+        Ok(p) => p,
+        Err(e) => unreachable_setup(e),
+    })
+}
+
+#[allow(clippy::panic)]
+fn unreachable_setup(e: postern_core::Error) -> ! {
+    panic!("fuzz setup failed: {e}")
+}
+
+fn rng(data: &[u8]) -> ChaCha20Rng {
+    ChaCha20Rng::seed_from_u64(data.len() as u64)
+}
+
+/// Prekey bundles.
+pub fn bundle(data: &[u8]) {
+    let _ = e2e::inspect_bundle(data);
+    let p = pair();
+    let _ = e2e::add_contact(&p.alice, data);
+    let _ = e2e::start_session(&p.alice, data, NOW, &mut rng(data));
+}
+
+/// Session (non-sealed) messages, as received by Bob from Alice.
+pub fn session_message(data: &[u8]) {
+    let p = pair();
+    let _ = e2e::decrypt(&p.bob, &p.alice_addr, data, &mut rng(data));
+}
+
+/// Sealed-sender messages, as received by Bob.
+pub fn sealed_message(data: &[u8]) {
+    let p = pair();
+    let _ = e2e::open(&p.bob, data, NOW, &mut rng(data));
+}
+
+/// Padding: anything accepted must be the canonical padding of its content.
+#[allow(clippy::panic)]
+pub fn padding(data: &[u8]) {
+    if let Ok(content) = padding::unpad(data) {
+        match padding::pad(&content) {
+            Ok(again) if again.as_slice() == data => {}
+            _ => panic!("unpad accepted a non-canonical padding"),
+        }
+    }
+}
+
+/// Stored records, as read back from a (possibly corrupted) store.
+pub fn records(data: &[u8]) {
+    let max = postern_core::consts::MAX_RECORD_BYTES;
+    let _ = codec::decode_bounded::<proto::LocalIdentityRecord>(data, max, "fuzz");
+    let _ = codec::decode_bounded::<proto::ContactRecord>(data, max, "fuzz");
+    let _ = codec::decode_bounded::<proto::PrekeyStateRecord>(data, max, "fuzz");
+    let _ = codec::decode_bounded::<proto::KyberUsageRecord>(data, max, "fuzz");
+    let _ = postern_core::IdentityPublic::from_bytes(data);
+}
+
+/// Scanned safety-number codes.
+#[allow(clippy::panic)]
+pub fn safety_number(data: &[u8]) {
+    let p = pair();
+    if let Ok((true, _)) = e2e::verify_scanned(&p.alice, &p.bob_addr, data) {
+        // Only Bob's real code may match.
+        match e2e::safety_number(&p.bob, &p.alice_addr) {
+            Ok(theirs) if theirs.scannable == data => {}
+            _ => panic!("a foreign code verified"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn mutations(seed: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = vec![seed.to_vec(), Vec::new()];
+        for cut in (0..seed.len()).step_by(seed.len().max(40) / 40) {
+            out.push(seed[..cut].to_vec());
+            let mut flipped = seed.to_vec();
+            flipped[cut] ^= 0x5a;
+            out.push(flipped);
+        }
+        out
+    }
+
+    #[test]
+    fn targets_survive_seed_mutations() {
+        let p = pair();
+        let sn = e2e::safety_number(&p.bob, &p.alice_addr).unwrap();
+        for m in mutations(&p.bundle) {
+            bundle(&m);
+            records(&m);
+        }
+        for m in mutations(&p.message) {
+            session_message(&m);
+        }
+        for m in mutations(&p.sealed) {
+            sealed_message(&m);
+        }
+        for m in mutations(&sn.scannable) {
+            safety_number(&m);
+        }
+        for m in mutations(&padding::pad(b"seed").unwrap()) {
+            padding(&m);
+        }
+        // The pair's stores were never modified by any of it.
+        assert!(e2e::open(&p.bob, &p.sealed, NOW, &mut rng(b"x")).is_ok());
+    }
+}
