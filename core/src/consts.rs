@@ -42,3 +42,8 @@ pub const FINGERPRINT_ITERATIONS: u32 = 5200;
 
 /// Capacity of the in-memory store (records).
 pub const MEM_STORE_CAPACITY: usize = 1_000_000;
+
+/// Largest stored message body or outbox payload.
+pub const MAX_STORED_MESSAGE_BYTES: usize = 64 * 1024;
+/// Most entries the outbox holds.
+pub const MAX_OUTBOX_ENTRIES: usize = 10_000;

@@ -55,6 +55,15 @@ pub enum StoreError {
     /// The storage backend failed.
     #[error("storage backend failed: {0}")]
     Backend(&'static str),
+    /// A message or outbox payload exceeded its bound.
+    #[error("stored message larger than {limit} bytes")]
+    TooLarge {
+        /// The bound.
+        limit: usize,
+    },
+    /// A message with the same id from the same peer is already stored.
+    #[error("message already stored")]
+    DuplicateMessage,
 }
 
 /// Everything that can go wrong in the Postern core.

@@ -17,8 +17,14 @@ use std::collections::BTreeMap;
 
 use zeroize::Zeroizing;
 
-use crate::consts::{MAX_RECORD_BYTES, MEM_STORE_CAPACITY};
+use crate::address::Address;
+use crate::consts::{
+    MAX_OUTBOX_ENTRIES, MAX_RECORD_BYTES, MAX_STORED_MESSAGE_BYTES, MEM_STORE_CAPACITY,
+};
 use crate::error::StoreError;
+
+mod messages;
+pub use messages::{ConversationSummary, Direction, MessageId, OutboxEntry, StoredMessage};
 
 /// Kinds of records. The discriminant is part of the on-disk key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -120,12 +126,24 @@ pub trait KvStore {
     fn keys(&self, ns: Namespace) -> Result<Vec<Vec<u8>>, StoreError>;
     /// Applies a change set atomically: all of it or none of it.
     fn commit(&mut self, changes: ChangeSet) -> Result<(), StoreError>;
+    /// Every conversation with its message count and last message, most
+    /// recent first.
+    fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError>;
+    /// The last `limit` messages with `peer`, oldest first.
+    fn history(&self, peer: &Address, limit: usize) -> Result<Vec<StoredMessage>, StoreError>;
+    /// Whether a message with this id from/to `peer` is stored.
+    fn has_message(&self, peer: &Address, id: &MessageId) -> Result<bool, StoreError>;
+    /// Messages waiting to be sent or acknowledged, oldest first.
+    fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;
 }
 
 /// Writes produced by one operation, to be committed together.
 #[derive(Debug, Default, Clone)]
 pub struct ChangeSet {
     ops: BTreeMap<Namespace, BTreeMap<Vec<u8>, Option<Record>>>,
+    messages: Vec<StoredMessage>,
+    outbox_add: Vec<OutboxEntry>,
+    outbox_remove: Vec<MessageId>,
 }
 
 impl ChangeSet {
@@ -152,16 +170,77 @@ impl ChangeSet {
         for (ns, ops) in other.ops {
             self.ops.entry(ns).or_default().extend(ops);
         }
+        self.messages.extend(other.messages);
+        self.outbox_add.extend(other.outbox_add);
+        self.outbox_remove.extend(other.outbox_remove);
+    }
+
+    /// Stores a message in the same commit (e.g. the plaintext a ratchet
+    /// step decrypted, so that both are kept or neither is).
+    pub fn add_message(&mut self, m: StoredMessage) {
+        self.messages.push(m);
+    }
+
+    /// Queues an outgoing ciphertext in the same commit as the ratchet step
+    /// that produced it.
+    pub fn add_outbox(&mut self, e: OutboxEntry) {
+        self.outbox_add.push(e);
+    }
+
+    /// Removes an acknowledged outbox entry.
+    pub fn remove_outbox(&mut self, id: MessageId) {
+        self.outbox_remove.push(id);
+    }
+
+    /// The messages this change set stores.
+    pub fn messages(&self) -> &[StoredMessage] {
+        &self.messages
+    }
+
+    /// The outbox entries this change set adds.
+    pub fn outbox_added(&self) -> &[OutboxEntry] {
+        &self.outbox_add
+    }
+
+    /// The outbox entries this change set removes.
+    pub fn outbox_removed(&self) -> &[MessageId] {
+        &self.outbox_remove
+    }
+
+    /// Checks the bounds of the messages and outbox entries.
+    pub fn check_bounds(&self) -> Result<(), StoreError> {
+        let too_big = self
+            .messages
+            .iter()
+            .any(|m| m.body.len() > MAX_STORED_MESSAGE_BYTES)
+            || self
+                .outbox_add
+                .iter()
+                .any(|e| e.payload.len() > MAX_STORED_MESSAGE_BYTES);
+        if too_big {
+            return Err(StoreError::TooLarge {
+                limit: MAX_STORED_MESSAGE_BYTES,
+            });
+        }
+        Ok(())
     }
 
     /// Whether nothing is written.
     pub fn is_empty(&self) -> bool {
         self.ops.values().all(BTreeMap::is_empty)
+            && self.messages.is_empty()
+            && self.outbox_add.is_empty()
+            && self.outbox_remove.is_empty()
     }
 
-    /// Number of writes and deletions.
+    /// Number of record writes and deletions.
     pub fn len(&self) -> usize {
         self.ops.values().map(BTreeMap::len).sum()
+    }
+
+    /// The record writes, by namespace (`None` deletes).
+    pub fn records(&self) -> impl Iterator<Item = (Namespace, &[u8], Option<&Record>)> {
+        self.iter()
     }
 
     /// The writes (`None` deletes).
@@ -245,6 +324,8 @@ impl<'a> Overlay<'a> {
 pub struct MemStore {
     map: BTreeMap<Namespace, BTreeMap<Vec<u8>, Record>>,
     len: usize,
+    messages: Vec<StoredMessage>,
+    outbox: Vec<OutboxEntry>,
 }
 
 impl MemStore {
@@ -282,16 +363,33 @@ impl KvStore for MemStore {
     }
 
     fn commit(&mut self, changes: ChangeSet) -> Result<(), StoreError> {
+        changes.check_bounds()?;
         let contains =
             |ns: Namespace, k: &[u8]| self.map.get(&ns).is_some_and(|m| m.contains_key(k));
         let added = changes
             .iter()
             .filter(|(ns, k, v)| v.is_some() && !contains(*ns, k))
-            .count();
+            .count()
+            + changes.messages.len();
         if self.len.saturating_add(added) > MEM_STORE_CAPACITY {
             return Err(StoreError::Full {
                 limit: MEM_STORE_CAPACITY,
             });
+        }
+        if self.outbox.len().saturating_add(changes.outbox_add.len()) > MAX_OUTBOX_ENTRIES {
+            return Err(StoreError::Full {
+                limit: MAX_OUTBOX_ENTRIES,
+            });
+        }
+        for (i, m) in changes.messages.iter().enumerate() {
+            let dup_in_set = changes
+                .messages
+                .iter()
+                .take(i)
+                .any(|o| o.peer == m.peer && o.id == m.id);
+            if dup_in_set || self.has_message(&m.peer, &m.id)? {
+                return Err(StoreError::DuplicateMessage);
+            }
         }
         for (ns, ops) in changes.ops {
             let m = self.map.entry(ns).or_default();
@@ -310,7 +408,45 @@ impl KvStore for MemStore {
                 }
             }
         }
+        self.len += changes.messages.len();
+        self.messages.extend(changes.messages);
+        self.outbox
+            .retain(|e| !changes.outbox_remove.contains(&e.id));
+        self.outbox.extend(changes.outbox_add);
         Ok(())
+    }
+
+    fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {
+        let mut by_peer: BTreeMap<Address, (u64, &StoredMessage)> = BTreeMap::new();
+        for m in &self.messages {
+            let e = by_peer.entry(m.peer).or_insert((0, m));
+            e.0 += 1;
+            e.1 = m;
+        }
+        let mut out: Vec<ConversationSummary> = by_peer
+            .into_iter()
+            .map(|(peer, (messages, last))| ConversationSummary {
+                peer,
+                messages,
+                last: last.clone(),
+            })
+            .collect();
+        out.sort_by_key(|c| core::cmp::Reverse(c.last.timestamp));
+        Ok(out)
+    }
+
+    fn history(&self, peer: &Address, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        let all: Vec<&StoredMessage> = self.messages.iter().filter(|m| m.peer == *peer).collect();
+        let skip = all.len().saturating_sub(limit);
+        Ok(all.into_iter().skip(skip).cloned().collect())
+    }
+
+    fn has_message(&self, peer: &Address, id: &MessageId) -> Result<bool, StoreError> {
+        Ok(self.messages.iter().any(|m| m.peer == *peer && m.id == *id))
+    }
+
+    fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(self.outbox.clone())
     }
 }
 

@@ -1,0 +1,323 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod header;
+mod sql;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use postern_core::crypto::kdf::{self, KdfParams};
+use rand::RngCore;
+use rusqlite::{Connection, OpenFlags};
+use zeroize::Zeroizing;
+
+use header::Header;
+pub use header::KeySource;
+
+/// File names inside a profile directory.
+pub const DB_FILE: &str = "profile.db";
+/// The header beside the database (key source, KDF parameters, key check).
+pub const HEADER_FILE: &str = "profile.header";
+/// The lock held while a process has the profile open.
+pub const LOCK_FILE: &str = "profile.lock";
+/// Keychain service name; the account is `profile-<id>`.
+pub const KEYCHAIN_SERVICE: &str = "postern";
+
+/// How to unlock a profile.
+pub enum Unlock<'a> {
+    /// The key is in the OS keychain.
+    Keychain,
+    /// Derive the key from this passphrase.
+    Passphrase(&'a [u8]),
+}
+
+impl core::fmt::Debug for Unlock<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Unlock::Keychain => f.write_str("Unlock::Keychain"),
+            Unlock::Passphrase(_) => f.write_str("Unlock::Passphrase(<redacted>)"),
+        }
+    }
+}
+
+/// Errors opening or using a profile.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProfileError {
+    /// Another process has the profile open.
+    #[error("profile in use by another process")]
+    InUse,
+    /// The passphrase or keychain key does not open the database.
+    #[error("wrong passphrase or key")]
+    WrongKey,
+    /// The database is damaged or truncated. It is left untouched.
+    #[error("profile database is corrupt or truncated; it was not modified")]
+    Corrupt,
+    /// There is no profile in the directory.
+    #[error("no profile found in that directory")]
+    NotFound,
+    /// A profile already exists in the directory.
+    #[error("a profile already exists in that directory")]
+    AlreadyExists,
+    /// The header beside the database is unreadable or inconsistent.
+    #[error("profile header is invalid: {0}")]
+    BadHeader(&'static str),
+    /// The profile is protected by a different key source than requested.
+    #[error("this profile is unlocked with its {expected}, not with what was given")]
+    WrongUnlockMethod {
+        /// What the header says.
+        expected: &'static str,
+    },
+    /// The OS keychain is unavailable or does not hold the key.
+    #[error("keychain: {0}")]
+    Keychain(#[source] keyring_core::Error),
+    /// The database was written by a newer Postern.
+    #[error("profile schema {found} is newer than this build supports ({supported})")]
+    SchemaTooNew {
+        /// Version found.
+        found: i64,
+        /// Highest version this build knows.
+        supported: i64,
+    },
+    /// SQLite/SQLCipher failed.
+    #[error("database error")]
+    Sqlite(#[source] rusqlite::Error),
+    /// A file operation failed.
+    #[error("file error")]
+    Io(#[source] std::io::Error),
+    /// The core refused something.
+    #[error(transparent)]
+    Core(#[from] postern_core::Error),
+}
+
+/// An open, unlocked profile: a SQLCipher database holding every record,
+/// message and outbox entry of one identity. Implements the core's
+/// [`postern_core::KvStore`].
+pub struct Profile {
+    dir: PathBuf,
+    conn: Connection,
+    header: Header,
+    // Held for as long as the profile is open; the OS releases it if the
+    // process dies.
+    _lock: File,
+}
+
+impl core::fmt::Debug for Profile {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Profile({})", self.dir.display())
+    }
+}
+
+fn lock(dir: &Path) -> Result<File, ProfileError> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .map_err(ProfileError::Io)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ProfileError::InUse),
+        Err(std::fs::TryLockError::Error(e)) => Err(ProfileError::Io(e)),
+    }
+}
+
+fn keychain_entry(profile_id: &str) -> Result<keyring_core::Entry, ProfileError> {
+    keyring_core::Entry::new(KEYCHAIN_SERVICE, &format!("profile-{profile_id}"))
+        .map_err(ProfileError::Keychain)
+}
+
+fn random_key() -> Zeroizing<[u8; 32]> {
+    let mut k = Zeroizing::new([0u8; 32]);
+    rand::rng().fill_bytes(k.as_mut());
+    k
+}
+
+impl Profile {
+    /// Creates a new, empty profile in `dir` (created if missing), keyed
+    /// by a fresh random 256-bit key that is sealed by the OS keychain
+    /// (`Unlock::Keychain`) or derived from a passphrase with Argon2id.
+    pub fn create(
+        dir: &Path,
+        unlock: Unlock<'_>,
+        params: KdfParams,
+    ) -> Result<Profile, ProfileError> {
+        Self::create_at(dir, unlock, params, sql::SCHEMA_VERSION)
+    }
+
+    fn create_at(
+        dir: &Path,
+        unlock: Unlock<'_>,
+        params: KdfParams,
+        schema: i64,
+    ) -> Result<Profile, ProfileError> {
+        std::fs::create_dir_all(dir).map_err(ProfileError::Io)?;
+        let lock = lock(dir)?;
+        if dir.join(DB_FILE).exists() || dir.join(HEADER_FILE).exists() {
+            return Err(ProfileError::AlreadyExists);
+        }
+        let mut id = [0u8; 16];
+        rand::rng().fill_bytes(&mut id);
+        let profile_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let (key, header) = match unlock {
+            Unlock::Keychain => {
+                let key = random_key();
+                keychain_entry(&profile_id)?
+                    .set_secret(key.as_ref())
+                    .map_err(ProfileError::Keychain)?;
+                let h = Header::new_keychain(profile_id, &key);
+                (key, h)
+            }
+            Unlock::Passphrase(pw) => {
+                let mut salt = [0u8; kdf::SALT_BYTES];
+                rand::rng().fill_bytes(&mut salt);
+                let key = kdf::derive_key(pw, &salt, params)?;
+                let h = Header::new_passphrase(profile_id, params, salt, &key);
+                (key, h)
+            }
+        };
+        header.write(dir)?;
+        let conn = Connection::open_with_flags(
+            dir.join(DB_FILE),
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(ProfileError::Sqlite)?;
+        sql::apply_key(&conn, &key)?;
+        sql::configure_and_migrate(&conn, schema)?;
+        Ok(Profile {
+            dir: dir.to_path_buf(),
+            conn,
+            header,
+            _lock: lock,
+        })
+    }
+
+    /// Opens and unlocks the profile in `dir`. A wrong key or passphrase,
+    /// or a damaged file, is reported without modifying anything.
+    pub fn open(dir: &Path, unlock: Unlock<'_>) -> Result<Profile, ProfileError> {
+        if !dir.join(HEADER_FILE).exists() {
+            return Err(ProfileError::NotFound);
+        }
+        let lock = lock(dir)?;
+        let header = Header::read(dir)?;
+        let key = header.key(unlock)?;
+        let db = dir.join(DB_FILE);
+        let meta = std::fs::metadata(&db).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ProfileError::Corrupt,
+            _ => ProfileError::Io(e),
+        })?;
+        if meta.len() == 0 {
+            return Err(ProfileError::Corrupt);
+        }
+        let conn = Connection::open_with_flags(
+            &db,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(ProfileError::Sqlite)?;
+        sql::apply_key(&conn, &key)?;
+        // Nothing has been written yet; the first read tells a bad key or a
+        // damaged file before any pragma that could write.
+        sql::verify_readable(&conn)?;
+        sql::configure_and_migrate(&conn, sql::SCHEMA_VERSION)?;
+        Ok(Profile {
+            dir: dir.to_path_buf(),
+            conn,
+            header,
+            _lock: lock,
+        })
+    }
+
+    /// How this profile's key is protected.
+    pub fn key_source(&self) -> KeySource {
+        self.header.source()
+    }
+
+    /// Re-protects the database: a new random key sealed by the keychain,
+    /// or a new key derived from a new passphrase. The database is
+    /// re-encrypted (`PRAGMA rekey`) before the new header replaces the
+    /// old one.
+    pub fn change_protection(
+        &mut self,
+        unlock: Unlock<'_>,
+        params: KdfParams,
+    ) -> Result<(), ProfileError> {
+        let id = self.header.profile_id().to_string();
+        let old_source = self.header.source();
+        let (key, header) = match unlock {
+            Unlock::Keychain => {
+                let key = random_key();
+                keychain_entry(&id)?
+                    .set_secret(key.as_ref())
+                    .map_err(ProfileError::Keychain)?;
+                let h = Header::new_keychain(id.clone(), &key);
+                (key, h)
+            }
+            Unlock::Passphrase(pw) => {
+                let mut salt = [0u8; kdf::SALT_BYTES];
+                rand::rng().fill_bytes(&mut salt);
+                let key = kdf::derive_key(pw, &salt, params)?;
+                let h = Header::new_passphrase(id.clone(), params, salt, &key);
+                (key, h)
+            }
+        };
+        sql::rekey(&self.conn, &key)?;
+        header.write(&self.dir)?;
+        if old_source == KeySource::Keychain && header.source() == KeySource::Passphrase {
+            // The keychain no longer needs to hold a key for this profile.
+            let _ = keychain_entry(&id)
+                .and_then(|e| e.delete_credential().map_err(ProfileError::Keychain));
+        }
+        self.header = header;
+        Ok(())
+    }
+
+    /// The directory the profile lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlock_debug_redacts_passphrase() {
+        let s = format!("{:?}", Unlock::Passphrase(b"hunter2"));
+        assert!(!s.contains("hunter2"));
+    }
+}
+
+/// Hooks for Postern's own tests (schema migration and version checks).
+/// Not part of the API.
+#[doc(hidden)]
+pub mod testing {
+    use std::path::Path;
+
+    use postern_core::crypto::kdf::KdfParams;
+
+    use crate::{Profile, Unlock};
+
+    /// The schema version this build writes.
+    pub const SCHEMA_VERSION: i64 = crate::sql::SCHEMA_VERSION;
+
+    /// Reads `PRAGMA user_version`.
+    pub fn user_version(p: &Profile) -> i64 {
+        p.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap_or(-1)
+    }
+
+    /// Sets `PRAGMA user_version` (to simulate a newer writer).
+    pub fn set_user_version(p: &Profile, v: i64) {
+        let _ = p.conn.execute_batch(&format!("PRAGMA user_version = {v};"));
+    }
+
+    /// Creates a passphrase profile whose schema stops at `version`.
+    pub fn create_at_version(dir: &Path, pw: &[u8], params: KdfParams, version: i64) {
+        let _ = Profile::create_at(dir, Unlock::Passphrase(pw), params, version);
+    }
+}

@@ -1,0 +1,403 @@
+//! The encrypted profile store: rejection cases first, then persistence.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::Path;
+
+use postern_core::crypto::kdf::KdfParams;
+use postern_core::store::{ChangeSet, Direction, Namespace, OutboxEntry, Record, StoredMessage};
+use postern_core::{Address, KvStore, MemStore, UnixTime, e2e};
+use postern_store::{KeySource, Profile, ProfileError, Unlock};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use zeroize::Zeroizing;
+
+const T0: UnixTime = UnixTime(1_800_000_000_000);
+const PW: &[u8] = b"correct horse battery staple";
+const P: KdfParams = KdfParams::TEST_ONLY;
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap() != "profile.lock")
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn message(peer: Address, n: u8, body: &[u8], dir: Direction) -> StoredMessage {
+    StoredMessage {
+        peer,
+        id: [n; 16],
+        direction: dir,
+        timestamp: UnixTime(T0.millis() + u64::from(n)),
+        body: Zeroizing::new(body.to_vec()),
+    }
+}
+
+/// A profile with an identity and some records and messages, then closed.
+fn populated(dir: &Path) {
+    let mut p = Profile::create(dir, Unlock::Passphrase(PW), P).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let (_, cs) = e2e::create_identity(&p, T0, &mut rng).unwrap();
+    p.commit(cs).unwrap();
+    let mut cs = ChangeSet::new();
+    let peer = Address::from_bytes([9; 16]);
+    for n in 0..20 {
+        cs.add_message(message(
+            peer,
+            n,
+            format!("message number {n}").as_bytes(),
+            Direction::Incoming,
+        ));
+    }
+    p.commit(cs).unwrap();
+}
+
+#[test]
+fn rejects_wrong_passphrase_without_touching_the_files() {
+    let d = tempfile::tempdir().unwrap();
+    populated(d.path());
+    let before = files(d.path());
+    let e = Profile::open(d.path(), Unlock::Passphrase(b"wrong")).unwrap_err();
+    assert!(matches!(e, ProfileError::WrongKey), "{e:?}");
+    assert_eq!(files(d.path()), before);
+    let e = Profile::open(d.path(), Unlock::Keychain).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ProfileError::WrongUnlockMethod {
+                expected: "passphrase"
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(Profile::open(d.path(), Unlock::Passphrase(PW)).is_ok());
+}
+
+#[test]
+fn rejects_corrupted_file_without_overwriting_it() {
+    let d = tempfile::tempdir().unwrap();
+    populated(d.path());
+    let db = d.path().join(postern_store::DB_FILE);
+    let mut bytes = std::fs::read(&db).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 64] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let before = files(d.path());
+    let e = Profile::open(d.path(), Unlock::Passphrase(PW)).unwrap_err();
+    assert!(matches!(e, ProfileError::Corrupt), "{e:?}");
+    assert_eq!(files(d.path()), before);
+}
+
+#[test]
+fn rejects_truncated_file_without_overwriting_it() {
+    let d = tempfile::tempdir().unwrap();
+    populated(d.path());
+    let db = d.path().join(postern_store::DB_FILE);
+    let bytes = std::fs::read(&db).unwrap();
+    for cut in [0, 100, 4096, bytes.len() / 2, bytes.len() - 1] {
+        std::fs::write(&db, &bytes[..cut]).unwrap();
+        let before = files(d.path());
+        let e = Profile::open(d.path(), Unlock::Passphrase(PW)).unwrap_err();
+        assert!(matches!(e, ProfileError::Corrupt), "cut {cut}: {e:?}");
+        assert_eq!(files(d.path()), before, "cut {cut}");
+    }
+}
+
+#[test]
+fn rejects_hostile_header() {
+    let d = tempfile::tempdir().unwrap();
+    populated(d.path());
+    let h = d.path().join(postern_store::HEADER_FILE);
+    let good = std::fs::read_to_string(&h).unwrap();
+    for bad in [
+        String::new(),
+        "not json".into(),
+        good.replace("\"format\": 1", "\"format\": 2"),
+        good.replace("\"iterations\": 1", "\"iterations\": 4000000000"),
+        good.replace("\"memory_kib\": 256", "\"memory_kib\": 4294967295"),
+        good.replace("argon2id-v19", "scrypt"),
+        good.replace(
+            "\"key_source\": \"passphrase\"",
+            "\"key_source\": \"keychain\"",
+        ),
+        good.replace('{', "{\"extra\": 1,"),
+        "x".repeat(10_000),
+    ] {
+        std::fs::write(&h, &bad).unwrap();
+        let e = Profile::open(d.path(), Unlock::Passphrase(PW)).unwrap_err();
+        assert!(matches!(e, ProfileError::BadHeader(_)), "{bad:.60}: {e:?}");
+    }
+    std::fs::write(&h, &good).unwrap();
+    assert!(Profile::open(d.path(), Unlock::Passphrase(PW)).is_ok());
+}
+
+#[test]
+fn second_opener_gets_profile_in_use() {
+    let d = tempfile::tempdir().unwrap();
+    populated(d.path());
+    let p = Profile::open(d.path(), Unlock::Passphrase(PW)).unwrap();
+    let e = Profile::open(d.path(), Unlock::Passphrase(PW)).unwrap_err();
+    assert!(matches!(e, ProfileError::InUse), "{e:?}");
+    // Another process sees the lock too (util-linux `flock -n` fails).
+    let status = std::process::Command::new("flock")
+        .arg("-n")
+        .arg(d.path().join(postern_store::LOCK_FILE))
+        .arg("true")
+        .status()
+        .expect("flock(1) from util-linux");
+    assert!(!status.success());
+    drop(p);
+    assert!(Profile::open(d.path(), Unlock::Passphrase(PW)).is_ok());
+}
+
+#[test]
+fn refuses_schema_from_a_newer_build_and_migrates_older_ones() {
+    let d = tempfile::tempdir().unwrap();
+    populated(d.path());
+    {
+        // Simulate a newer Postern having written the file.
+        let p = Profile::open(d.path(), Unlock::Passphrase(PW)).unwrap();
+        postern_store::testing::set_user_version(&p, 99);
+    }
+    let e = Profile::open(d.path(), Unlock::Passphrase(PW)).unwrap_err();
+    assert!(
+        matches!(e, ProfileError::SchemaTooNew { found: 99, .. }),
+        "{e:?}"
+    );
+
+    // Every earlier schema version migrates to the current one with its
+    // data intact (today: version 0, an empty keyed database).
+    for v in 0..postern_store::testing::SCHEMA_VERSION {
+        let d = tempfile::tempdir().unwrap();
+        postern_store::testing::create_at_version(d.path(), PW, P, v);
+        let p = Profile::open(d.path(), Unlock::Passphrase(PW)).unwrap();
+        assert_eq!(
+            postern_store::testing::user_version(&p),
+            postern_store::testing::SCHEMA_VERSION
+        );
+        assert!(p.conversations().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn commit_is_all_or_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let mut p = Profile::create(d.path(), Unlock::Passphrase(PW), P).unwrap();
+    let peer = Address::from_bytes([3; 16]);
+    let mut cs = ChangeSet::new();
+    cs.add_message(message(peer, 1, b"one", Direction::Incoming));
+    p.commit(cs).unwrap();
+    // A record write together with a duplicate message: neither lands.
+    let mut cs = ChangeSet::new();
+    cs.put(
+        Namespace::Session,
+        peer.as_bytes(),
+        Record::current(Namespace::Session, vec![1, 2, 3]),
+    );
+    cs.add_message(message(peer, 1, b"one again", Direction::Incoming));
+    let e = p.commit(cs).unwrap_err();
+    assert_eq!(e, postern_core::StoreError::DuplicateMessage);
+    assert!(
+        p.get(Namespace::Session, peer.as_bytes())
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(p.history(&peer, 10).unwrap().len(), 1);
+    // Oversized bodies are refused before anything is written.
+    let mut cs = ChangeSet::new();
+    cs.put(
+        Namespace::Session,
+        peer.as_bytes(),
+        Record::current(Namespace::Session, vec![1]),
+    );
+    cs.add_message(message(
+        peer,
+        2,
+        &vec![0; postern_core::consts::MAX_STORED_MESSAGE_BYTES + 1],
+        Direction::Incoming,
+    ));
+    assert!(matches!(
+        p.commit(cs),
+        Err(postern_core::StoreError::TooLarge { .. })
+    ));
+    assert!(
+        p.get(Namespace::Session, peer.as_bytes())
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn raw_files_hold_no_plaintext_keys_or_addresses() {
+    let d = tempfile::tempdir().unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let mut alice = Profile::create(d.path(), Unlock::Passphrase(PW), P).unwrap();
+    let (alice_addr, cs) = e2e::create_identity(&alice, T0, &mut rng).unwrap();
+    alice.commit(cs).unwrap();
+    let mut bob = MemStore::new();
+    let (bob_addr, cs) = e2e::create_identity(&bob, T0, &mut rng).unwrap();
+    bob.commit(cs).unwrap();
+    let (bb, cs) = e2e::publish_bundle(&bob).unwrap();
+    bob.commit(cs).unwrap();
+    let (_, cs) = e2e::start_session(&alice, &bb, T0, &mut rng).unwrap();
+    alice.commit(cs).unwrap();
+    let (ab, cs) = e2e::publish_bundle(&alice).unwrap();
+    alice.commit(cs).unwrap();
+    let (_, cs) = e2e::add_contact(&bob, &ab).unwrap();
+    bob.commit(cs).unwrap();
+    let secret_text = b"MEET AT THE OLD LIGHTHOUSE AT NOON";
+    let (ct, mut cs) = e2e::seal(&alice, &bob_addr, secret_text, T0, &mut rng).unwrap();
+    cs.add_message(message(bob_addr, 1, secret_text, Direction::Outgoing));
+    cs.add_outbox(OutboxEntry {
+        id: [1; 16],
+        peer: bob_addr,
+        payload: ct.clone(),
+    });
+    alice.commit(cs).unwrap();
+    let (_, _, cs) = e2e::open(&bob, &ct, T0, &mut rng).unwrap();
+    bob.commit(cs).unwrap();
+    let reply_text = b"UNDERSTOOD, BRINGING THE DOCUMENTS";
+    let (reply, cs) = e2e::seal(&bob, &alice_addr, reply_text, T0, &mut rng).unwrap();
+    bob.commit(cs).unwrap();
+    let (_, pt, mut cs) = e2e::open(&alice, &reply, T0, &mut rng).unwrap();
+    cs.add_message(message(bob_addr, 2, &pt, Direction::Incoming));
+    alice.commit(cs).unwrap();
+
+    let alice_key = e2e::local_identity_key(&alice).unwrap().to_bytes();
+    let bob_key = e2e::local_identity_key(&bob).unwrap().to_bytes();
+    let needles: Vec<(&str, Vec<u8>)> = vec![
+        ("sent plaintext", secret_text.to_vec()),
+        ("received plaintext", reply_text.to_vec()),
+        ("own identity key", alice_key[1..].to_vec()),
+        ("contact identity key", bob_key[1..].to_vec()),
+        ("own address", alice_addr.as_bytes().to_vec()),
+        ("contact address", bob_addr.as_bytes().to_vec()),
+        (
+            "contact address text",
+            bob_addr.to_uuid_string().into_bytes(),
+        ),
+        ("passphrase", PW.to_vec()),
+    ];
+    // While open (WAL present) and after closing.
+    for phase in ["open", "closed"] {
+        if phase == "closed" {
+            drop(alice);
+            alice = Profile::open(d.path(), Unlock::Passphrase(PW)).unwrap();
+            assert_eq!(alice.history(&bob_addr, 10).unwrap().len(), 2);
+            drop(alice);
+            alice = Profile::open(d.path(), Unlock::Passphrase(PW)).unwrap();
+        }
+        for (name, bytes) in files(d.path()) {
+            for (what, needle) in &needles {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+                    "{what} found in {name} ({phase})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn reopen_after_restart_keeps_sessions_working() {
+    let d = tempfile::tempdir().unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(8);
+    let mut bob = MemStore::new();
+    let (bob_addr, cs) = e2e::create_identity(&bob, T0, &mut rng).unwrap();
+    bob.commit(cs).unwrap();
+    let alice_addr;
+    {
+        let mut alice = Profile::create(d.path(), Unlock::Passphrase(PW), P).unwrap();
+        let (a, cs) = e2e::create_identity(&alice, T0, &mut rng).unwrap();
+        alice_addr = a;
+        alice.commit(cs).unwrap();
+        let (bb, cs) = e2e::publish_bundle(&bob).unwrap();
+        bob.commit(cs).unwrap();
+        let (_, cs) = e2e::start_session(&alice, &bb, T0, &mut rng).unwrap();
+        alice.commit(cs).unwrap();
+        let (ab, cs) = e2e::publish_bundle(&alice).unwrap();
+        alice.commit(cs).unwrap();
+        let (_, cs) = e2e::add_contact(&bob, &ab).unwrap();
+        bob.commit(cs).unwrap();
+        let (ct, cs) = e2e::seal(&alice, &bob_addr, b"before restart", T0, &mut rng).unwrap();
+        alice.commit(cs).unwrap();
+        e2e::open(&bob, &ct, T0, &mut rng)
+            .map(|(_, _, cs)| bob.commit(cs).unwrap())
+            .unwrap();
+    }
+    for round in 0..3 {
+        let mut alice = Profile::open(d.path(), Unlock::Passphrase(PW)).unwrap();
+        assert_eq!(e2e::local_address(&alice).unwrap(), alice_addr);
+        let text = format!("after restart {round}");
+        let (ct, cs) = e2e::seal(&alice, &bob_addr, text.as_bytes(), T0, &mut rng).unwrap();
+        alice.commit(cs).unwrap();
+        let (_, pt, cs) = e2e::open(&bob, &ct, T0, &mut rng).unwrap();
+        bob.commit(cs).unwrap();
+        assert_eq!(&pt[..], text.as_bytes());
+        let (reply, cs) = e2e::seal(&bob, &alice_addr, b"reply", T0, &mut rng).unwrap();
+        bob.commit(cs).unwrap();
+        let (_, pt, mut cs) = e2e::open(&alice, &reply, T0, &mut rng).unwrap();
+        cs.add_message(message(bob_addr, round, &pt, Direction::Incoming));
+        alice.commit(cs).unwrap();
+    }
+    let alice = Profile::open(d.path(), Unlock::Passphrase(PW)).unwrap();
+    let convs = alice.conversations().unwrap();
+    assert_eq!(convs.len(), 1);
+    assert_eq!(convs[0].messages, 3);
+    assert_eq!(convs[0].peer, bob_addr);
+}
+
+#[test]
+fn passphrase_change_and_move_between_keychain_and_passphrase() {
+    keyring_core::set_default_store(keyring_core::mock::Store::new().unwrap());
+    let d = tempfile::tempdir().unwrap();
+    populated(d.path());
+    let mut p = Profile::open(d.path(), Unlock::Passphrase(PW)).unwrap();
+    p.change_protection(Unlock::Passphrase(b"new passphrase"), P)
+        .unwrap();
+    drop(p);
+    assert!(matches!(
+        Profile::open(d.path(), Unlock::Passphrase(PW)),
+        Err(ProfileError::WrongKey)
+    ));
+    let mut p = Profile::open(d.path(), Unlock::Passphrase(b"new passphrase")).unwrap();
+    assert_eq!(
+        p.history(&Address::from_bytes([9; 16]), 100).unwrap().len(),
+        20
+    );
+    // To the keychain (mock store here) and back.
+    p.change_protection(Unlock::Keychain, P).unwrap();
+    assert_eq!(p.key_source(), KeySource::Keychain);
+    drop(p);
+    assert!(matches!(
+        Profile::open(d.path(), Unlock::Passphrase(b"new passphrase")),
+        Err(ProfileError::WrongUnlockMethod {
+            expected: "keychain"
+        })
+    ));
+    let mut p = Profile::open(d.path(), Unlock::Keychain).unwrap();
+    assert_eq!(
+        p.history(&Address::from_bytes([9; 16]), 100).unwrap().len(),
+        20
+    );
+    p.change_protection(Unlock::Passphrase(b"third"), P)
+        .unwrap();
+    drop(p);
+    let p = Profile::open(d.path(), Unlock::Passphrase(b"third")).unwrap();
+    assert_eq!(p.key_source(), KeySource::Passphrase);
+}
