@@ -116,12 +116,24 @@ fn lock(dir: &Path) -> Result<File, ProfileError> {
         .write(true)
         .open(dir.join(LOCK_FILE))
         .map_err(ProfileError::Io)?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(ProfileError::InUse),
-        Err(std::fs::TryLockError::Error(e)) => Err(ProfileError::Io(e)),
+    // A lock released a moment ago can still be held by a just-forked
+    // child of this process until it execs, so retry briefly before
+    // reporting that another process has the profile.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(ProfileError::InUse),
+            Err(std::fs::TryLockError::Error(e)) => return Err(ProfileError::Io(e)),
+        }
     }
 }
+
+/// How long opening waits for a profile lock that is held.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 
 fn keychain_entry(profile_id: &str) -> Result<keyring_core::Entry, ProfileError> {
     keyring_core::Entry::new(KEYCHAIN_SERVICE, &format!("profile-{profile_id}"))
