@@ -47,3 +47,6 @@ pub const MEM_STORE_CAPACITY: usize = 1_000_000;
 pub const MAX_STORED_MESSAGE_BYTES: usize = 64 * 1024;
 /// Most entries the outbox holds.
 pub const MAX_OUTBOX_ENTRIES: usize = 10_000;
+
+/// Largest profile backup accepted.
+pub const MAX_BACKUP_BYTES: usize = 256 * 1024 * 1024;

@@ -175,6 +175,9 @@ pub enum Error {
     /// A scanned safety-number code was not a safety-number code.
     #[error("scanned code is not a Postern safety number")]
     BadSafetyNumberCode,
+    /// A backup can only be restored into an empty profile.
+    #[error("the profile is not empty")]
+    ProfileNotEmpty,
     /// A prekey id space was exhausted.
     #[error("prekey id space exhausted")]
     PrekeyIdsExhausted,
@@ -213,6 +216,7 @@ impl Error {
             | Error::NoIdentity
             | Error::PlaintextTooLarge { .. }
             | Error::BadSafetyNumberCode
+            | Error::ProfileNotEmpty
             | Error::PrekeyIdsExhausted => ErrorKind::Usage,
             Error::Store(_) => ErrorKind::Storage,
             Error::Bug(_) => ErrorKind::Bug,

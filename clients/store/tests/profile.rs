@@ -401,3 +401,95 @@ fn passphrase_change_and_move_between_keychain_and_passphrase() {
     let p = Profile::open(d.path(), Unlock::Passphrase(b"third")).unwrap();
     assert_eq!(p.key_source(), KeySource::Passphrase);
 }
+
+#[test]
+fn encrypted_backup_moves_a_profile_and_rejects_bad_input() {
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let d = tempfile::tempdir().unwrap();
+    let mut alice = Profile::create(d.path(), Unlock::Passphrase(PW), P).unwrap();
+    let (alice_addr, cs) = e2e::create_identity(&alice, T0, &mut rng).unwrap();
+    alice.commit(cs).unwrap();
+    let mut bob = MemStore::new();
+    let (bob_addr, cs) = e2e::create_identity(&bob, T0, &mut rng).unwrap();
+    bob.commit(cs).unwrap();
+    let (bb, cs) = e2e::publish_bundle(&bob).unwrap();
+    bob.commit(cs).unwrap();
+    let (_, cs) = e2e::start_session(&alice, &bb, T0, &mut rng).unwrap();
+    alice.commit(cs).unwrap();
+    let (ab, cs) = e2e::publish_bundle(&alice).unwrap();
+    alice.commit(cs).unwrap();
+    let (_, cs) = e2e::add_contact(&bob, &ab).unwrap();
+    bob.commit(cs).unwrap();
+    let (ct, mut cs) = e2e::seal(&alice, &bob_addr, b"hello", T0, &mut rng).unwrap();
+    cs.add_message(message(bob_addr, 1, b"hello", Direction::Outgoing));
+    cs.add_outbox(OutboxEntry {
+        id: [1; 16],
+        peer: bob_addr,
+        payload: ct.clone(),
+    });
+    alice.commit(cs).unwrap();
+    let (_, _, cs) = e2e::open(&bob, &ct, T0, &mut rng).unwrap();
+    bob.commit(cs).unwrap();
+
+    let backup = postern_core::backup::export(&alice, b"backup pw", P, &mut rng).unwrap();
+    drop(alice);
+    // The backup holds no plaintext.
+    assert!(!backup.windows(5).any(|w| w == b"hello"));
+
+    // Restore on a "new machine".
+    let d2 = tempfile::tempdir().unwrap();
+    let mut moved = Profile::create(d2.path(), Unlock::Passphrase(b"new machine"), P).unwrap();
+    for (what, bad) in [
+        (
+            "wrong passphrase",
+            postern_core::backup::import(&moved, &backup, b"wrong"),
+        ),
+        (
+            "truncated",
+            postern_core::backup::import(&moved, &backup[..backup.len() - 1], b"backup pw"),
+        ),
+        (
+            "header only",
+            postern_core::backup::import(&moved, &backup[..60], b"backup pw"),
+        ),
+        (
+            "empty",
+            postern_core::backup::import(&moved, &[], b"backup pw"),
+        ),
+        (
+            "random",
+            postern_core::backup::import(&moved, &[0x42; 500], b"backup pw"),
+        ),
+    ] {
+        let e = bad.unwrap_err();
+        assert_eq!(
+            e.kind(),
+            postern_core::ErrorKind::PeerMisbehaved,
+            "{what}: {e:?}"
+        );
+    }
+    let mut weakened = backup.clone();
+    weakened[19] = 8; // memory_kib lowered: authenticated, so refused
+    assert!(postern_core::backup::import(&moved, &weakened, b"backup pw").is_err());
+    let mut flipped = backup.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert!(postern_core::backup::import(&moved, &flipped, b"backup pw").is_err());
+
+    let cs = postern_core::backup::import(&moved, &backup, b"backup pw").unwrap();
+    moved.commit(cs).unwrap();
+    assert_eq!(e2e::local_address(&moved).unwrap(), alice_addr);
+    assert_eq!(moved.history(&bob_addr, 10).unwrap().len(), 1);
+    assert_eq!(moved.outbox().unwrap().len(), 1);
+    // The session goes on from the new machine.
+    let (reply, cs) = e2e::seal(&bob, &alice_addr, b"welcome back", T0, &mut rng).unwrap();
+    bob.commit(cs).unwrap();
+    let (_, pt, cs) = e2e::open(&moved, &reply, T0, &mut rng).unwrap();
+    moved.commit(cs).unwrap();
+    assert_eq!(&pt[..], b"welcome back");
+    // Restoring twice is refused.
+    assert!(matches!(
+        postern_core::backup::import(&moved, &backup, b"backup pw"),
+        Err(postern_core::Error::ProfileNotEmpty)
+    ));
+}

@@ -49,6 +49,23 @@ pub enum Namespace {
 }
 
 impl Namespace {
+    /// Every namespace.
+    pub const ALL: [Namespace; 8] = [
+        Namespace::LocalIdentity,
+        Namespace::Contact,
+        Namespace::Session,
+        Namespace::PreKey,
+        Namespace::SignedPreKey,
+        Namespace::KyberPreKey,
+        Namespace::KyberUsage,
+        Namespace::PrekeyState,
+    ];
+
+    /// The namespace with this stable code, if any.
+    pub fn from_code(code: u32) -> Option<Namespace> {
+        Namespace::ALL.into_iter().find(|ns| *ns as u32 == code)
+    }
+
     /// Stable name for errors and schema tables.
     pub fn name(self) -> &'static str {
         match self {
