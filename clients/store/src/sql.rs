@@ -76,14 +76,43 @@ pub(crate) fn apply_key(conn: &Connection, key: &[u8; 32]) -> Result<(), Profile
     conn.execute_batch(&stmt).map_err(sqlite)
 }
 
-/// The first read: fails on a damaged first page. (A wrong key was
-/// already refused by the header's key check.)
-pub(crate) fn verify_readable(conn: &Connection) -> Result<(), ProfileError> {
+/// Cheap checks on open: the first page decrypts and authenticates (a
+/// wrong key was already refused by the header's key check), and the file
+/// holds exactly the pages the header promises (a truncated file is
+/// refused). Damage elsewhere is caught page by page as pages are read —
+/// every SQLCipher page carries an HMAC — or all at once by [`verify_all`].
+pub(crate) fn verify_readable(
+    conn: &Connection,
+    file_len: Option<u64>,
+) -> Result<(), ProfileError> {
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
         r.get::<_, i64>(0)
     })
     .map_err(sqlite)?;
-    // Every page's HMAC: a truncated or altered file is refused here.
+    if let Some(file_len) = file_len {
+        let pages = pragma_int(conn, "page_count")?;
+        // SQLCipher answers `page_size` as text, SQLite as an integer.
+        let size = pragma_int(conn, "page_size")?;
+        if u64::try_from(pages.saturating_mul(size)).ok() != Some(file_len) {
+            return Err(ProfileError::Corrupt);
+        }
+    }
+    Ok(())
+}
+
+fn pragma_int(conn: &Connection, name: &str) -> Result<i64, ProfileError> {
+    let v: rusqlite::types::Value = conn
+        .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+        .map_err(sqlite)?;
+    match v {
+        rusqlite::types::Value::Integer(i) => Ok(i),
+        rusqlite::types::Value::Text(t) => t.trim().parse().map_err(|_| ProfileError::Corrupt),
+        _ => Err(ProfileError::Corrupt),
+    }
+}
+
+/// Reads and authenticates every page.
+pub(crate) fn verify_all(conn: &Connection) -> Result<(), ProfileError> {
     let mut stmt = conn
         .prepare("PRAGMA cipher_integrity_check")
         .map_err(sqlite)?;
@@ -152,8 +181,13 @@ pub(crate) fn rekey(conn: &Connection, key: &[u8; 32]) -> Result<(), ProfileErro
         .map_err(sqlite)
 }
 
-fn backend(_: rusqlite::Error) -> StoreError {
-    StoreError::Backend("sqlcipher")
+fn backend(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseCorrupt) | Some(ErrorCode::NotADatabase) => StoreError::Corrupt {
+            namespace: "database",
+        },
+        _ => StoreError::Backend("sqlcipher"),
+    }
 }
 
 fn ns_code(ns: Namespace) -> i64 {

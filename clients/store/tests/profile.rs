@@ -98,8 +98,24 @@ fn rejects_corrupted_file_without_overwriting_it() {
     }
     std::fs::write(&db, &bytes).unwrap();
     let before = files(d.path());
-    let e = Profile::open(d.path(), Unlock::Passphrase(PW)).unwrap_err();
-    assert!(matches!(e, ProfileError::Corrupt), "{e:?}");
+    // Open checks the first page and the length; the damage in the middle
+    // is found by a full verification or by the first read that reaches it.
+    match Profile::open(d.path(), Unlock::Passphrase(PW)) {
+        Err(e) => assert!(matches!(e, ProfileError::Corrupt), "{e:?}"),
+        Ok(p) => {
+            assert!(matches!(p.verify(), Err(ProfileError::Corrupt)));
+            // Reading everything (a backup does) runs into the damage.
+            let mut rng = ChaCha20Rng::seed_from_u64(3);
+            let e = postern_core::backup::export(&p, b"pw", P, &mut rng).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    postern_core::Error::Store(postern_core::StoreError::Corrupt { .. })
+                ),
+                "{e:?}"
+            );
+        }
+    }
     assert_eq!(files(d.path()), before);
 }
 
