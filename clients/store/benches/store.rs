@@ -119,6 +119,24 @@ fn run(encrypted: bool, s: &Sizes) -> Figures {
     }
 }
 
+/// Time of `Profile::verify` on a profile of the benchmark's size.
+fn open_full_verify(s: &Sizes) -> Duration {
+    let d = tempfile::tempdir().unwrap();
+    let mut p = open(d.path(), true);
+    for chunk in (0..s.messages).collect::<Vec<_>>().chunks(5_000) {
+        let mut cs = ChangeSet::new();
+        for &n in chunk {
+            cs.add_message(msg(n, s.conversations));
+        }
+        p.commit(cs).unwrap();
+    }
+    drop(p);
+    let p = open(d.path(), true);
+    let t = Instant::now();
+    p.verify().unwrap();
+    t.elapsed()
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let s = if full {
@@ -150,6 +168,20 @@ fn main() {
         enc.open_and_list.as_secs_f64() * 1e3,
         plain.open_and_list.as_secs_f64() * 1e3,
         enc.open_and_list.as_secs_f64() / plain.open_and_list.as_secs_f64()
+    );
+    let t = Instant::now();
+    let _ = postern_core::crypto::kdf::derive_key(PW, &[7; 16], KdfParams::DEFAULT).unwrap();
+    let kdf = t.elapsed();
+    let p = open_full_verify(&s);
+    println!(
+        "{:<36}{:>14}",
+        "full verify (every page's HMAC)",
+        format!("{:.1} ms", p.as_secs_f64() * 1e3)
+    );
+    println!(
+        "{:<36}{:>14}",
+        "Argon2id derivation, default params",
+        format!("{:.0} ms", kdf.as_secs_f64() * 1e3)
     );
     println!(
         "{:<36}{:>10.0} /s{:>10.0} /s{:>10.2}",
