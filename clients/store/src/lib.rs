@@ -135,6 +135,28 @@ fn lock(dir: &Path) -> Result<File, ProfileError> {
 /// How long opening waits for a profile lock that is held.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 
+/// Makes the platform's keychain the store that `Unlock::Keychain` uses:
+/// the Secret Service (GNOME Keyring, KWallet) on Linux. Shells call this
+/// once at startup; without it, keychain operations fail with a typed
+/// error and a passphrase must be used.
+pub fn use_platform_keychain() -> Result<(), ProfileError> {
+    #[cfg(target_os = "linux")]
+    {
+        let store =
+            zbus_secret_service_keyring_store::Store::new().map_err(ProfileError::Keychain)?;
+        keyring_core::set_default_store(store);
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err(ProfileError::Keychain(
+            keyring_core::Error::NotSupportedByStore(
+                "no platform keychain support on this OS yet".into(),
+            ),
+        ))
+    }
+}
+
 fn keychain_entry(profile_id: &str) -> Result<keyring_core::Entry, ProfileError> {
     keyring_core::Entry::new(KEYCHAIN_SERVICE, &format!("profile-{profile_id}"))
         .map_err(ProfileError::Keychain)
