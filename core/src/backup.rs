@@ -67,6 +67,17 @@ pub fn export<R: RngCore + CryptoRng>(
             payload: e.payload,
         });
     }
+    for id in store.attachments()? {
+        for index in store.attachment_chunks(&id)? {
+            if let Some(data) = store.attachment_chunk(&id, index)? {
+                b.chunks.push(proto::profile_backup::ChunkEntry {
+                    attachment: id.to_vec(),
+                    index,
+                    data,
+                });
+            }
+        }
+    }
     let plain = Zeroizing::new(codec::encode(&b));
     let params = params.checked()?;
     let mut salt = [0u8; kdf::SALT_BYTES];
@@ -177,5 +188,9 @@ pub fn import(target: &dyn KvStore, backup: &[u8], passphrase: &[u8]) -> Result<
             payload: e.payload,
         });
     }
+    for c in b.chunks {
+        cs.put_attachment_chunk(codec::fixed::<16>(&c.attachment, what)?, c.index, c.data);
+    }
+    cs.check_bounds()?;
     Ok(cs)
 }

@@ -50,3 +50,7 @@ pub const MAX_OUTBOX_ENTRIES: usize = 10_000;
 
 /// Largest profile backup accepted.
 pub const MAX_BACKUP_BYTES: usize = 256 * 1024 * 1024;
+
+/// Largest stored attachment chunk (a chunk fits one onion packet; this
+/// bound only protects the store).
+pub const MAX_ATTACHMENT_CHUNK_BYTES: usize = 64 * 1024;

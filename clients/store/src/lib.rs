@@ -381,7 +381,12 @@ pub mod testing {
     }
 
     /// Creates a passphrase profile whose schema stops at `version`.
-    pub fn create_at_version(dir: &Path, pw: &[u8], params: KdfParams, version: i64) {
-        let _ = Profile::create_at(dir, Unlock::Passphrase(pw), params, version);
+    pub fn create_at_version(
+        dir: &Path,
+        pw: &[u8],
+        params: KdfParams,
+        version: i64,
+    ) -> Result<Profile, crate::ProfileError> {
+        Profile::create_at(dir, Unlock::Passphrase(pw), params, version)
     }
 }

@@ -4,8 +4,8 @@
 use std::borrow::Cow;
 
 use postern_core::store::{
-    ChangeSet, ConversationSummary, Direction, MessageId, Namespace, OutboxEntry, Record,
-    StoredMessage,
+    AttachmentId, ChangeSet, ConversationSummary, Direction, MessageId, Namespace, OutboxEntry,
+    Record, StoredMessage,
 };
 use postern_core::{Address, KvStore, StoreError, UnixTime};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
@@ -46,6 +46,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
          peer      BLOB    NOT NULL,
          payload   BLOB    NOT NULL
      );",
+    // 1 -> 2
+    "CREATE TABLE attachment_chunks (
+         attachment BLOB    NOT NULL,
+         idx        INTEGER NOT NULL,
+         data       BLOB    NOT NULL,
+         PRIMARY KEY (attachment, idx)
+     ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.
@@ -350,6 +357,28 @@ impl KvStore for Profile {
             for id in changes.outbox_removed() {
                 ob_del.execute(params![id.as_slice()]).map_err(backend)?;
             }
+            // Prepared only when used, so that a profile still at an older
+            // schema (during its own migration tests) commits everything else.
+            if !changes.attachments_deleted().is_empty() {
+                let mut ch_del = tx
+                    .prepare_cached("DELETE FROM attachment_chunks WHERE attachment = ?1")
+                    .map_err(backend)?;
+                for id in changes.attachments_deleted() {
+                    ch_del.execute(params![id.as_slice()]).map_err(backend)?;
+                }
+            }
+            if changes.attachment_chunks_added().next().is_some() {
+                let mut ch_put = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO attachment_chunks (attachment, idx, data) VALUES (?1, ?2, ?3)",
+                    )
+                    .map_err(backend)?;
+                for (id, index, data) in changes.attachment_chunks_added() {
+                    ch_put
+                        .execute(params![id.as_slice(), index, data])
+                        .map_err(backend)?;
+                }
+            }
         }
         tx.commit().map_err(backend)
     }
@@ -444,6 +473,46 @@ impl KvStore for Profile {
                 peer: to_address(peer)?,
                 payload,
             });
+        }
+        Ok(out)
+    }
+
+    fn attachment_chunk(
+        &self,
+        id: &AttachmentId,
+        index: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT data FROM attachment_chunks WHERE attachment = ?1 AND idx = ?2")
+            .map_err(backend)?;
+        stmt.query_row(params![id.as_slice(), index], |r| r.get::<_, Vec<u8>>(0))
+            .optional()
+            .map_err(backend)
+    }
+
+    fn attachment_chunks(&self, id: &AttachmentId) -> Result<Vec<u32>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT idx FROM attachment_chunks WHERE attachment = ?1 ORDER BY idx")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(params![id.as_slice()], |r| r.get::<_, u32>(0))
+            .map_err(backend)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+    }
+
+    fn attachments(&self) -> Result<Vec<AttachmentId>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT DISTINCT attachment FROM attachment_chunks ORDER BY attachment")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(backend)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(to_id(row.map_err(backend)?)?);
         }
         Ok(out)
     }

@@ -197,17 +197,88 @@ fn refuses_schema_from_a_newer_build_and_migrates_older_ones() {
     );
 
     // Every earlier schema version migrates to the current one with its
-    // data intact (today: version 0, an empty keyed database).
+    // data intact: version 0 is an empty keyed database; from version 1 on
+    // the profile holds an identity and messages written at that version.
     for v in 0..postern_store::testing::SCHEMA_VERSION {
         let d = tempfile::tempdir().unwrap();
-        postern_store::testing::create_at_version(d.path(), PW, P, v);
+        let old = postern_store::testing::create_at_version(d.path(), PW, P, v).unwrap();
+        let peer = Address::from_bytes([4; 16]);
+        let mut addr = None;
+        if v >= 1 {
+            let mut old = old;
+            let mut rng = ChaCha20Rng::seed_from_u64(u64::try_from(v).unwrap());
+            let (a, cs) = e2e::create_identity(&old, T0, &mut rng).unwrap();
+            old.commit(cs).unwrap();
+            let mut cs = ChangeSet::new();
+            cs.add_message(message(
+                peer,
+                1,
+                b"written by an older schema",
+                Direction::Incoming,
+            ));
+            old.commit(cs).unwrap();
+            addr = Some(a);
+        } else {
+            drop(old);
+        }
         let p = Profile::open(d.path(), Unlock::Passphrase(PW)).unwrap();
         assert_eq!(
             postern_store::testing::user_version(&p),
             postern_store::testing::SCHEMA_VERSION
         );
-        assert!(p.conversations().unwrap().is_empty());
+        if let Some(a) = addr {
+            assert_eq!(e2e::local_address(&p).unwrap(), a, "from v{v}");
+            assert_eq!(
+                &p.history(&peer, 10).unwrap()[0].body[..],
+                b"written by an older schema"
+            );
+        } else {
+            assert!(p.conversations().unwrap().is_empty());
+        }
     }
+}
+
+#[test]
+fn attachment_chunks_are_stored_in_any_order_and_resume() {
+    let d = tempfile::tempdir().unwrap();
+    let mut p = Profile::create(d.path(), Unlock::Passphrase(PW), P).unwrap();
+    let (a, b) = ([1u8; 16], [2u8; 16]);
+    let mut cs = ChangeSet::new();
+    for i in [5u32, 0, 3] {
+        cs.put_attachment_chunk(a, i, vec![i as u8; 100]);
+    }
+    cs.put_attachment_chunk(b, 0, vec![9; 10]);
+    p.commit(cs).unwrap();
+    drop(p);
+    // After a restart, the transfer knows what it has and what is missing.
+    let mut p = Profile::open(d.path(), Unlock::Passphrase(PW)).unwrap();
+    assert_eq!(p.attachment_chunks(&a).unwrap(), vec![0, 3, 5]);
+    assert_eq!(p.attachment_chunk(&a, 3).unwrap().unwrap(), vec![3; 100]);
+    assert!(p.attachment_chunk(&a, 4).unwrap().is_none());
+    assert_eq!(p.attachments().unwrap(), vec![a, b]);
+    // A duplicate chunk replaces; a delete removes all of one attachment.
+    let mut cs = ChangeSet::new();
+    cs.put_attachment_chunk(a, 3, vec![7; 100]);
+    p.commit(cs).unwrap();
+    assert_eq!(p.attachment_chunk(&a, 3).unwrap().unwrap(), vec![7; 100]);
+    let mut cs = ChangeSet::new();
+    cs.delete_attachment(a);
+    p.commit(cs).unwrap();
+    assert!(p.attachment_chunks(&a).unwrap().is_empty());
+    assert_eq!(p.attachments().unwrap(), vec![b]);
+    // Oversized chunks are refused, and nothing of the set is written.
+    let mut cs = ChangeSet::new();
+    cs.put_attachment_chunk(a, 0, vec![0; 10]);
+    cs.put_attachment_chunk(
+        a,
+        1,
+        vec![0; postern_core::consts::MAX_ATTACHMENT_CHUNK_BYTES + 1],
+    );
+    assert!(matches!(
+        p.commit(cs),
+        Err(postern_core::StoreError::TooLarge { .. })
+    ));
+    assert!(p.attachment_chunks(&a).unwrap().is_empty());
 }
 
 #[test]
@@ -447,6 +518,9 @@ fn encrypted_backup_moves_a_profile_and_rejects_bad_input() {
     let (_, _, cs) = e2e::open(&bob, &ct, T0, &mut rng).unwrap();
     bob.commit(cs).unwrap();
 
+    let mut cs = ChangeSet::new();
+    cs.put_attachment_chunk([6; 16], 2, b"encrypted chunk".to_vec());
+    alice.commit(cs).unwrap();
     let backup = postern_core::backup::export(&alice, b"backup pw", P, &mut rng).unwrap();
     drop(alice);
     // The backup holds no plaintext.
@@ -497,6 +571,10 @@ fn encrypted_backup_moves_a_profile_and_rejects_bad_input() {
     assert_eq!(e2e::local_address(&moved).unwrap(), alice_addr);
     assert_eq!(moved.history(&bob_addr, 10).unwrap().len(), 1);
     assert_eq!(moved.outbox().unwrap().len(), 1);
+    assert_eq!(
+        moved.attachment_chunk(&[6; 16], 2).unwrap().unwrap(),
+        b"encrypted chunk"
+    );
     // The session goes on from the new machine.
     let (reply, cs) = e2e::seal(&bob, &alice_addr, b"welcome back", T0, &mut rng).unwrap();
     bob.commit(cs).unwrap();

@@ -8,6 +8,9 @@ use crate::time::UnixTime;
 /// A random 128-bit message id, chosen by the sender.
 pub type MessageId = [u8; 16];
 
+/// A random 128-bit attachment id.
+pub type AttachmentId = [u8; 16];
+
 /// Which way a message went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {

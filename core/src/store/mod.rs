@@ -19,12 +19,15 @@ use zeroize::Zeroizing;
 
 use crate::address::Address;
 use crate::consts::{
-    MAX_OUTBOX_ENTRIES, MAX_RECORD_BYTES, MAX_STORED_MESSAGE_BYTES, MEM_STORE_CAPACITY,
+    MAX_ATTACHMENT_CHUNK_BYTES, MAX_OUTBOX_ENTRIES, MAX_RECORD_BYTES, MAX_STORED_MESSAGE_BYTES,
+    MEM_STORE_CAPACITY,
 };
 use crate::error::StoreError;
 
 mod messages;
-pub use messages::{ConversationSummary, Direction, MessageId, OutboxEntry, StoredMessage};
+pub use messages::{
+    AttachmentId, ConversationSummary, Direction, MessageId, OutboxEntry, StoredMessage,
+};
 
 /// Kinds of records. The discriminant is part of the on-disk key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -152,6 +155,17 @@ pub trait KvStore {
     fn has_message(&self, peer: &Address, id: &MessageId) -> Result<bool, StoreError>;
     /// Messages waiting to be sent or acknowledged, oldest first.
     fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// One stored chunk of an attachment.
+    fn attachment_chunk(
+        &self,
+        id: &AttachmentId,
+        index: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The indices of the chunks stored for an attachment, ascending (so a
+    /// transfer resumes after a restart and asks only for what is missing).
+    fn attachment_chunks(&self, id: &AttachmentId) -> Result<Vec<u32>, StoreError>;
+    /// Every attachment that has at least one chunk stored.
+    fn attachments(&self) -> Result<Vec<AttachmentId>, StoreError>;
 }
 
 /// Writes produced by one operation, to be committed together.
@@ -161,6 +175,8 @@ pub struct ChangeSet {
     messages: Vec<StoredMessage>,
     outbox_add: Vec<OutboxEntry>,
     outbox_remove: Vec<MessageId>,
+    chunks: Vec<(AttachmentId, u32, Zeroizing<Vec<u8>>)>,
+    drop_attachments: Vec<AttachmentId>,
 }
 
 impl ChangeSet {
@@ -190,6 +206,28 @@ impl ChangeSet {
         self.messages.extend(other.messages);
         self.outbox_add.extend(other.outbox_add);
         self.outbox_remove.extend(other.outbox_remove);
+        self.chunks.extend(other.chunks);
+        self.drop_attachments.extend(other.drop_attachments);
+    }
+
+    /// Stores one chunk of an attachment (replacing one with the same index).
+    pub fn put_attachment_chunk(&mut self, id: AttachmentId, index: u32, bytes: Vec<u8>) {
+        self.chunks.push((id, index, Zeroizing::new(bytes)));
+    }
+
+    /// Deletes every chunk of an attachment (applied before this set's puts).
+    pub fn delete_attachment(&mut self, id: AttachmentId) {
+        self.drop_attachments.push(id);
+    }
+
+    /// The attachment chunks this change set stores.
+    pub fn attachment_chunks_added(&self) -> impl Iterator<Item = (&AttachmentId, u32, &[u8])> {
+        self.chunks.iter().map(|(id, i, b)| (id, *i, b.as_slice()))
+    }
+
+    /// The attachments this change set deletes.
+    pub fn attachments_deleted(&self) -> &[AttachmentId] {
+        &self.drop_attachments
     }
 
     /// Stores a message in the same commit (e.g. the plaintext a ratchet
@@ -226,6 +264,15 @@ impl ChangeSet {
 
     /// Checks the bounds of the messages and outbox entries.
     pub fn check_bounds(&self) -> Result<(), StoreError> {
+        if self
+            .chunks
+            .iter()
+            .any(|(_, _, b)| b.len() > MAX_ATTACHMENT_CHUNK_BYTES)
+        {
+            return Err(StoreError::TooLarge {
+                limit: MAX_ATTACHMENT_CHUNK_BYTES,
+            });
+        }
         let too_big = self
             .messages
             .iter()
@@ -248,6 +295,8 @@ impl ChangeSet {
             && self.messages.is_empty()
             && self.outbox_add.is_empty()
             && self.outbox_remove.is_empty()
+            && self.chunks.is_empty()
+            && self.drop_attachments.is_empty()
     }
 
     /// Number of record writes and deletions.
@@ -343,6 +392,7 @@ pub struct MemStore {
     len: usize,
     messages: Vec<StoredMessage>,
     outbox: Vec<OutboxEntry>,
+    chunks: BTreeMap<(AttachmentId, u32), Zeroizing<Vec<u8>>>,
 }
 
 impl MemStore {
@@ -464,6 +514,28 @@ impl KvStore for MemStore {
 
     fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
         Ok(self.outbox.clone())
+    }
+
+    fn attachment_chunk(
+        &self,
+        id: &AttachmentId,
+        index: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.chunks.get(&(*id, index)).map(|b| b.to_vec()))
+    }
+
+    fn attachment_chunks(&self, id: &AttachmentId) -> Result<Vec<u32>, StoreError> {
+        Ok(self
+            .chunks
+            .range((*id, 0)..=(*id, u32::MAX))
+            .map(|((_, i), _)| *i)
+            .collect())
+    }
+
+    fn attachments(&self) -> Result<Vec<AttachmentId>, StoreError> {
+        let mut ids: Vec<AttachmentId> = self.chunks.keys().map(|(id, _)| *id).collect();
+        ids.dedup();
+        Ok(ids)
     }
 }
 
