@@ -93,16 +93,7 @@ fn identity_and_sessions_survive_restore_from_records() {
 
     let mut restored = MemStore::new();
     let mut cs = ChangeSet::new();
-    for ns in [
-        Namespace::LocalIdentity,
-        Namespace::Contact,
-        Namespace::Session,
-        Namespace::PreKey,
-        Namespace::SignedPreKey,
-        Namespace::KyberPreKey,
-        Namespace::KyberUsage,
-        Namespace::PrekeyState,
-    ] {
+    for ns in Namespace::ALL {
         for k in bob.store.keys(ns).unwrap() {
             let rec = bob.store.get(ns, &k).unwrap().unwrap().into_owned();
             cs.put(ns, &k, rec);

@@ -162,6 +162,33 @@ fn keychain_entry(profile_id: &str) -> Result<keyring_core::Entry, ProfileError>
         .map_err(ProfileError::Keychain)
 }
 
+/// A new database key and the header that says how it is protected: a
+/// random key sealed by the keychain, or a key derived from a passphrase
+/// with a fresh salt.
+fn new_key(
+    unlock: Unlock<'_>,
+    profile_id: String,
+    params: KdfParams,
+) -> Result<(Zeroizing<[u8; 32]>, Header), ProfileError> {
+    match unlock {
+        Unlock::Keychain => {
+            let key = random_key();
+            keychain_entry(&profile_id)?
+                .set_secret(key.as_ref())
+                .map_err(ProfileError::Keychain)?;
+            let h = Header::new_keychain(profile_id, &key);
+            Ok((key, h))
+        }
+        Unlock::Passphrase(pw) => {
+            let mut salt = [0u8; kdf::SALT_BYTES];
+            rand::rng().fill_bytes(&mut salt);
+            let key = kdf::derive_key(pw, &salt, params)?;
+            let h = Header::new_passphrase(profile_id, params, salt, &key);
+            Ok((key, h))
+        }
+    }
+}
+
 fn random_key() -> Zeroizing<[u8; 32]> {
     let mut k = Zeroizing::new([0u8; 32]);
     rand::rng().fill_bytes(k.as_mut());
@@ -194,23 +221,7 @@ impl Profile {
         let mut id = [0u8; 16];
         rand::rng().fill_bytes(&mut id);
         let profile_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        let (key, header) = match unlock {
-            Unlock::Keychain => {
-                let key = random_key();
-                keychain_entry(&profile_id)?
-                    .set_secret(key.as_ref())
-                    .map_err(ProfileError::Keychain)?;
-                let h = Header::new_keychain(profile_id, &key);
-                (key, h)
-            }
-            Unlock::Passphrase(pw) => {
-                let mut salt = [0u8; kdf::SALT_BYTES];
-                rand::rng().fill_bytes(&mut salt);
-                let key = kdf::derive_key(pw, &salt, params)?;
-                let h = Header::new_passphrase(profile_id, params, salt, &key);
-                (key, h)
-            }
-        };
+        let (key, header) = new_key(unlock, profile_id, params)?;
         header.write(dir)?;
         let conn = Connection::open_with_flags(
             dir.join(DB_FILE),
@@ -294,23 +305,7 @@ impl Profile {
     ) -> Result<(), ProfileError> {
         let id = self.header.profile_id().to_string();
         let old_source = self.header.source();
-        let (key, header) = match unlock {
-            Unlock::Keychain => {
-                let key = random_key();
-                keychain_entry(&id)?
-                    .set_secret(key.as_ref())
-                    .map_err(ProfileError::Keychain)?;
-                let h = Header::new_keychain(id.clone(), &key);
-                (key, h)
-            }
-            Unlock::Passphrase(pw) => {
-                let mut salt = [0u8; kdf::SALT_BYTES];
-                rand::rng().fill_bytes(&mut salt);
-                let key = kdf::derive_key(pw, &salt, params)?;
-                let h = Header::new_passphrase(id.clone(), params, salt, &key);
-                (key, h)
-            }
-        };
+        let (key, header) = new_key(unlock, id.clone(), params)?;
         sql::rekey(&self.conn, &key)?;
         header.write(&self.dir)?;
         if old_source == KeySource::Keychain && header.source() == KeySource::Passphrase {

@@ -46,6 +46,29 @@ fn message(peer: Address, n: u8, body: &[u8], dir: Direction) -> StoredMessage {
     }
 }
 
+/// Alice in a new profile at `dir`, Bob in memory, each pinned by the
+/// other, Alice holding a PQXDH session with Bob.
+fn alice_on_disk_bob_in_memory(
+    dir: &Path,
+    rng: &mut ChaCha20Rng,
+) -> (Profile, Address, MemStore, Address) {
+    let mut alice = Profile::create(dir, Unlock::Passphrase(PW), P).unwrap();
+    let (alice_addr, cs) = e2e::create_identity(&alice, T0, rng).unwrap();
+    alice.commit(cs).unwrap();
+    let mut bob = MemStore::new();
+    let (bob_addr, cs) = e2e::create_identity(&bob, T0, rng).unwrap();
+    bob.commit(cs).unwrap();
+    let (bb, cs) = e2e::publish_bundle(&bob).unwrap();
+    bob.commit(cs).unwrap();
+    let (_, cs) = e2e::start_session(&alice, &bb, T0, rng).unwrap();
+    alice.commit(cs).unwrap();
+    let (ab, cs) = e2e::publish_bundle(&alice).unwrap();
+    alice.commit(cs).unwrap();
+    let (_, cs) = e2e::add_contact(&bob, &ab).unwrap();
+    bob.commit(cs).unwrap();
+    (alice, alice_addr, bob, bob_addr)
+}
+
 /// A profile with an identity and some records and messages, then closed.
 fn populated(dir: &Path) {
     let mut p = Profile::create(dir, Unlock::Passphrase(PW), P).unwrap();
@@ -333,20 +356,8 @@ fn commit_is_all_or_nothing() {
 fn raw_files_hold_no_plaintext_keys_or_addresses() {
     let d = tempfile::tempdir().unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(7);
-    let mut alice = Profile::create(d.path(), Unlock::Passphrase(PW), P).unwrap();
-    let (alice_addr, cs) = e2e::create_identity(&alice, T0, &mut rng).unwrap();
-    alice.commit(cs).unwrap();
-    let mut bob = MemStore::new();
-    let (bob_addr, cs) = e2e::create_identity(&bob, T0, &mut rng).unwrap();
-    bob.commit(cs).unwrap();
-    let (bb, cs) = e2e::publish_bundle(&bob).unwrap();
-    bob.commit(cs).unwrap();
-    let (_, cs) = e2e::start_session(&alice, &bb, T0, &mut rng).unwrap();
-    alice.commit(cs).unwrap();
-    let (ab, cs) = e2e::publish_bundle(&alice).unwrap();
-    alice.commit(cs).unwrap();
-    let (_, cs) = e2e::add_contact(&bob, &ab).unwrap();
-    bob.commit(cs).unwrap();
+    let (mut alice, alice_addr, mut bob, bob_addr) =
+        alice_on_disk_bob_in_memory(d.path(), &mut rng);
     let secret_text = b"MEET AT THE OLD LIGHTHOUSE AT NOON";
     let (ct, mut cs) = e2e::seal(&alice, &bob_addr, secret_text, T0, &mut rng).unwrap();
     cs.add_message(message(bob_addr, 1, secret_text, Direction::Outgoing));
@@ -493,20 +504,8 @@ fn passphrase_change_and_move_between_keychain_and_passphrase() {
 fn encrypted_backup_moves_a_profile_and_rejects_bad_input() {
     let mut rng = ChaCha20Rng::seed_from_u64(11);
     let d = tempfile::tempdir().unwrap();
-    let mut alice = Profile::create(d.path(), Unlock::Passphrase(PW), P).unwrap();
-    let (alice_addr, cs) = e2e::create_identity(&alice, T0, &mut rng).unwrap();
-    alice.commit(cs).unwrap();
-    let mut bob = MemStore::new();
-    let (bob_addr, cs) = e2e::create_identity(&bob, T0, &mut rng).unwrap();
-    bob.commit(cs).unwrap();
-    let (bb, cs) = e2e::publish_bundle(&bob).unwrap();
-    bob.commit(cs).unwrap();
-    let (_, cs) = e2e::start_session(&alice, &bb, T0, &mut rng).unwrap();
-    alice.commit(cs).unwrap();
-    let (ab, cs) = e2e::publish_bundle(&alice).unwrap();
-    alice.commit(cs).unwrap();
-    let (_, cs) = e2e::add_contact(&bob, &ab).unwrap();
-    bob.commit(cs).unwrap();
+    let (mut alice, alice_addr, mut bob, bob_addr) =
+        alice_on_disk_bob_in_memory(d.path(), &mut rng);
     let (ct, mut cs) = e2e::seal(&alice, &bob_addr, b"hello", T0, &mut rng).unwrap();
     cs.add_message(message(bob_addr, 1, b"hello", Direction::Outgoing));
     cs.add_outbox(OutboxEntry {
