@@ -32,8 +32,8 @@ use zeroize::Zeroizing;
 
 const T0: UnixTime = UnixTime(1_800_000_000_000);
 const PW: &[u8] = b"crash test passphrase";
-const MESSAGES: u32 = 200;
-const KILLS: u32 = 40;
+const MESSAGES: u32 = 300;
+const KILLS: u32 = 80;
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
