@@ -556,6 +556,10 @@ pub fn verify_bundle(bytes: &[u8]) -> Result<Bundle> {
 struct OpState<'a> {
     overlay: Overlay<'a>,
     error: Option<Error>,
+    /// The contact record last decoded in this operation. libsignal asks
+    /// for the same contact several times per message (trust check, save,
+    /// get); the adapter never writes contacts, so one decode serves all.
+    contact: Option<(String, Option<proto::ContactRecord>)>,
 }
 
 struct Adapter<'c, 'a>(&'c RefCell<OpState<'a>>);
@@ -603,11 +607,18 @@ impl Adapter<'_, '_> {
         &self,
         addr: &ls::ProtocolAddress,
     ) -> ls::error::Result<Option<proto::ContactRecord>> {
+        if let Some((name, c)) = &self.0.borrow().contact
+            && name == addr.name()
+        {
+            return Ok(c.clone());
+        }
         let peer = parse_protocol_address(addr).map_err(|e| self.fail(e))?;
-        self.read(Namespace::Contact, peer.as_bytes(), |b| {
+        let c = self.read(Namespace::Contact, peer.as_bytes(), |b| {
             codec::decode_bounded(b, crate::consts::MAX_RECORD_BYTES, "contact record")
                 .map_err(|_| ls::SignalProtocolError::InvalidProtobufEncoding)
-        })
+        })?;
+        self.0.borrow_mut().contact = Some((addr.name().to_string(), c.clone()));
+        Ok(c)
     }
 }
 
@@ -830,6 +841,7 @@ fn with_stores<'a, T>(
     let cell = RefCell::new(OpState {
         overlay,
         error: None,
+        contact: None,
     });
     let outcome = {
         let mut a = Adapter(&cell);
