@@ -1,5 +1,7 @@
 //! Generates the prost types for Postern's committed `.proto` files.
 fn main() -> std::io::Result<()> {
     println!("cargo:rerun-if-changed=proto/e2e.proto");
-    prost_build::Config::new().compile_protos(&["proto/e2e.proto"], &["proto/"])
+    println!("cargo:rerun-if-changed=proto/message.proto");
+    prost_build::Config::new()
+        .compile_protos(&["proto/e2e.proto", "proto/message.proto"], &["proto/"])
 }

@@ -54,3 +54,22 @@ pub const MAX_BACKUP_BYTES: usize = 256 * 1024 * 1024;
 /// Largest stored attachment chunk (a chunk fits one onion packet; this
 /// bound only protects the store).
 pub const MAX_ATTACHMENT_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Version of the application message envelope.
+pub const ENVELOPE_VERSION: u32 = 1;
+/// Longest text message (bytes of UTF-8).
+pub const MAX_TEXT_BYTES: usize = 8 * 1024;
+/// Largest attachment.
+pub const MAX_ATTACHMENT_BYTES: u64 = 100 * 1024 * 1024;
+/// Largest image thumbnail.
+pub const MAX_THUMBNAIL_BYTES: usize = 8 * 1024;
+/// Longest file name.
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+/// Longest MIME type.
+pub const MAX_MIME_BYTES: usize = 255;
+/// Longest voice clip (15 minutes).
+pub const MAX_VOICE_MS: u32 = 15 * 60 * 1000;
+/// Largest voice waveform preview.
+pub const MAX_WAVEFORM_BYTES: usize = 256;
+/// Most message ids in one delivery receipt.
+pub const MAX_RECEIPT_IDS: usize = 100;

@@ -178,6 +178,18 @@ pub enum Error {
     /// A backup can only be restored into an empty profile.
     #[error("the profile is not empty")]
     ProfileNotEmpty,
+    /// A text message is longer than the limit.
+    #[error("text of {len} bytes is longer than the limit of {max}")]
+    TextTooLong {
+        /// Its length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A message's body kind is unknown to this build (sent by a newer
+    /// Postern, or garbage).
+    #[error("unsupported message kind")]
+    UnsupportedMessageKind,
     /// A prekey id space was exhausted.
     #[error("prekey id space exhausted")]
     PrekeyIdsExhausted,
@@ -209,7 +221,8 @@ impl Error {
             | Error::UnknownPrekey
             | Error::ReplayedPrekeyMessage
             | Error::UnknownTrustRoot
-            | Error::SenderCertificateRejected { .. } => ErrorKind::PeerMisbehaved,
+            | Error::SenderCertificateRejected { .. }
+            | Error::UnsupportedMessageKind => ErrorKind::PeerMisbehaved,
             Error::IdentityKeyChanged { .. } => ErrorKind::NeedsUserDecision,
             Error::NoSession { .. }
             | Error::UnknownContact { .. }
@@ -217,6 +230,7 @@ impl Error {
             | Error::PlaintextTooLarge { .. }
             | Error::BadSafetyNumberCode
             | Error::ProfileNotEmpty
+            | Error::TextTooLong { .. }
             | Error::PrekeyIdsExhausted => ErrorKind::Usage,
             Error::Store(_) => ErrorKind::Storage,
             Error::Bug(_) => ErrorKind::Bug,

@@ -16,6 +16,7 @@ pub mod consts;
 pub mod crypto;
 pub mod e2e;
 pub mod error;
+pub mod message;
 pub mod qr;
 pub mod store;
 pub mod time;

@@ -124,6 +124,21 @@ pub fn records(data: &[u8]) {
     let _ = postern_core::IdentityPublic::from_bytes(data);
 }
 
+/// Application message envelopes: anything accepted re-encodes to an
+/// envelope that decodes to the same value.
+#[allow(clippy::panic)]
+pub fn envelope(data: &[u8]) {
+    if let Ok(e) = postern_core::message::Envelope::decode(data) {
+        match e
+            .encode()
+            .map(|b| postern_core::message::Envelope::decode(&b))
+        {
+            Ok(Ok(again)) if again == e => {}
+            _ => panic!("an accepted envelope does not round-trip"),
+        }
+    }
+}
+
 /// Scanned safety-number codes.
 #[allow(clippy::panic)]
 pub fn safety_number(data: &[u8]) {
@@ -172,6 +187,15 @@ mod tests {
         }
         for m in mutations(&padding::pad(b"seed").unwrap()) {
             padding(&m);
+        }
+        let env = postern_core::message::Envelope {
+            id: [1; 16],
+            sent_at: NOW,
+            reply_to: None,
+            body: postern_core::message::Body::Text(postern_core::message::Text("seed".into())),
+        };
+        for m in mutations(&env.encode().unwrap()) {
+            envelope(&m);
         }
         // The pair's stores were never modified by any of it.
         assert!(e2e::open(&p.bob, &p.sealed, NOW, &mut rng(b"x")).is_ok());

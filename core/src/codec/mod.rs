@@ -11,6 +11,12 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/postern.e2e.v1.rs"));
 }
 
+/// prost types generated from `core/proto/message.proto`.
+#[allow(missing_docs, missing_debug_implementations, clippy::all)]
+pub mod message_proto {
+    include!(concat!(env!("OUT_DIR"), "/postern.message.v1.rs"));
+}
+
 use crate::error::{Error, Result};
 
 /// Decodes a prost message after checking the input against `max` bytes.
