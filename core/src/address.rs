@@ -2,8 +2,6 @@
 //! identity key it was created with. There are no phone numbers, e-mail
 //! addresses or server-assigned ids anywhere in Postern.
 
-use sha2::{Digest, Sha256};
-
 const DOMAIN: &[u8] = b"postern/address/v1";
 
 /// A 128-bit address, SHA-256("postern/address/v1" || identity key)[..16].
@@ -17,10 +15,7 @@ pub struct Address([u8; 16]);
 impl Address {
     /// The address an identity key derives.
     pub fn derive(identity_key: &[u8]) -> Address {
-        let mut h = Sha256::new();
-        h.update(DOMAIN);
-        h.update(identity_key);
-        let digest = h.finalize();
+        let digest = crate::crypto::hash::sha256(&[DOMAIN, identity_key]);
         let mut out = [0u8; 16];
         out.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
         Address(out)

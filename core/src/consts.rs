@@ -73,3 +73,8 @@ pub const MAX_VOICE_MS: u32 = 15 * 60 * 1000;
 pub const MAX_WAVEFORM_BYTES: usize = 256;
 /// Most message ids in one delivery receipt.
 pub const MAX_RECEIPT_IDS: usize = 100;
+
+/// Plaintext bytes per attachment chunk: a full chunk on the wire is
+/// 1,577 bytes (25-byte header, 16-byte tag), leaving room in a 2 KiB onion
+/// payload for the mailbox framing.
+pub const CHUNK_PLAINTEXT_BYTES: usize = 1536;

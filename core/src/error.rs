@@ -186,6 +186,26 @@ pub enum Error {
         /// The bound.
         max: usize,
     },
+    /// A chunk belongs to another attachment.
+    #[error("chunk belongs to another attachment")]
+    ChunkFromOtherAttachment,
+    /// A chunk's index is not below the attachment's chunk count.
+    #[error("chunk index {index} is past the total of {total}")]
+    ChunkIndexOutOfRange {
+        /// The index.
+        index: u32,
+        /// The chunk count.
+        total: u32,
+    },
+    /// A reassembled attachment does not match its digest.
+    #[error("attachment does not match its digest")]
+    DigestMismatch,
+    /// Chunks are still missing.
+    #[error("{missing} attachment chunk(s) missing")]
+    AttachmentIncomplete {
+        /// How many.
+        missing: usize,
+    },
     /// A message's body kind is unknown to this build (sent by a newer
     /// Postern, or garbage).
     #[error("unsupported message kind")]
@@ -222,7 +242,10 @@ impl Error {
             | Error::ReplayedPrekeyMessage
             | Error::UnknownTrustRoot
             | Error::SenderCertificateRejected { .. }
-            | Error::UnsupportedMessageKind => ErrorKind::PeerMisbehaved,
+            | Error::UnsupportedMessageKind
+            | Error::ChunkFromOtherAttachment
+            | Error::ChunkIndexOutOfRange { .. }
+            | Error::DigestMismatch => ErrorKind::PeerMisbehaved,
             Error::IdentityKeyChanged { .. } => ErrorKind::NeedsUserDecision,
             Error::NoSession { .. }
             | Error::UnknownContact { .. }
@@ -231,6 +254,7 @@ impl Error {
             | Error::BadSafetyNumberCode
             | Error::ProfileNotEmpty
             | Error::TextTooLong { .. }
+            | Error::AttachmentIncomplete { .. }
             | Error::PrekeyIdsExhausted => ErrorKind::Usage,
             Error::Store(_) => ErrorKind::Storage,
             Error::Bug(_) => ErrorKind::Bug,

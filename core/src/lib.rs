@@ -10,6 +10,7 @@
 )]
 
 pub mod address;
+pub mod attachment;
 pub mod backup;
 pub mod codec;
 pub mod consts;

@@ -139,6 +139,19 @@ pub fn envelope(data: &[u8]) {
     }
 }
 
+/// Attachment chunks, as received for a known attachment: a typed error
+/// or an authentic chunk, never a panic.
+pub fn chunk(data: &[u8]) {
+    let aref = postern_core::message::AttachmentRef {
+        id: [0x11; 16],
+        key: zeroize::Zeroizing::new([0x22; 32]),
+        size: 5000,
+        digest: [0; 32],
+    };
+    let store = MemStore::new();
+    let _ = postern_core::attachment::receive_chunk(&store, &aref, data);
+}
+
 /// Scanned safety-number codes.
 #[allow(clippy::panic)]
 pub fn safety_number(data: &[u8]) {
@@ -196,6 +209,16 @@ mod tests {
         };
         for m in mutations(&env.encode().unwrap()) {
             envelope(&m);
+        }
+        let aref = postern_core::message::AttachmentRef {
+            id: [0x11; 16],
+            key: zeroize::Zeroizing::new([0x22; 32]),
+            size: 5000,
+            digest: [0; 32],
+        };
+        let c = postern_core::attachment::seal_chunk(&aref, 0, &[7; 1536]).unwrap();
+        for m in mutations(&c) {
+            chunk(&m);
         }
         // The pair's stores were never modified by any of it.
         assert!(e2e::open(&p.bob, &p.sealed, NOW, &mut rng(b"x")).is_ok());

@@ -84,11 +84,7 @@ pub fn derive_key(
 /// it: SHA-256("postern/key-check/v1" || key). Stored beside an encrypted
 /// database so that a wrong key and a corrupted file can be told apart.
 pub fn key_check_value(key: &[u8; 32]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(b"postern/key-check/v1");
-    h.update(key);
-    h.finalize().into()
+    super::hash::sha256(&[b"postern/key-check/v1", key])
 }
 
 #[cfg(test)]

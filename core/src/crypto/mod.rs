@@ -5,9 +5,11 @@
 //!   sealed sender, safety numbers).
 //! - [`kdf`]: Argon2id (RustCrypto `argon2`), for keys derived from
 //!   passphrases.
+//! - [`hash`]: SHA-256 (RustCrypto `sha2`).
 //! - [`aead`]: XChaCha20-Poly1305 (RustCrypto `chacha20poly1305`), for
 //!   Postern's own encrypted containers (profile backups).
 
 pub mod aead;
+pub mod hash;
 pub mod kdf;
 pub mod signal;

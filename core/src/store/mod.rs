@@ -480,6 +480,12 @@ impl KvStore for MemStore {
         self.outbox
             .retain(|e| !changes.outbox_remove.contains(&e.id));
         self.outbox.extend(changes.outbox_add);
+        for id in &changes.drop_attachments {
+            self.chunks.retain(|(a, _), _| a != id);
+        }
+        for (id, i, b) in changes.chunks {
+            self.chunks.insert((id, i), b);
+        }
         Ok(())
     }
 
