@@ -17,9 +17,12 @@
 //! key is unique per attachment, so nonces derived from the index are
 //! never reused; binding the index, the total and a final-chunk flag into
 //! nonce and associated data stops reordering, splicing and truncation.
-//! Received chunks are stored as they arrived (still encrypted) through
-//! the store's attachment-chunk table, so a transfer resumes after a
-//! restart and memory holds one chunk at a time.
+//! A received chunk is authenticated and decrypted once and its plaintext
+//! kept in the store's attachment-chunk table (the store is itself
+//! encrypted at rest), so a transfer resumes after a restart and memory
+//! holds one chunk at a time. Nothing can be read before [`verify`] has
+//! checked the whole attachment against its digest: reading takes the
+//! [`Verified`] proof that only `verify` makes.
 
 use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
@@ -153,16 +156,23 @@ pub fn open_chunk(aref: &AttachmentRef, wire: &[u8]) -> Result<(u32, Zeroizing<V
     Ok((index, Zeroizing::new(pt)))
 }
 
-/// Accepts a received chunk: checks it, and returns the change set that
-/// stores it (empty if it was already stored: duplicates are ignored).
+/// Accepts a received chunk: authenticates and decrypts it, and returns
+/// the change set that stores its plaintext (empty if that index is
+/// already stored: duplicates are ignored).
 pub fn receive_chunk(store: &dyn KvStore, aref: &AttachmentRef, wire: &[u8]) -> Result<ChangeSet> {
-    let (index, _) = open_chunk(aref, wire)?;
+    let (index, mut pt) = open_chunk(aref, wire)?;
     let mut cs = ChangeSet::new();
     if store.attachment_chunk(&aref.id, index)?.is_none() {
-        cs.put_attachment_chunk(aref.id, index, wire.to_vec());
+        // Move the plaintext into the change set (it stays zeroize-on-drop
+        // there) instead of copying it.
+        cs.put_attachment_chunk(aref.id, index, core::mem::take(&mut *pt));
     }
     Ok(cs)
 }
+
+/// Proof that an attachment was checked against its digest.
+#[derive(Debug)]
+pub struct Verified<'a>(&'a AttachmentRef);
 
 /// The chunk indices still missing, to ask the sender for again.
 pub fn missing_chunks(store: &dyn KvStore, aref: &AttachmentRef) -> Result<Vec<u32>> {
@@ -174,21 +184,21 @@ pub fn missing_chunks(store: &dyn KvStore, aref: &AttachmentRef) -> Result<Vec<u
 }
 
 /// Checks a complete attachment against its digest, one chunk at a time.
-/// Nothing may be shown before this returns `Ok`.
-pub fn verify(store: &dyn KvStore, aref: &AttachmentRef) -> Result<()> {
+/// Nothing may be shown before this returns the [`Verified`] proof.
+pub fn verify<'a>(store: &dyn KvStore, aref: &'a AttachmentRef) -> Result<Verified<'a>> {
     let missing = missing_chunks(store, aref)?;
     if !missing.is_empty() {
         return Err(Error::AttachmentIncomplete {
             missing: missing.len(),
         });
     }
+    let total = chunk_count(aref.size)?;
     let mut h = hash::Sha256Stream::new();
-    for index in 0..chunk_count(aref.size)? {
-        let wire = store
+    for index in 0..total {
+        let pt = store
             .attachment_chunk(&aref.id, index)?
             .ok_or(Error::AttachmentIncomplete { missing: 1 })?;
-        let (i, pt) = open_chunk(aref, &wire)?;
-        if i != index {
+        if pt.len() != expected_len(aref.size, index, total) {
             return Err(Error::Malformed {
                 what: "attachment chunk",
             });
@@ -198,17 +208,15 @@ pub fn verify(store: &dyn KvStore, aref: &AttachmentRef) -> Result<()> {
     if h.finish() != aref.digest {
         return Err(Error::DigestMismatch);
     }
-    Ok(())
+    Ok(Verified(aref))
 }
 
 /// Reads chunk `index` of a verified attachment.
-pub fn read_chunk(
-    store: &dyn KvStore,
-    aref: &AttachmentRef,
-    index: u32,
-) -> Result<Zeroizing<Vec<u8>>> {
-    let wire = store
-        .attachment_chunk(&aref.id, index)?
-        .ok_or(Error::AttachmentIncomplete { missing: 1 })?;
-    Ok(open_chunk(aref, &wire)?.1)
+pub fn read_chunk(store: &dyn KvStore, v: &Verified<'_>, index: u32) -> Result<Zeroizing<Vec<u8>>> {
+    Ok(Zeroizing::new(
+        store
+            .attachment_chunk(&v.0.id, index)?
+            .ok_or(Error::AttachmentIncomplete { missing: 1 })?
+            .into_owned(),
+    ))
 }

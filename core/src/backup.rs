@@ -73,7 +73,7 @@ pub fn export<R: RngCore + CryptoRng>(
                 b.chunks.push(proto::profile_backup::ChunkEntry {
                     attachment: id.to_vec(),
                     index,
-                    data,
+                    data: data.into_owned(),
                 });
             }
         }

@@ -39,9 +39,10 @@ fn send(data: &[u8], rng: &mut ChaCha20Rng) -> (AttachmentRef, Vec<Vec<u8>>) {
 }
 
 fn read_all(store: &MemStore, aref: &AttachmentRef) -> Vec<u8> {
+    let v = attachment::verify(store, aref).unwrap();
     let total = attachment::chunk_count(aref.size).unwrap();
     (0..total)
-        .flat_map(|i| attachment::read_chunk(store, aref, i).unwrap().to_vec())
+        .flat_map(|i| attachment::read_chunk(store, &v, i).unwrap().to_vec())
         .collect()
 }
 

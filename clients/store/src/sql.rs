@@ -481,13 +481,14 @@ impl KvStore for Profile {
         &self,
         id: &AttachmentId,
         index: u32,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<Cow<'_, [u8]>>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT data FROM attachment_chunks WHERE attachment = ?1 AND idx = ?2")
             .map_err(backend)?;
         stmt.query_row(params![id.as_slice(), index], |r| r.get::<_, Vec<u8>>(0))
             .optional()
+            .map(|o| o.map(Cow::Owned))
             .map_err(backend)
     }
 

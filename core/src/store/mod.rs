@@ -160,7 +160,7 @@ pub trait KvStore {
         &self,
         id: &AttachmentId,
         index: u32,
-    ) -> Result<Option<Vec<u8>>, StoreError>;
+    ) -> Result<Option<Cow<'_, [u8]>>, StoreError>;
     /// The indices of the chunks stored for an attachment, ascending (so a
     /// transfer resumes after a restart and asks only for what is missing).
     fn attachment_chunks(&self, id: &AttachmentId) -> Result<Vec<u32>, StoreError>;
@@ -526,8 +526,11 @@ impl KvStore for MemStore {
         &self,
         id: &AttachmentId,
         index: u32,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.chunks.get(&(*id, index)).map(|b| b.to_vec()))
+    ) -> Result<Option<Cow<'_, [u8]>>, StoreError> {
+        Ok(self
+            .chunks
+            .get(&(*id, index))
+            .map(|b| Cow::Borrowed(b.as_slice())))
     }
 
     fn attachment_chunks(&self, id: &AttachmentId) -> Result<Vec<u32>, StoreError> {
