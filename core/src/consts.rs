@@ -78,3 +78,8 @@ pub const MAX_RECEIPT_IDS: usize = 100;
 /// 1,577 bytes (25-byte header, 16-byte tag), leaving room in a 2 KiB onion
 /// payload for the mailbox framing.
 pub const CHUNK_PLAINTEXT_BYTES: usize = 1536;
+
+/// Largest image side accepted for re-encoding (pixels).
+pub const MAX_IMAGE_PIXELS_PER_SIDE: u32 = 12_000;
+/// Longest side of an image thumbnail (pixels).
+pub const THUMBNAIL_SIDE: u32 = 160;

@@ -17,6 +17,7 @@ pub mod consts;
 pub mod crypto;
 pub mod e2e;
 pub mod error;
+pub mod media;
 pub mod message;
 pub mod qr;
 pub mod store;
