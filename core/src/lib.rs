@@ -22,6 +22,7 @@ pub mod message;
 pub mod qr;
 pub mod store;
 pub mod time;
+pub mod voice;
 
 pub use address::Address;
 pub use crypto::signal::{IdentityPublic, SafetyNumber};

@@ -152,6 +152,16 @@ pub fn chunk(data: &[u8]) {
     let _ = postern_core::attachment::receive_chunk(&store, &aref, data);
 }
 
+/// Voice clips (Opus in Ogg).
+pub fn voice(data: &[u8]) {
+    let _ = postern_core::voice::validate_voice_clip(data);
+}
+
+/// Images to re-encode.
+pub fn image(data: &[u8]) {
+    let _ = postern_core::media::sanitize_image(data);
+}
+
 /// Scanned safety-number codes.
 #[allow(clippy::panic)]
 pub fn safety_number(data: &[u8]) {
@@ -219,6 +229,12 @@ mod tests {
         let c = postern_core::attachment::seal_chunk(&aref, 0, &[7; 1536]).unwrap();
         for m in mutations(&c) {
             chunk(&m);
+        }
+        for m in mutations(b"OggS\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00OpusHead") {
+            voice(&m);
+        }
+        for m in mutations(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x00\x01") {
+            image(&m);
         }
         // The pair's stores were never modified by any of it.
         assert!(e2e::open(&p.bob, &p.sealed, NOW, &mut rng(b"x")).is_ok());
