@@ -106,6 +106,14 @@ fn every_kind_round_trips_through_chunks_and_sealed_envelopes() {
     let mut inbox = MemStore::new();
     let cases: Vec<(Body, Option<Vec<u8>>)> = vec![
         (Body::Text(Text("plain text".into())), None),
+        (
+            Body::Text(Text("x".repeat(postern_core::consts::MAX_TEXT_BYTES))),
+            None,
+        ),
+        (
+            Body::Receipt(vec![[4; 16]; postern_core::consts::MAX_RECEIPT_IDS]),
+            None,
+        ),
         {
             let (aref, read) = transfer(&img.bytes, &mut inbox, &mut r);
             assert_eq!(read, img.bytes);
