@@ -83,3 +83,10 @@ pub const CHUNK_PLAINTEXT_BYTES: usize = 1536;
 pub const MAX_IMAGE_PIXELS_PER_SIDE: u32 = 12_000;
 /// Longest side of an image thumbnail (pixels).
 pub const THUMBNAIL_SIDE: u32 = 160;
+
+/// Longest relay address string (`postern-relay://host:port#pin`).
+pub const MAX_RELAY_ADDRESS_BYTES: usize = 300;
+/// Longest display name a contact card may carry.
+pub const MAX_DISPLAY_NAME_BYTES: usize = 64;
+/// Length of a queue's sender id and recipient id.
+pub const QUEUE_ID_BYTES: usize = 16;

@@ -12,11 +12,12 @@ use zeroize::Zeroizing;
 
 use crate::codec::{self, message_proto as pb};
 use crate::consts::{
-    ENVELOPE_VERSION, MAX_ATTACHMENT_BYTES, MAX_FILE_NAME_BYTES, MAX_MIME_BYTES,
-    MAX_PLAINTEXT_BYTES, MAX_RECEIPT_IDS, MAX_TEXT_BYTES, MAX_THUMBNAIL_BYTES, MAX_VOICE_MS,
-    MAX_WAVEFORM_BYTES,
+    ENVELOPE_VERSION, MAX_ATTACHMENT_BYTES, MAX_DISPLAY_NAME_BYTES, MAX_FILE_NAME_BYTES,
+    MAX_MIME_BYTES, MAX_PLAINTEXT_BYTES, MAX_RECEIPT_IDS, MAX_TEXT_BYTES, MAX_THUMBNAIL_BYTES,
+    MAX_VOICE_MS, MAX_WAVEFORM_BYTES, QUEUE_ID_BYTES,
 };
 use crate::error::{Error, Result};
+use crate::relay_address::RelayAddress;
 use crate::store::{AttachmentId, MessageId};
 use crate::time::UnixTime;
 
@@ -47,6 +48,48 @@ pub enum Body {
     Voice(Voice),
     /// Delivery receipt for these message ids.
     Receipt(Vec<MessageId>),
+    /// Control: where to reach the sender (first message after an invitation).
+    ContactCard(ContactCard),
+    /// Control: the sender moved its queue for us.
+    QueueUpdate(QueueAddress),
+}
+
+/// A mailbox queue the receiver may send to. The blob key is secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct QueueAddress {
+    /// The relay holding the queue.
+    pub relay: RelayAddress,
+    /// The queue's sender-side id.
+    pub sender_id: [u8; QUEUE_ID_BYTES],
+    /// Seals the blobs put into the queue.
+    pub blob_key: Zeroizing<[u8; 32]>,
+}
+
+impl core::fmt::Debug for QueueAddress {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Queue ids stay out of logs.
+        write!(f, "QueueAddress(<redacted>)")
+    }
+}
+
+/// A contact card.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ContactCard {
+    /// Where to send to the card's sender.
+    pub queue: QueueAddress,
+    /// The name the sender suggests for itself (may be empty).
+    pub display_name: String,
+}
+
+impl core::fmt::Debug for ContactCard {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "ContactCard({:?}, name {} bytes)",
+            self.queue,
+            self.display_name.len()
+        )
+    }
 }
 
 /// Text content. `Debug` shows only its length (user data stays out of logs).
@@ -161,6 +204,31 @@ fn attachment_from(a: Option<pb::AttachmentRef>) -> Result<AttachmentRef> {
     })
 }
 
+fn queue_from(q: Option<pb::QueueAddress>) -> Result<QueueAddress> {
+    let q = q.ok_or_else(malformed)?;
+    Ok(QueueAddress {
+        relay: RelayAddress::parse(&q.relay)?,
+        sender_id: codec::fixed::<QUEUE_ID_BYTES>(&q.sender_id, WHAT)?,
+        blob_key: Zeroizing::new(codec::fixed::<32>(&q.blob_key, WHAT)?),
+    })
+}
+
+fn queue_to(q: &QueueAddress) -> pb::QueueAddress {
+    pb::QueueAddress {
+        relay: q.relay.to_string(),
+        sender_id: q.sender_id.to_vec(),
+        blob_key: q.blob_key.to_vec(),
+    }
+}
+
+/// A display name from the network: bounded, no control characters.
+fn check_display_name(name: &str) -> Result<()> {
+    if name.len() > MAX_DISPLAY_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(malformed());
+    }
+    Ok(())
+}
+
 fn attachment_to(a: &AttachmentRef) -> pb::AttachmentRef {
     pb::AttachmentRef {
         id: a.id.to_vec(),
@@ -203,6 +271,13 @@ impl Envelope {
             }),
             Body::Receipt(ids) => B::Receipt(pb::Receipt {
                 delivered: ids.iter().map(|i| i.to_vec()).collect(),
+            }),
+            Body::ContactCard(c) => B::ContactCard(pb::ContactCard {
+                queue: Some(queue_to(&c.queue)),
+                display_name: c.display_name.clone(),
+            }),
+            Body::QueueUpdate(q) => B::QueueUpdate(pb::QueueUpdate {
+                queue: Some(queue_to(q)),
             }),
         };
         let e = pb::Envelope {
@@ -280,6 +355,14 @@ impl Envelope {
                 }
                 Body::Receipt(r.delivered.iter().map(|i| id16(i)).collect::<Result<_>>()?)
             }
+            Some(B::ContactCard(c)) => {
+                check_display_name(&c.display_name)?;
+                Body::ContactCard(ContactCard {
+                    queue: queue_from(c.queue)?,
+                    display_name: c.display_name,
+                })
+            }
+            Some(B::QueueUpdate(u)) => Body::QueueUpdate(queue_from(u.queue)?),
         };
         Ok(Envelope {
             id,
@@ -301,6 +384,71 @@ mod tests {
             size: 12345,
             digest: [2; 32],
         }
+    }
+
+    fn queue() -> QueueAddress {
+        QueueAddress {
+            relay: RelayAddress::parse("postern-relay://127.0.0.1:4443").unwrap(),
+            sender_id: [5; 16],
+            blob_key: Zeroizing::new([0xCD; 32]),
+        }
+    }
+
+    #[test]
+    fn rejects_bad_contact_cards_and_queue_updates() {
+        let card = |relay: &str, sender_id: Vec<u8>, blob_key: Vec<u8>, name: &str| {
+            pb::Envelope {
+                version: 1,
+                message_id: vec![7; 16],
+                sent_at_ms: 1,
+                reply_to: vec![],
+                body: Some(pb::envelope::Body::ContactCard(pb::ContactCard {
+                    queue: Some(pb::QueueAddress {
+                        relay: relay.into(),
+                        sender_id,
+                        blob_key,
+                    }),
+                    display_name: name.into(),
+                })),
+            }
+            .encode_to_vec()
+        };
+        let ok = "postern-relay://127.0.0.1:4443";
+        assert!(Envelope::decode(&card(ok, vec![5; 16], vec![1; 32], "Ada")).is_ok());
+        for bad in [
+            card("https://evil.example", vec![5; 16], vec![1; 32], "Ada"),
+            card(ok, vec![5; 15], vec![1; 32], "Ada"),
+            card(ok, vec![5; 16], vec![1; 31], "Ada"),
+            card(ok, vec![5; 16], vec![1; 32], "bell\u{7}"),
+            card(
+                ok,
+                vec![5; 16],
+                vec![1; 32],
+                &"n".repeat(MAX_DISPLAY_NAME_BYTES + 1),
+            ),
+        ] {
+            assert!(matches!(
+                Envelope::decode(&bad),
+                Err(Error::Malformed { .. } | Error::TooLarge { .. })
+            ));
+        }
+        let missing = pb::Envelope {
+            version: 1,
+            message_id: vec![7; 16],
+            sent_at_ms: 1,
+            reply_to: vec![],
+            body: Some(pb::envelope::Body::QueueUpdate(pb::QueueUpdate {
+                queue: None,
+            })),
+        }
+        .encode_to_vec();
+        assert!(matches!(
+            Envelope::decode(&missing),
+            Err(Error::Malformed { .. })
+        ));
+        // Queue ids and keys stay out of Debug output.
+        let s = format!("{:?}", env(Body::QueueUpdate(queue())));
+        assert!(!s.contains("205") && !s.contains("5, 5"));
     }
 
     fn env(body: Body) -> Envelope {
@@ -428,6 +576,11 @@ mod tests {
                 attachment: att(),
             }),
             Body::Receipt(vec![[3; 16], [4; 16]]),
+            Body::ContactCard(ContactCard {
+                queue: queue(),
+                display_name: "Ada".into(),
+            }),
+            Body::QueueUpdate(queue()),
         ] {
             let e = env(body);
             assert_eq!(Envelope::decode(&e.encode().unwrap()).unwrap(), e);

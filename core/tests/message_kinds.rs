@@ -45,6 +45,16 @@ fn ogg_clip() -> Vec<u8> {
     w.into_inner()
 }
 
+fn queue() -> postern_core::message::QueueAddress {
+    postern_core::message::QueueAddress {
+        relay: "postern-relay://relay.example:443#AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+            .parse()
+            .unwrap(),
+        sender_id: [9; 16],
+        blob_key: zeroize::Zeroizing::new([3; 32]),
+    }
+}
+
 fn jpeg() -> Vec<u8> {
     let img = image::RgbImage::from_fn(200, 150, |x, y| image::Rgb([x as u8, y as u8, 60]));
     let mut out = std::io::Cursor::new(Vec::new());
@@ -114,6 +124,14 @@ fn every_kind_round_trips_through_chunks_and_sealed_envelopes() {
             Body::Receipt(vec![[4; 16]; postern_core::consts::MAX_RECEIPT_IDS]),
             None,
         ),
+        (
+            Body::ContactCard(postern_core::message::ContactCard {
+                queue: queue(),
+                display_name: "n".repeat(postern_core::consts::MAX_DISPLAY_NAME_BYTES),
+            }),
+            None,
+        ),
+        (Body::QueueUpdate(queue()), None),
         {
             let (aref, read) = transfer(&img.bytes, &mut inbox, &mut r);
             assert_eq!(read, img.bytes);

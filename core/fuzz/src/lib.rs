@@ -152,6 +152,17 @@ pub fn chunk(data: &[u8]) {
     let _ = postern_core::attachment::receive_chunk(&store, &aref, data);
 }
 
+/// Relay addresses: anything accepted prints back to the same string.
+#[allow(clippy::panic)]
+pub fn relay_address(data: &[u8]) {
+    if let Ok(s) = core::str::from_utf8(data)
+        && let Ok(a) = postern_core::RelayAddress::parse(s)
+        && a.to_string() != s
+    {
+        panic!("a relay address is not canonical");
+    }
+}
+
 /// Voice clips (Opus in Ogg).
 pub fn voice(data: &[u8]) {
     let _ = postern_core::voice::validate_voice_clip(data);
@@ -219,6 +230,11 @@ mod tests {
         };
         for m in mutations(&env.encode().unwrap()) {
             envelope(&m);
+        }
+        for m in
+            mutations(b"postern-relay://[::1]:4443#AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        {
+            relay_address(&m);
         }
         let aref = postern_core::message::AttachmentRef {
             id: [0x11; 16],
