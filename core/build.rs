@@ -2,6 +2,13 @@
 fn main() -> std::io::Result<()> {
     println!("cargo:rerun-if-changed=proto/e2e.proto");
     println!("cargo:rerun-if-changed=proto/message.proto");
-    prost_build::Config::new()
-        .compile_protos(&["proto/e2e.proto", "proto/message.proto"], &["proto/"])
+    println!("cargo:rerun-if-changed=proto/relay.proto");
+    prost_build::Config::new().compile_protos(
+        &[
+            "proto/e2e.proto",
+            "proto/message.proto",
+            "proto/relay.proto",
+        ],
+        &["proto/"],
+    )
 }

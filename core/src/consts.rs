@@ -90,3 +90,18 @@ pub const MAX_RELAY_ADDRESS_BYTES: usize = 300;
 pub const MAX_DISPLAY_NAME_BYTES: usize = 64;
 /// Length of a queue's sender id and recipient id.
 pub const QUEUE_ID_BYTES: usize = 16;
+
+/// Relay protocol version.
+pub const RELAY_PROTOCOL_VERSION: u32 = 1;
+/// Size of every blob a relay stores (the onion layer's final payload).
+pub const BLOB_BYTES: usize = 2048;
+/// Size of every relay protocol frame.
+pub const FRAME_BYTES: usize = 2304;
+/// Most items one fetch returns, and most ids one ack names.
+pub const MAX_FETCH: u32 = 64;
+/// Most blobs an invitation payload may have.
+pub const MAX_INVITE_BLOBS: u32 = 4;
+/// Longest an invitation payload may stay on a relay.
+pub const MAX_INVITE_TTL_SECS: u32 = 30 * 24 * 3600;
+/// Size of a relay's per-connection challenge.
+pub const CHALLENGE_BYTES: usize = 32;

@@ -21,6 +21,7 @@ pub mod media;
 pub mod message;
 pub mod qr;
 pub mod relay_address;
+pub mod relay_proto;
 pub mod store;
 pub mod time;
 pub mod voice;

@@ -17,6 +17,12 @@ pub mod message_proto {
     include!(concat!(env!("OUT_DIR"), "/postern.message.v1.rs"));
 }
 
+/// prost types generated from `core/proto/relay.proto`.
+#[allow(missing_docs, missing_debug_implementations, clippy::all)]
+pub mod relay_proto {
+    include!(concat!(env!("OUT_DIR"), "/postern.relay.v1.rs"));
+}
+
 use crate::error::{Error, Result};
 
 /// Decodes a prost message after checking the input against `max` bytes.
