@@ -214,6 +214,36 @@ pub enum Error {
     #[error("prekey id space exhausted")]
     PrekeyIdsExhausted,
 
+    // ---- mailboxes and invitations ----
+    /// The invitation has expired.
+    #[error("the invitation has expired")]
+    InvitationExpired,
+    /// The invitation was already accepted (it is one-time).
+    #[error("the invitation was already used")]
+    InvitationUsed,
+    /// The invitation comes from someone who is already a contact.
+    #[error("already a contact")]
+    AlreadyContact,
+    /// No queue is known for sending to this contact.
+    #[error("no route to {peer}")]
+    NoRoute {
+        /// The contact.
+        peer: Address,
+    },
+    /// A blob for a queue we do not have.
+    #[error("unknown queue")]
+    UnknownQueue,
+    /// An attachment chunk for an attachment no message announced.
+    #[error("chunk of an unknown attachment")]
+    UnknownAttachment,
+    /// A message that does not belong where it arrived (another contact's
+    /// queue, a non-introduction on an invitation queue, ...).
+    #[error("unexpected message for this queue")]
+    UnexpectedMessage,
+    /// Too many incomplete messages wait in one queue.
+    #[error("too many incomplete messages in one queue")]
+    TooManyPendingMessages,
+
     // ---- storage ----
     /// The store failed.
     #[error("store: {0}")]
@@ -245,7 +275,11 @@ impl Error {
             | Error::UnsupportedMessageKind
             | Error::ChunkFromOtherAttachment
             | Error::ChunkIndexOutOfRange { .. }
-            | Error::DigestMismatch => ErrorKind::PeerMisbehaved,
+            | Error::DigestMismatch
+            | Error::InvitationUsed
+            | Error::UnknownAttachment
+            | Error::UnexpectedMessage
+            | Error::TooManyPendingMessages => ErrorKind::PeerMisbehaved,
             Error::IdentityKeyChanged { .. } => ErrorKind::NeedsUserDecision,
             Error::NoSession { .. }
             | Error::UnknownContact { .. }
@@ -255,7 +289,11 @@ impl Error {
             | Error::ProfileNotEmpty
             | Error::TextTooLong { .. }
             | Error::AttachmentIncomplete { .. }
-            | Error::PrekeyIdsExhausted => ErrorKind::Usage,
+            | Error::PrekeyIdsExhausted
+            | Error::InvitationExpired
+            | Error::AlreadyContact
+            | Error::NoRoute { .. }
+            | Error::UnknownQueue => ErrorKind::Usage,
             Error::Store(_) => ErrorKind::Storage,
             Error::Bug(_) => ErrorKind::Bug,
         }

@@ -14,6 +14,7 @@ pub mod attachment;
 pub mod backup;
 pub mod codec;
 pub mod consts;
+pub mod courier;
 pub mod crypto;
 pub mod e2e;
 pub mod error;

@@ -23,6 +23,12 @@ pub mod relay_proto {
     include!(concat!(env!("OUT_DIR"), "/postern.relay.v1.rs"));
 }
 
+/// prost types generated from `core/proto/local.proto`.
+#[allow(missing_docs, missing_debug_implementations, clippy::all)]
+pub mod local_proto {
+    include!(concat!(env!("OUT_DIR"), "/postern.local.v1.rs"));
+}
+
 use crate::error::{Error, Result};
 
 /// Decodes a prost message after checking the input against `max` bytes.

@@ -49,11 +49,20 @@ pub enum Namespace {
     KyberUsage = 7,
     /// Prekey pool bookkeeping (single record).
     PrekeyState = 8,
+    /// Our mailbox queues, keyed by recipient id.
+    Queue = 9,
+    /// Where we send to each contact, keyed by address.
+    Route = 10,
+    /// Fragments of messages not yet complete, keyed by queue, message
+    /// reference and index.
+    Fragment = 11,
+    /// Attachments announced by received messages, keyed by attachment id.
+    Attachment = 12,
 }
 
 impl Namespace {
     /// Every namespace.
-    pub const ALL: [Namespace; 8] = [
+    pub const ALL: [Namespace; 12] = [
         Namespace::LocalIdentity,
         Namespace::Contact,
         Namespace::Session,
@@ -62,6 +71,10 @@ impl Namespace {
         Namespace::KyberPreKey,
         Namespace::KyberUsage,
         Namespace::PrekeyState,
+        Namespace::Queue,
+        Namespace::Route,
+        Namespace::Fragment,
+        Namespace::Attachment,
     ];
 
     /// The namespace with this stable code, if any.
@@ -80,6 +93,10 @@ impl Namespace {
             Namespace::KyberPreKey => "kyber_prekey",
             Namespace::KyberUsage => "kyber_usage",
             Namespace::PrekeyState => "prekey_state",
+            Namespace::Queue => "queue",
+            Namespace::Route => "route",
+            Namespace::Fragment => "fragment",
+            Namespace::Attachment => "attachment",
         }
     }
 
@@ -382,6 +399,52 @@ impl<'a> Overlay<'a> {
     /// The staged changes.
     pub fn into_changes(self) -> ChangeSet {
         self.changes
+    }
+
+    /// Stages the writes of a change set produced against this overlay.
+    pub fn apply(&mut self, changes: ChangeSet) {
+        self.changes.extend(changes);
+    }
+}
+
+/// An overlay reads its staged records; messages, outbox and attachment
+/// chunks are read from the base store only (staged ones are not visible
+/// until committed).
+impl KvStore for Overlay<'_> {
+    fn get(&self, ns: Namespace, key: &[u8]) -> Result<Option<Cow<'_, Record>>, StoreError> {
+        Overlay::get(self, ns, key)
+    }
+    fn keys(&self, ns: Namespace) -> Result<Vec<Vec<u8>>, StoreError> {
+        Overlay::keys(self, ns)
+    }
+    fn commit(&mut self, changes: ChangeSet) -> Result<(), StoreError> {
+        self.apply(changes);
+        Ok(())
+    }
+    fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {
+        self.base.conversations()
+    }
+    fn history(&self, peer: &Address, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        self.base.history(peer, limit)
+    }
+    fn has_message(&self, peer: &Address, id: &MessageId) -> Result<bool, StoreError> {
+        self.base.has_message(peer, id)
+    }
+    fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.base.outbox()
+    }
+    fn attachment_chunk(
+        &self,
+        id: &AttachmentId,
+        index: u32,
+    ) -> Result<Option<Cow<'_, [u8]>>, StoreError> {
+        self.base.attachment_chunk(id, index)
+    }
+    fn attachment_chunks(&self, id: &AttachmentId) -> Result<Vec<u32>, StoreError> {
+        self.base.attachment_chunks(id)
+    }
+    fn attachments(&self) -> Result<Vec<AttachmentId>, StoreError> {
+        self.base.attachments()
     }
 }
 

@@ -1,0 +1,1189 @@
+//! From application messages to relay blobs and back, sans IO.
+//!
+//! Everything put into a mailbox queue is a blob of exactly
+//! [`BLOB_BYTES`], sealed (XChaCha20-Poly1305, random nonce) under the
+//! queue's blob key, which only the queue's owner and the contact it was
+//! given to know. Inside: a fragment of a larger message (a sealed-sender
+//! message, an introduction, an invitation payload) or one attachment
+//! chunk. A relay sees uniform ciphertext; so does the onion layer.
+//!
+//! This module also keeps the client's routing state in the store (our
+//! queues, where to send to each contact, fragments of incomplete
+//! messages, announced attachments) and runs one-time invitations. Every
+//! function takes the store, time and randomness and returns a
+//! [`ChangeSet`] plus what to send; the caller does the network I/O
+//! (format: `docs/relay-protocol.md`, "Client side").
+
+use prost::Message as _;
+use rand_core::{CryptoRng, RngCore};
+use zeroize::Zeroizing;
+
+use crate::address::Address;
+use crate::attachment;
+use crate::codec::{self, local_proto as lp};
+use crate::consts::{
+    BLOB_BYTES, MAX_INVITE_BLOBS, MAX_RECORD_BYTES, MAX_SEALED_BYTES, QUEUE_ID_BYTES,
+};
+use crate::crypto::aead;
+use crate::crypto::signal::QueueSecret;
+use crate::e2e;
+use crate::error::{Error, Result, StoreError};
+use crate::message::{AttachmentRef, Body, ContactCard, Envelope, QueueAddress};
+use crate::relay_address::RelayAddress;
+use crate::relay_proto::{Blob, QueueId};
+use crate::store::{ChangeSet, Direction, KvStore, Namespace, Overlay, Record, StoredMessage};
+use crate::time::UnixTime;
+
+/// Plaintext bytes inside a sealed blob.
+pub const BLOB_INNER_BYTES: usize = BLOB_BYTES - aead::NONCE_BYTES - aead::TAG_BYTES;
+/// Message bytes one fragment carries.
+pub const FRAGMENT_DATA_BYTES: usize = BLOB_INNER_BYTES - FRAGMENT_HEADER_BYTES;
+/// Most fragments a message may have (a largest sealed message plus its
+/// introduction bundle fits).
+pub const MAX_FRAGMENTS: usize = (MAX_SEALED_BYTES + 4096).div_ceil(FRAGMENT_DATA_BYTES);
+/// Most incomplete messages kept per queue before new ones are refused.
+pub const MAX_PENDING_MESSAGES_PER_QUEUE: usize = 64;
+/// Longest an incomplete message waits for its other fragments.
+pub const PENDING_FRAGMENT_TTL_MS: u64 = 21 * 24 * 3600 * 1000;
+/// Completed multi-fragment messages remembered per queue (so late
+/// duplicate fragments are recognised).
+pub const MAX_COMPLETION_MARKERS: usize = 256;
+/// Longest an invitation stays valid.
+pub const INVITATION_LIFETIME_MS: u64 = 7 * 24 * 3600 * 1000;
+
+const FRAGMENT_HEADER_BYTES: usize = 1 + 16 + 1 + 1 + 2;
+const KIND_FRAGMENT: u8 = 1;
+const KIND_CHUNK: u8 = 2;
+const MSG_SEALED: u8 = 1;
+const MSG_INTRODUCTION: u8 = 2;
+const MSG_INVITE_PAYLOAD: u8 = 3;
+const BLOB_AAD: &[u8] = b"postern/blob/v1";
+const LINK_PREFIX: &str = "postern:";
+const LINK_VERSION: u32 = 1;
+/// Longest invitation link accepted.
+pub const MAX_LINK_CHARS: usize = 600;
+const WHAT_BLOB: &str = "blob";
+
+fn malformed(what: &'static str) -> Error {
+    Error::Malformed { what }
+}
+
+fn corrupt(ns: Namespace) -> Error {
+    Error::Store(StoreError::Corrupt {
+        namespace: ns.name(),
+    })
+}
+
+fn load<M: prost::Message + Default>(
+    s: &dyn KvStore,
+    ns: Namespace,
+    key: &[u8],
+) -> Result<Option<M>> {
+    match s.get(ns, key)? {
+        None => Ok(None),
+        Some(r) => codec::decode_bounded(r.checked(ns)?, MAX_RECORD_BYTES, ns.name())
+            .map(Some)
+            .map_err(|_| corrupt(ns)),
+    }
+}
+
+fn save<M: prost::Message>(cs: &mut ChangeSet, ns: Namespace, key: &[u8], m: &M) {
+    cs.put(ns, key, Record::current(ns, m.encode_to_vec()));
+}
+
+// ---------------------------------------------------------------------------
+// Blobs
+// ---------------------------------------------------------------------------
+
+/// Seals `inner` (at most [`BLOB_INNER_BYTES`], zero-padded) into a blob.
+fn seal_blob<R: RngCore + CryptoRng>(key: &[u8; 32], inner: &[u8], rng: &mut R) -> Result<Blob> {
+    if inner.len() > BLOB_INNER_BYTES {
+        return Err(Error::Bug("blob content too large"));
+    }
+    let mut padded = Zeroizing::new([0u8; BLOB_INNER_BYTES]);
+    padded[..inner.len()].copy_from_slice(inner);
+    let mut nonce = [0u8; aead::NONCE_BYTES];
+    rng.fill_bytes(&mut nonce);
+    let ct = aead::seal(key, &nonce, BLOB_AAD, padded.as_slice())?;
+    let mut blob: Blob = Box::new([0u8; BLOB_BYTES]);
+    blob[..aead::NONCE_BYTES].copy_from_slice(&nonce);
+    blob[aead::NONCE_BYTES..].copy_from_slice(&ct);
+    Ok(blob)
+}
+
+fn open_blob(key: &[u8; 32], blob: &[u8; BLOB_BYTES]) -> Result<Zeroizing<Vec<u8>>> {
+    let (nonce, ct) = blob.split_at(aead::NONCE_BYTES);
+    let nonce = codec::fixed::<{ aead::NONCE_BYTES }>(nonce, WHAT_BLOB)?;
+    Ok(Zeroizing::new(aead::open(key, &nonce, BLOB_AAD, ct)?))
+}
+
+/// Cuts a typed message into sealed fragment blobs.
+fn fragment<R: RngCore + CryptoRng>(
+    key: &[u8; 32],
+    msg_type: u8,
+    body: &[u8],
+    rng: &mut R,
+) -> Result<Vec<Blob>> {
+    let mut msg = Zeroizing::new(Vec::with_capacity(body.len() + 1));
+    msg.push(msg_type);
+    msg.extend_from_slice(body);
+    let total = msg.len().div_ceil(FRAGMENT_DATA_BYTES);
+    if total > MAX_FRAGMENTS {
+        return Err(Error::Bug("message too large for fragments"));
+    }
+    let total = u8::try_from(total).map_err(|_| Error::Bug("fragment count"))?;
+    let mut msg_ref = [0u8; 16];
+    rng.fill_bytes(&mut msg_ref);
+    let mut out = Vec::with_capacity(usize::from(total));
+    for (i, data) in msg.chunks(FRAGMENT_DATA_BYTES).enumerate() {
+        let mut inner = Zeroizing::new(Vec::with_capacity(BLOB_INNER_BYTES));
+        inner.push(KIND_FRAGMENT);
+        inner.extend_from_slice(&msg_ref);
+        inner.push(u8::try_from(i).map_err(|_| Error::Bug("fragment index"))?);
+        inner.push(total);
+        let len = u16::try_from(data.len()).map_err(|_| Error::Bug("fragment length"))?;
+        inner.extend_from_slice(&len.to_be_bytes());
+        inner.extend_from_slice(data);
+        out.push(seal_blob(key, &inner, rng)?);
+    }
+    Ok(out)
+}
+
+/// What a blob holds after opening.
+enum Inner<'a> {
+    Fragment {
+        msg_ref: [u8; 16],
+        index: u8,
+        total: u8,
+        data: &'a [u8],
+    },
+    Chunk(&'a [u8]),
+}
+
+fn parse_inner(inner: &[u8]) -> Result<Inner<'_>> {
+    let (&kind, rest) = inner.split_first().ok_or(malformed(WHAT_BLOB))?;
+    let (body, padding) = match kind {
+        KIND_FRAGMENT => {
+            if rest.len() < FRAGMENT_HEADER_BYTES - 1 {
+                return Err(malformed(WHAT_BLOB));
+            }
+            let (head, rest) = rest.split_at(FRAGMENT_HEADER_BYTES - 1);
+            let msg_ref = codec::fixed::<16>(&head[..16], WHAT_BLOB)?;
+            let (index, total) = (head[16], head[17]);
+            let len = usize::from(u16::from_be_bytes([head[18], head[19]]));
+            if total == 0 || usize::from(total) > MAX_FRAGMENTS || index >= total || len == 0 {
+                return Err(malformed(WHAT_BLOB));
+            }
+            let (data, padding) = rest.split_at_checked(len).ok_or(malformed(WHAT_BLOB))?;
+            (
+                Inner::Fragment {
+                    msg_ref,
+                    index,
+                    total,
+                    data,
+                },
+                padding,
+            )
+        }
+        KIND_CHUNK => {
+            let (len, rest) = rest.split_at_checked(2).ok_or(malformed(WHAT_BLOB))?;
+            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+            let (data, padding) = rest.split_at_checked(len).ok_or(malformed(WHAT_BLOB))?;
+            (Inner::Chunk(data), padding)
+        }
+        _ => return Err(malformed(WHAT_BLOB)),
+    };
+    if padding.iter().any(|b| *b != 0) {
+        return Err(malformed(WHAT_BLOB));
+    }
+    Ok(body)
+}
+
+// ---------------------------------------------------------------------------
+// Queues and routes
+// ---------------------------------------------------------------------------
+
+/// Secret material for a queue we are about to create on a relay.
+#[derive(Debug)]
+pub struct QueueKeys {
+    /// Signs our commands for the queue.
+    pub queue_key: QueueSecret,
+    /// Seals what is put into it.
+    pub blob_key: Zeroizing<[u8; 32]>,
+}
+
+impl QueueKeys {
+    /// Fresh keys.
+    pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> QueueKeys {
+        let mut blob_key = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(blob_key.as_mut());
+        QueueKeys {
+            queue_key: QueueSecret::generate(rng),
+            blob_key,
+        }
+    }
+}
+
+/// A queue the relay created for us.
+#[derive(Debug)]
+pub struct CreatedQueue {
+    /// The relay.
+    pub relay: RelayAddress,
+    /// Its keys.
+    pub keys: QueueKeys,
+    /// Recipient-side id.
+    pub recipient_id: QueueId,
+    /// Sender-side id.
+    pub sender_id: QueueId,
+}
+
+/// One of our queues, as the network code needs it.
+#[derive(Debug)]
+pub struct OwnQueue {
+    /// The relay.
+    pub relay: RelayAddress,
+    /// Recipient-side id.
+    pub recipient_id: QueueId,
+    /// Signs fetch/ack/subscribe.
+    pub queue_key: QueueSecret,
+    /// The contact it belongs to (none for an unused invitation queue).
+    pub contact: Option<Address>,
+}
+
+fn queue_record(q: &CreatedQueue, now: UnixTime) -> lp::QueueRecord {
+    lp::QueueRecord {
+        relay: q.relay.to_string(),
+        recipient_id: q.recipient_id.to_vec(),
+        sender_id: q.sender_id.to_vec(),
+        queue_key: q.keys.queue_key.to_bytes().to_vec(),
+        blob_key: q.keys.blob_key.to_vec(),
+        contact: Vec::new(),
+        invitation: false,
+        invite_expires_at_ms: 0,
+        invite_used: false,
+        created_at_ms: now.millis(),
+    }
+}
+
+/// Every queue we read from.
+pub fn own_queues(store: &dyn KvStore) -> Result<Vec<OwnQueue>> {
+    let mut out = Vec::new();
+    for k in store.keys(Namespace::Queue)? {
+        let r: lp::QueueRecord =
+            load(store, Namespace::Queue, &k)?.ok_or(corrupt(Namespace::Queue))?;
+        out.push(OwnQueue {
+            relay: RelayAddress::parse(&r.relay).map_err(|_| corrupt(Namespace::Queue))?,
+            recipient_id: codec::fixed(&r.recipient_id, "queue record")
+                .map_err(|_| corrupt(Namespace::Queue))?,
+            queue_key: QueueSecret::from_bytes(&r.queue_key)
+                .map_err(|_| corrupt(Namespace::Queue))?,
+            contact: if r.contact.is_empty() {
+                None
+            } else {
+                Some(Address::from_slice(&r.contact).ok_or(corrupt(Namespace::Queue))?)
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Where we send to a contact.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Their queue.
+    pub queue: QueueAddress,
+    /// The name they suggested for themselves.
+    pub display_name: String,
+}
+
+/// The route to `peer`, if we have one.
+pub fn route(store: &dyn KvStore, peer: &Address) -> Result<Option<Route>> {
+    let Some(r): Option<lp::RouteRecord> = load(store, Namespace::Route, peer.as_bytes())? else {
+        return Ok(None);
+    };
+    let bad = |_| corrupt(Namespace::Route);
+    Ok(Some(Route {
+        queue: QueueAddress {
+            relay: RelayAddress::parse(&r.relay).map_err(bad)?,
+            sender_id: codec::fixed(&r.sender_id, "route").map_err(bad)?,
+            blob_key: Zeroizing::new(codec::fixed(&r.blob_key, "route").map_err(bad)?),
+        },
+        display_name: r.display_name,
+    }))
+}
+
+fn save_route(cs: &mut ChangeSet, peer: &Address, q: &QueueAddress, name: &str, ours: &QueueId) {
+    save(
+        cs,
+        Namespace::Route,
+        peer.as_bytes(),
+        &lp::RouteRecord {
+            relay: q.relay.to_string(),
+            sender_id: q.sender_id.to_vec(),
+            blob_key: q.blob_key.to_vec(),
+            display_name: name.to_owned(),
+            our_queue: ours.to_vec(),
+        },
+    );
+}
+
+/// Blobs to put into a contact's queue.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The relay holding the queue.
+    pub relay: RelayAddress,
+    /// The queue's sender id.
+    pub sender_id: QueueId,
+    /// The blobs, in order.
+    pub blobs: Vec<Blob>,
+}
+
+// ---------------------------------------------------------------------------
+// Invitations
+// ---------------------------------------------------------------------------
+
+/// A parsed `postern:` invitation link.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Invitation {
+    /// The inviter's relay.
+    pub relay: RelayAddress,
+    /// The invitation queue's sender id.
+    pub sender_id: QueueId,
+    /// Opens the payload.
+    pub key: Zeroizing<[u8; 32]>,
+    /// After this the invitation is refused.
+    pub expires_at: UnixTime,
+}
+
+impl core::fmt::Debug for Invitation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Invitation({}, <redacted>)", self.relay)
+    }
+}
+
+impl Invitation {
+    /// The `postern:` link.
+    pub fn to_link(&self) -> String {
+        let p = lp::InvitationLink {
+            version: LINK_VERSION,
+            relay: self.relay.to_string(),
+            sender_id: self.sender_id.to_vec(),
+            key: self.key.to_vec(),
+            expires_at_ms: self.expires_at.millis(),
+        };
+        format!(
+            "{LINK_PREFIX}{}",
+            data_encoding::BASE64URL_NOPAD.encode(&p.encode_to_vec())
+        )
+    }
+
+    /// Parses a link, refusing an expired one.
+    pub fn parse(link: &str, now: UnixTime) -> Result<Invitation> {
+        const WHAT: &str = "invitation link";
+        if link.len() > MAX_LINK_CHARS {
+            return Err(Error::TooLarge {
+                what: WHAT,
+                len: link.len(),
+                max: MAX_LINK_CHARS,
+            });
+        }
+        let b64 = link
+            .trim()
+            .strip_prefix(LINK_PREFIX)
+            .ok_or(malformed(WHAT))?;
+        let bytes = data_encoding::BASE64URL_NOPAD
+            .decode(b64.as_bytes())
+            .map_err(|_| malformed(WHAT))?;
+        let p: lp::InvitationLink = codec::decode_bounded(&bytes, MAX_LINK_CHARS, WHAT)?;
+        if p.version != LINK_VERSION {
+            return Err(Error::UnsupportedVersion {
+                what: WHAT,
+                version: p.version,
+            });
+        }
+        let inv = Invitation {
+            relay: RelayAddress::parse(&p.relay)?,
+            sender_id: codec::fixed(&p.sender_id, WHAT)?,
+            key: Zeroizing::new(codec::fixed(&p.key, WHAT)?),
+            expires_at: UnixTime(p.expires_at_ms),
+        };
+        if now.millis() >= inv.expires_at.millis() {
+            return Err(Error::InvitationExpired);
+        }
+        Ok(inv)
+    }
+}
+
+/// Makes a one-time invitation for the freshly created queue `q`: the
+/// link to show, the payload blobs to put on the relay (`PutInvite`), and
+/// the change set (the queue, marked as an invitation, and the bundle's
+/// prekeys).
+pub fn create_invitation<R: RngCore + CryptoRng>(
+    store: &dyn KvStore,
+    q: &CreatedQueue,
+    display_name: &str,
+    now: UnixTime,
+    rng: &mut R,
+) -> Result<(Invitation, Vec<Blob>, ChangeSet)> {
+    check_name(display_name)?;
+    let (bundle, mut cs) = e2e::publish_bundle(store)?;
+    let mut link_key = Zeroizing::new([0u8; 32]);
+    rng.fill_bytes(link_key.as_mut());
+    let inv = Invitation {
+        relay: q.relay.clone(),
+        sender_id: q.sender_id,
+        key: link_key,
+        expires_at: UnixTime(now.millis().saturating_add(INVITATION_LIFETIME_MS)),
+    };
+    let payload = Zeroizing::new(
+        lp::InvitePayload {
+            version: LINK_VERSION,
+            bundle,
+            blob_key: q.keys.blob_key.to_vec(),
+            display_name: display_name.to_owned(),
+        }
+        .encode_to_vec(),
+    );
+    let blobs = fragment(&inv.key, MSG_INVITE_PAYLOAD, &payload, rng)?;
+    if blobs.len() > MAX_INVITE_BLOBS as usize {
+        return Err(Error::Bug("invitation payload too large"));
+    }
+    let mut rec = queue_record(q, now);
+    rec.invitation = true;
+    rec.invite_expires_at_ms = inv.expires_at.millis();
+    save(&mut cs, Namespace::Queue, &q.recipient_id, &rec);
+    Ok((inv, blobs, cs))
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.len() > crate::consts::MAX_DISPLAY_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(Error::Malformed {
+            what: "display name",
+        });
+    }
+    Ok(())
+}
+
+fn reassemble_standalone(key: &[u8; 32], blobs: &[Blob]) -> Result<(u8, Zeroizing<Vec<u8>>)> {
+    const WHAT: &str = "invitation payload";
+    let mut parts: Vec<Option<Zeroizing<Vec<u8>>>> = Vec::new();
+    let mut the_ref = None;
+    for b in blobs {
+        let inner = open_blob(key, b)?;
+        let Inner::Fragment {
+            msg_ref,
+            index,
+            total,
+            data,
+        } = parse_inner(&inner)?
+        else {
+            return Err(malformed(WHAT));
+        };
+        if *the_ref.get_or_insert((msg_ref, total)) != (msg_ref, total) {
+            return Err(malformed(WHAT));
+        }
+        parts.resize_with(usize::from(total), || None);
+        let slot = parts.get_mut(usize::from(index)).ok_or(malformed(WHAT))?;
+        *slot = Some(Zeroizing::new(data.to_vec()));
+    }
+    let mut msg = Zeroizing::new(Vec::new());
+    for p in &parts {
+        msg.extend_from_slice(p.as_ref().ok_or(malformed(WHAT))?);
+    }
+    let (&t, body) = msg.split_first().ok_or(malformed(WHAT))?;
+    Ok((t, Zeroizing::new(body.to_vec())))
+}
+
+/// Accepts an invitation whose payload blobs were taken from the relay.
+/// `ours` is the queue just created for this contact. Runs PQXDH with
+/// the inviter's bundle and returns the new contact, the introduction to
+/// put into the invitation queue, and the change set.
+pub fn accept_invitation<R: RngCore + CryptoRng>(
+    store: &dyn KvStore,
+    inv: &Invitation,
+    payload: &[Blob],
+    ours: &CreatedQueue,
+    my_name: &str,
+    now: UnixTime,
+    rng: &mut R,
+) -> Result<(Address, Outgoing, ChangeSet)> {
+    const WHAT: &str = "invitation payload";
+    check_name(my_name)?;
+    if now.millis() >= inv.expires_at.millis() {
+        return Err(Error::InvitationExpired);
+    }
+    let (t, body) = reassemble_standalone(&inv.key, payload)?;
+    if t != MSG_INVITE_PAYLOAD {
+        return Err(malformed(WHAT));
+    }
+    let p: lp::InvitePayload = codec::decode_bounded(&body, MAX_RECORD_BYTES, WHAT)?;
+    if p.version != LINK_VERSION {
+        return Err(Error::UnsupportedVersion {
+            what: WHAT,
+            version: p.version,
+        });
+    }
+    check_name(&p.display_name)?;
+    let their_blob_key = Zeroizing::new(codec::fixed::<32>(&p.blob_key, WHAT)?);
+    if e2e::contact(store, &e2e::inspect_bundle(&p.bundle)?.address())?.is_some() {
+        return Err(Error::AlreadyContact);
+    }
+    let mut o = Overlay::new(store);
+    let (peer, cs) = e2e::start_session(&o, &p.bundle, now, rng)?;
+    o.apply(cs);
+    let (my_bundle, cs) = e2e::publish_bundle(&o)?;
+    o.apply(cs);
+    let card = Envelope {
+        id: random_id(rng),
+        sent_at: now,
+        reply_to: None,
+        body: Body::ContactCard(ContactCard {
+            queue: QueueAddress {
+                relay: ours.relay.clone(),
+                sender_id: ours.sender_id,
+                blob_key: ours.keys.blob_key.clone(),
+            },
+            display_name: my_name.to_owned(),
+        }),
+    };
+    let (sealed, cs) = e2e::seal(&o, &peer, &card.encode()?, now, rng)?;
+    o.apply(cs);
+    let intro = lp::Introduction {
+        bundle: my_bundle,
+        sealed,
+    }
+    .encode_to_vec();
+    let blobs = fragment(&their_blob_key, MSG_INTRODUCTION, &intro, rng)?;
+    let mut cs = o.into_changes();
+    let mut rec = queue_record(ours, now);
+    rec.contact = peer.as_bytes().to_vec();
+    save(&mut cs, Namespace::Queue, &ours.recipient_id, &rec);
+    let theirs = QueueAddress {
+        relay: inv.relay.clone(),
+        sender_id: inv.sender_id,
+        blob_key: their_blob_key,
+    };
+    save_route(&mut cs, &peer, &theirs, &p.display_name, &ours.recipient_id);
+    Ok((
+        peer,
+        Outgoing {
+            relay: inv.relay.clone(),
+            sender_id: inv.sender_id,
+            blobs,
+        },
+        cs,
+    ))
+}
+
+fn random_id<R: RngCore + CryptoRng>(rng: &mut R) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    rng.fill_bytes(&mut id);
+    id
+}
+
+// ---------------------------------------------------------------------------
+// Sending
+// ---------------------------------------------------------------------------
+
+/// Seals `body` for `peer` and cuts it into blobs for the peer's queue.
+/// The change set advances the ratchet and stores the message as
+/// outgoing; commit it before sending the blobs.
+pub fn send<R: RngCore + CryptoRng>(
+    store: &dyn KvStore,
+    peer: &Address,
+    body: Body,
+    reply_to: Option<[u8; 16]>,
+    now: UnixTime,
+    rng: &mut R,
+) -> Result<(Envelope, Outgoing, ChangeSet)> {
+    let r = route(store, peer)?.ok_or(Error::NoRoute { peer: *peer })?;
+    let env = Envelope {
+        id: random_id(rng),
+        sent_at: now,
+        reply_to,
+        body,
+    };
+    let plain = env.encode()?;
+    let (sealed, mut cs) = e2e::seal(store, peer, &plain, now, rng)?;
+    let blobs = fragment(&r.queue.blob_key, MSG_SEALED, &sealed, rng)?;
+    if !matches!(env.body, Body::Receipt(_)) {
+        cs.add_message(StoredMessage {
+            peer: *peer,
+            id: env.id,
+            direction: Direction::Outgoing,
+            timestamp: now,
+            body: plain,
+        });
+    }
+    Ok((
+        env,
+        Outgoing {
+            relay: r.queue.relay,
+            sender_id: r.queue.sender_id,
+            blobs,
+        },
+        cs,
+    ))
+}
+
+/// Seals attachment chunk `index` (its plaintext slice) for `peer`'s queue.
+pub fn chunk_blob<R: RngCore + CryptoRng>(
+    store: &dyn KvStore,
+    peer: &Address,
+    aref: &AttachmentRef,
+    index: u32,
+    plaintext: &[u8],
+    rng: &mut R,
+) -> Result<Blob> {
+    let r = route(store, peer)?.ok_or(Error::NoRoute { peer: *peer })?;
+    let wire = attachment::seal_chunk(aref, index, plaintext)?;
+    let len = u16::try_from(wire.len()).map_err(|_| Error::Bug("chunk length"))?;
+    let mut inner = Vec::with_capacity(3 + wire.len());
+    inner.push(KIND_CHUNK);
+    inner.extend_from_slice(&len.to_be_bytes());
+    inner.extend_from_slice(&wire);
+    seal_blob(&r.queue.blob_key, &inner, rng)
+}
+
+// ---------------------------------------------------------------------------
+// Receiving
+// ---------------------------------------------------------------------------
+
+/// What a received blob amounted to.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Received {
+    /// A fragment was stored; the message is not complete yet.
+    Partial,
+    /// A message from a contact (already stored in its conversation,
+    /// except receipts, and control messages which were applied).
+    Message {
+        /// Who sent it.
+        from: Address,
+        /// The message.
+        envelope: Envelope,
+    },
+    /// Someone accepted our invitation: a new contact.
+    NewContact {
+        /// The contact.
+        peer: Address,
+        /// The name it suggested.
+        display_name: String,
+    },
+    /// An attachment chunk was stored.
+    Chunk {
+        /// Whose attachment.
+        from: Address,
+        /// Which message announced it.
+        message_id: [u8; 16],
+        /// The attachment.
+        attachment: AttachmentRef,
+        /// Chunks still missing.
+        missing: usize,
+    },
+    /// Something already received (redelivery after a restart).
+    Duplicate,
+}
+
+/// Handles one blob fetched from our queue `recipient_id`. A hostile blob
+/// is a typed error and changes nothing; the caller acknowledges it
+/// either way once the change set is committed (or on error), so a bad
+/// blob cannot wedge the queue.
+pub fn receive<R: RngCore + CryptoRng>(
+    store: &dyn KvStore,
+    recipient_id: &QueueId,
+    blob: &[u8; BLOB_BYTES],
+    now: UnixTime,
+    rng: &mut R,
+) -> Result<(Received, ChangeSet)> {
+    let q: lp::QueueRecord =
+        load(store, Namespace::Queue, recipient_id)?.ok_or(Error::UnknownQueue)?;
+    let blob_key =
+        codec::fixed::<32>(&q.blob_key, "queue record").map_err(|_| corrupt(Namespace::Queue))?;
+    let inner = open_blob(&blob_key, blob)?;
+    match parse_inner(&inner)? {
+        Inner::Chunk(wire) => receive_chunk(store, &q, wire),
+        Inner::Fragment {
+            msg_ref,
+            index,
+            total,
+            data,
+        } => {
+            let mut cs = ChangeSet::new();
+            let msg = if total == 1 {
+                Zeroizing::new(data.to_vec())
+            } else {
+                match collect(
+                    store,
+                    recipient_id,
+                    msg_ref,
+                    index,
+                    total,
+                    data,
+                    now,
+                    &mut cs,
+                )? {
+                    Collected::Partial => return Ok((Received::Partial, cs)),
+                    Collected::Duplicate => return Ok((Received::Duplicate, cs)),
+                    Collected::Complete(m) => m,
+                }
+            };
+            let (&t, body) = msg.split_first().ok_or(malformed(WHAT_BLOB))?;
+            let (got, more) = match t {
+                MSG_SEALED => receive_sealed(store, &q, body, now, rng)?,
+                MSG_INTRODUCTION => receive_introduction(store, &q, body, now, rng)?,
+                _ => return Err(malformed(WHAT_BLOB)),
+            };
+            // The fragment deletions must not undo the receive's writes.
+            cs.extend(more);
+            Ok((got, cs))
+        }
+    }
+}
+
+fn fragment_key(queue: &QueueId, msg_ref: &[u8; 16], index: u8) -> Vec<u8> {
+    let mut k = Vec::with_capacity(QUEUE_ID_BYTES + 17);
+    k.extend_from_slice(queue);
+    k.extend_from_slice(msg_ref);
+    k.push(index);
+    k
+}
+
+/// What [`collect`] made of a fragment.
+enum Collected {
+    /// Stored; the message is not complete.
+    Partial,
+    /// Part of a message already completed.
+    Duplicate,
+    /// The whole message.
+    Complete(Zeroizing<Vec<u8>>),
+}
+
+/// Fragment record: `total`, receive time (ms, BE), data. Completion
+/// marker (index [`DONE_INDEX`]): `0`, completion time.
+const DONE_INDEX: u8 = 0xFF;
+
+fn record_time(bytes: &[u8]) -> u64 {
+    bytes
+        .get(1..9)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// Stores a fragment; when all are there, returns the message, deletes
+/// the fragments and leaves a completion marker (so a late duplicate is
+/// recognised) in `cs`. Incomplete messages older than
+/// [`PENDING_FRAGMENT_TTL_MS`] are dropped; at most
+/// [`MAX_COMPLETION_MARKERS`] markers are kept per queue.
+#[allow(clippy::too_many_arguments)]
+fn collect(
+    store: &dyn KvStore,
+    queue: &QueueId,
+    msg_ref: [u8; 16],
+    index: u8,
+    total: u8,
+    data: &[u8],
+    now: UnixTime,
+    cs: &mut ChangeSet,
+) -> Result<Collected> {
+    let ns = Namespace::Fragment;
+    let prefix_len = QUEUE_ID_BYTES + 16;
+    let this = fragment_key(queue, &msg_ref, 0);
+    let this = &this[..prefix_len];
+    let keys: Vec<Vec<u8>> = store
+        .keys(ns)?
+        .into_iter()
+        .filter(|k| k.starts_with(queue) && k.len() == prefix_len + 1)
+        .collect();
+    if keys
+        .iter()
+        .any(|k| k.starts_with(this) && k.last() == Some(&DONE_INDEX))
+    {
+        return Ok(Collected::Duplicate);
+    }
+    let (markers, fragments): (Vec<&Vec<u8>>, Vec<&Vec<u8>>) =
+        keys.iter().partition(|k| k.last() == Some(&DONE_INDEX));
+
+    // Drop incomplete messages that have waited too long (judged by their
+    // first stored fragment).
+    let mut pending: std::collections::BTreeMap<&[u8], Vec<&Vec<u8>>> = Default::default();
+    for k in &fragments {
+        pending.entry(&k[..prefix_len]).or_default().push(k);
+    }
+    let cutoff = now.millis().saturating_sub(PENDING_FRAGMENT_TTL_MS);
+    let mut live = 0usize;
+    for (r, ks) in &pending {
+        if *r == this {
+            continue;
+        }
+        let first = store.get(ns, ks[0])?.ok_or(corrupt(ns))?;
+        if record_time(first.checked(ns)?) < cutoff {
+            for k in ks {
+                cs.delete(ns, k);
+            }
+        } else {
+            live += 1;
+        }
+    }
+    if !pending.contains_key(this) && live >= MAX_PENDING_MESSAGES_PER_QUEUE {
+        return Err(Error::TooManyPendingMessages);
+    }
+
+    let mut parts: Vec<Option<Zeroizing<Vec<u8>>>> = vec![None; usize::from(total)];
+    for k in pending.get(this).map(Vec::as_slice).unwrap_or_default() {
+        let i = usize::from(*k.last().ok_or(corrupt(ns))?);
+        let rec = store.get(ns, k)?.ok_or(corrupt(ns))?;
+        let bytes = rec.checked(ns)?;
+        if bytes.first() != Some(&total) || bytes.len() < 9 {
+            // Same reference, different shape: a forged or corrupt fragment.
+            return Err(malformed(WHAT_BLOB));
+        }
+        if let Some(slot) = parts.get_mut(i) {
+            *slot = Some(Zeroizing::new(bytes[9..].to_vec()));
+        }
+    }
+    let slot = parts
+        .get_mut(usize::from(index))
+        .ok_or(malformed(WHAT_BLOB))?;
+    if slot.is_some() {
+        return Ok(Collected::Duplicate);
+    }
+    *slot = Some(Zeroizing::new(data.to_vec()));
+    let stamp = |first: u8| {
+        let mut v = Vec::with_capacity(9 + data.len());
+        v.push(first);
+        v.extend_from_slice(&now.millis().to_be_bytes());
+        v
+    };
+    if parts.iter().any(Option::is_none) {
+        let mut v = stamp(total);
+        v.extend_from_slice(data);
+        cs.put(
+            ns,
+            &fragment_key(queue, &msg_ref, index),
+            Record::current(ns, v),
+        );
+        return Ok(Collected::Partial);
+    }
+    let mut msg = Zeroizing::new(Vec::new());
+    for (i, p) in parts.iter().enumerate() {
+        msg.extend_from_slice(p.as_deref().map(Vec::as_slice).unwrap_or_default());
+        let i = u8::try_from(i).map_err(|_| Error::Bug("fragment index"))?;
+        cs.delete(ns, &fragment_key(queue, &msg_ref, i));
+    }
+    // Remember completion; evict the oldest markers beyond the bound.
+    cs.put(
+        ns,
+        &fragment_key(queue, &msg_ref, DONE_INDEX),
+        Record::current(ns, stamp(0)),
+    );
+    if markers.len() >= MAX_COMPLETION_MARKERS {
+        let mut aged = Vec::with_capacity(markers.len());
+        for k in &markers {
+            let rec = store.get(ns, k)?.ok_or(corrupt(ns))?;
+            aged.push((record_time(rec.checked(ns)?), *k));
+        }
+        aged.sort();
+        for (_, k) in aged.iter().take(markers.len() + 1 - MAX_COMPLETION_MARKERS) {
+            cs.delete(ns, k);
+        }
+    }
+    Ok(Collected::Complete(msg))
+}
+
+fn receive_sealed<R: RngCore + CryptoRng>(
+    store: &dyn KvStore,
+    q: &lp::QueueRecord,
+    sealed: &[u8],
+    now: UnixTime,
+    rng: &mut R,
+) -> Result<(Received, ChangeSet)> {
+    let Some(expected) = Address::from_slice(&q.contact) else {
+        // An invitation queue accepts only introductions until used.
+        return Err(Error::UnexpectedMessage);
+    };
+    let (from, plain, mut cs) = match e2e::open(store, sealed, now, rng) {
+        Err(Error::DuplicateMessage) => return Ok((Received::Duplicate, ChangeSet::new())),
+        r => r?,
+    };
+    if from != expected {
+        // A contact writing into another contact's queue.
+        return Err(Error::UnexpectedMessage);
+    }
+    let env = Envelope::decode(&plain)?;
+    if store.has_message(&from, &env.id)? {
+        return Ok((Received::Duplicate, ChangeSet::new()));
+    }
+    apply_body(store, &from, &env, q, &mut cs)?;
+    if !matches!(
+        env.body,
+        Body::Receipt(_) | Body::ContactCard(_) | Body::QueueUpdate(_)
+    ) {
+        cs.add_message(StoredMessage {
+            peer: from,
+            id: env.id,
+            direction: Direction::Incoming,
+            timestamp: now,
+            body: plain,
+        });
+    }
+    Ok((
+        Received::Message {
+            from,
+            envelope: env,
+        },
+        cs,
+    ))
+}
+
+/// Side effects of a body: announced attachments are remembered, control
+/// messages update the route.
+fn apply_body(
+    store: &dyn KvStore,
+    from: &Address,
+    env: &Envelope,
+    q: &lp::QueueRecord,
+    cs: &mut ChangeSet,
+) -> Result<()> {
+    let aref = match &env.body {
+        Body::Image(i) => Some(&i.attachment),
+        Body::File(f) => Some(&f.attachment),
+        Body::Voice(v) => Some(&v.attachment),
+        Body::QueueUpdate(queue) => {
+            let name = route(store, from)?
+                .map(|r| r.display_name)
+                .unwrap_or_default();
+            let ours = codec::fixed::<QUEUE_ID_BYTES>(&q.recipient_id, "queue record")
+                .map_err(|_| corrupt(Namespace::Queue))?;
+            save_route(cs, from, queue, &name, &ours);
+            None
+        }
+        // A second contact card from an established contact changes nothing.
+        _ => None,
+    };
+    if let Some(a) = aref {
+        if load::<lp::AttachmentRecord>(store, Namespace::Attachment, &a.id)?.is_some() {
+            // Attachment ids are random; a repeat is a forgery attempt.
+            return Err(Error::UnexpectedMessage);
+        }
+        save(
+            cs,
+            Namespace::Attachment,
+            &a.id,
+            &lp::AttachmentRecord {
+                peer: from.as_bytes().to_vec(),
+                message_id: env.id.to_vec(),
+                id: a.id.to_vec(),
+                key: a.key.to_vec(),
+                size: a.size,
+                digest: a.digest.to_vec(),
+            },
+        );
+    }
+    Ok(())
+}
+
+fn receive_introduction<R: RngCore + CryptoRng>(
+    store: &dyn KvStore,
+    q: &lp::QueueRecord,
+    body: &[u8],
+    now: UnixTime,
+    rng: &mut R,
+) -> Result<(Received, ChangeSet)> {
+    const WHAT: &str = "introduction";
+    if !q.invitation {
+        return Err(Error::UnexpectedMessage);
+    }
+    if q.invite_used {
+        return Err(Error::InvitationUsed);
+    }
+    if now.millis() >= q.invite_expires_at_ms {
+        return Err(Error::InvitationExpired);
+    }
+    let intro: lp::Introduction = codec::decode_bounded(body, MAX_RECORD_BYTES, WHAT)?;
+    let claimed = e2e::inspect_bundle(&intro.bundle)?.address();
+    if e2e::contact(store, &claimed)?.is_some() {
+        return Err(Error::AlreadyContact);
+    }
+    let mut o = Overlay::new(store);
+    let (peer, cs) = e2e::add_contact(&o, &intro.bundle)?;
+    o.apply(cs);
+    let (from, plain, cs) = e2e::open(&o, &intro.sealed, now, rng)?;
+    if from != peer {
+        return Err(Error::UnexpectedMessage);
+    }
+    o.apply(cs);
+    let env = Envelope::decode(&plain)?;
+    let Body::ContactCard(card) = env.body else {
+        return Err(Error::UnexpectedMessage);
+    };
+    let mut cs = o.into_changes();
+    let ours = codec::fixed::<QUEUE_ID_BYTES>(&q.recipient_id, "queue record")
+        .map_err(|_| corrupt(Namespace::Queue))?;
+    save_route(&mut cs, &peer, &card.queue, &card.display_name, &ours);
+    let mut rec = q.clone();
+    rec.invite_used = true;
+    rec.contact = peer.as_bytes().to_vec();
+    save(&mut cs, Namespace::Queue, &ours, &rec);
+    Ok((
+        Received::NewContact {
+            peer,
+            display_name: card.display_name,
+        },
+        cs,
+    ))
+}
+
+fn receive_chunk(
+    store: &dyn KvStore,
+    q: &lp::QueueRecord,
+    wire: &[u8],
+) -> Result<(Received, ChangeSet)> {
+    const WHAT: &str = "attachment chunk";
+    let id = wire.get(1..17).ok_or(malformed(WHAT))?;
+    let rec: lp::AttachmentRecord =
+        load(store, Namespace::Attachment, id)?.ok_or(Error::UnknownAttachment)?;
+    let bad = |_| corrupt(Namespace::Attachment);
+    let from = Address::from_slice(&rec.peer).ok_or(corrupt(Namespace::Attachment))?;
+    if q.contact != rec.peer {
+        // A chunk for another contact's attachment.
+        return Err(Error::UnexpectedMessage);
+    }
+    let aref = AttachmentRef {
+        id: codec::fixed(&rec.id, WHAT).map_err(bad)?,
+        key: Zeroizing::new(codec::fixed(&rec.key, WHAT).map_err(bad)?),
+        size: rec.size,
+        digest: codec::fixed(&rec.digest, WHAT).map_err(bad)?,
+    };
+    let cs = attachment::receive_chunk(store, &aref, wire)?;
+    if cs.is_empty() {
+        return Ok((Received::Duplicate, cs));
+    }
+    // This chunk is in `cs`, not yet in the store.
+    let missing = attachment::missing_chunks(store, &aref)?
+        .len()
+        .saturating_sub(1);
+    Ok((
+        Received::Chunk {
+            from,
+            message_id: codec::fixed(&rec.message_id, WHAT).map_err(bad)?,
+            attachment: aref,
+            missing,
+        },
+        cs,
+    ))
+}
+
+/// The attachment announced with id `id`, if any.
+pub fn attachment(store: &dyn KvStore, id: &[u8; 16]) -> Result<Option<(Address, AttachmentRef)>> {
+    let Some(rec): Option<lp::AttachmentRecord> = load(store, Namespace::Attachment, id)? else {
+        return Ok(None);
+    };
+    let bad = |_| corrupt(Namespace::Attachment);
+    Ok(Some((
+        Address::from_slice(&rec.peer).ok_or(corrupt(Namespace::Attachment))?,
+        AttachmentRef {
+            id: *id,
+            key: Zeroizing::new(codec::fixed(&rec.key, "attachment").map_err(bad)?),
+            size: rec.size,
+            digest: codec::fixed(&rec.digest, "attachment").map_err(bad)?,
+        },
+    )))
+}
+
+/// Routing records for a contact that was just created outside an
+/// invitation are not supported: contacts come from invitations only.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng as _;
+
+    fn rng() -> rand_chacha::ChaCha20Rng {
+        rand_chacha::ChaCha20Rng::seed_from_u64(11)
+    }
+
+    #[test]
+    fn rejects_bad_blob_contents() {
+        let mut r = rng();
+        let key = [9u8; 32];
+        // Wrong key.
+        let b = fragment(&key, MSG_SEALED, b"hello", &mut r).unwrap();
+        assert!(open_blob(&[8u8; 32], &b[0]).is_err());
+        // Unknown kind, non-zero padding, index past total, zero total.
+        for inner in [
+            vec![9u8, 1, 2],
+            {
+                let mut v = vec![KIND_CHUNK, 0, 1, 7];
+                v.push(1);
+                v
+            },
+            {
+                let mut v = vec![KIND_FRAGMENT];
+                v.extend_from_slice(&[0; 16]);
+                v.extend_from_slice(&[2, 2, 0, 1, 0xAA]);
+                v
+            },
+            {
+                let mut v = vec![KIND_FRAGMENT];
+                v.extend_from_slice(&[0; 16]);
+                v.extend_from_slice(&[0, 0, 0, 1, 0xAA]);
+                v
+            },
+            {
+                let mut v = vec![KIND_FRAGMENT];
+                v.extend_from_slice(&[0; 16]);
+                v.extend_from_slice(&[0, 1, 0x7F, 0xFF]);
+                v
+            },
+        ] {
+            let blob = seal_blob(&key, &inner, &mut r).unwrap();
+            let opened = open_blob(&key, &blob).unwrap();
+            assert!(parse_inner(&opened).is_err(), "{inner:?}");
+        }
+    }
+
+    #[test]
+    fn fragments_round_trip_at_every_size_boundary() {
+        let mut r = rng();
+        let key = [3u8; 32];
+        for len in [
+            1,
+            FRAGMENT_DATA_BYTES - 1,
+            FRAGMENT_DATA_BYTES,
+            3 * FRAGMENT_DATA_BYTES + 5,
+        ] {
+            let body = vec![0x5Au8; len];
+            let blobs = fragment(&key, MSG_SEALED, &body, &mut r).unwrap();
+            let (t, got) = reassemble_standalone(&key, &blobs).unwrap();
+            assert_eq!((t, got.as_slice()), (MSG_SEALED, body.as_slice()));
+        }
+    }
+
+    #[test]
+    fn rejects_bad_links() {
+        let now = UnixTime(1_000);
+        let inv = Invitation {
+            relay: RelayAddress::parse("postern-relay://127.0.0.1:4443").unwrap(),
+            sender_id: [1; 16],
+            key: Zeroizing::new([2; 32]),
+            expires_at: UnixTime(2_000),
+        };
+        let link = inv.to_link();
+        assert_eq!(Invitation::parse(&link, now).unwrap(), inv);
+        assert!(matches!(
+            Invitation::parse(&link, UnixTime(2_000)),
+            Err(Error::InvitationExpired)
+        ));
+        for bad in [
+            String::new(),
+            "postern:".into(),
+            "https://example.com".into(),
+            link.replace("postern:", "postern:!"),
+            link[..link.len() - 3].to_owned(),
+            format!("{link}{}", "A".repeat(600)),
+        ] {
+            assert!(Invitation::parse(&bad, now).is_err(), "{bad}");
+        }
+        assert!(!format!("{inv:?}").contains("2, 2"));
+    }
+}

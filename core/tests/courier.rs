@@ -1,0 +1,277 @@
+//! Invitations, queues and blobs end to end over an in-memory "relay"
+//! (a Vec per queue): rejections first, then the round trips.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::{T0, User, rng};
+use postern_core::courier::{self, CreatedQueue, Invitation, QueueKeys, Received};
+use postern_core::message::{Body, Text};
+use postern_core::relay_proto::Blob;
+use postern_core::{Error, KvStore, RelayAddress, UnixTime};
+use rand::seq::SliceRandom as _;
+use rand_chacha::ChaCha20Rng;
+
+fn relay() -> RelayAddress {
+    RelayAddress::parse("postern-relay://127.0.0.1:4443").unwrap()
+}
+
+fn new_queue(r: &mut ChaCha20Rng, n: u8) -> CreatedQueue {
+    CreatedQueue {
+        relay: relay(),
+        keys: QueueKeys::generate(r),
+        recipient_id: [n; 16],
+        sender_id: [n + 100; 16],
+    }
+}
+
+/// Alice invites, Bob accepts; returns the introduction blobs (not yet
+/// delivered) and the payload (for second-acceptance tests).
+fn invite(
+    alice: &mut User,
+    bob: &mut User,
+    r: &mut ChaCha20Rng,
+) -> (Invitation, Vec<Blob>, courier::Outgoing, [u8; 16]) {
+    let aq = new_queue(r, 1);
+    let (inv, payload, cs) = courier::create_invitation(&alice.store, &aq, "Alice", T0, r).unwrap();
+    alice.apply(cs);
+    let link = inv.to_link();
+    assert!(link.len() <= 600, "link is {} chars", link.len());
+    let parsed = Invitation::parse(&link, T0).unwrap();
+    let bq = new_queue(r, 2);
+    let (peer, out, cs) =
+        courier::accept_invitation(&bob.store, &parsed, &payload, &bq, "Bob", T0, r).unwrap();
+    assert_eq!(peer, alice.addr);
+    bob.apply(cs);
+    (parsed, payload, out, aq.recipient_id)
+}
+
+fn deliver(u: &mut User, queue: &[u8; 16], blobs: &[Blob], r: &mut ChaCha20Rng) -> Vec<Received> {
+    let mut got = Vec::new();
+    for b in blobs {
+        let (rec, cs) = courier::receive(&u.store, queue, b, T0, r).unwrap();
+        u.apply(cs);
+        got.push(rec);
+    }
+    got
+}
+
+#[test]
+fn rejects_hostile_blobs_without_changing_anything() {
+    let mut r = rng(1);
+    let (mut alice, mut bob) = (User::new(&mut r), User::new(&mut r));
+    let (_, _, intro, aq) = invite(&mut alice, &mut bob, &mut r);
+    let before = alice.store.clone();
+    // Random bytes, a blob for an unknown queue, a flipped byte.
+    let mut junk = [0u8; postern_core::consts::BLOB_BYTES];
+    rand::RngCore::fill_bytes(&mut r, &mut junk);
+    assert!(matches!(
+        courier::receive(&alice.store, &aq, &junk, T0, &mut r),
+        Err(Error::DecryptionFailed { .. })
+    ));
+    assert!(matches!(
+        courier::receive(&alice.store, &[0xEE; 16], &intro.blobs[0], T0, &mut r),
+        Err(Error::UnknownQueue)
+    ));
+    let mut flipped = intro.blobs[0].clone();
+    flipped[100] ^= 1;
+    assert!(courier::receive(&alice.store, &aq, &flipped, T0, &mut r).is_err());
+    // An introduction after the invitation expired.
+    let late = UnixTime(T0.millis() + courier::INVITATION_LIFETIME_MS);
+    let mut o = alice.store.clone();
+    let mut err = None;
+    for b in &intro.blobs {
+        match courier::receive(&o, &aq, b, late, &mut r) {
+            Ok((_, cs)) => o.commit(cs).unwrap(),
+            Err(e) => err = Some(e),
+        }
+    }
+    assert!(matches!(err, Some(Error::InvitationExpired)));
+    assert_eq!(format!("{:?}", alice.store), format!("{before:?}"));
+}
+
+#[test]
+fn rejects_second_acceptance_and_expired_links() {
+    let mut r = rng(2);
+    let (mut alice, mut bob) = (User::new(&mut r), User::new(&mut r));
+    let mut carol = User::new(&mut r);
+    let (inv, payload, intro, aq) = invite(&mut alice, &mut bob, &mut r);
+    let got = deliver(&mut alice, &aq, &intro.blobs, &mut r);
+    assert!(matches!(got.last(), Some(Received::NewContact { peer, .. }) if *peer == bob.addr));
+    // Carol got the payload too (say the link leaked): Alice refuses her.
+    let cq = new_queue(&mut r, 3);
+    let (_, out, cs) =
+        courier::accept_invitation(&carol.store, &inv, &payload, &cq, "Carol", T0, &mut r).unwrap();
+    carol.apply(cs);
+    let mut last = None;
+    for b in &out.blobs {
+        match courier::receive(&alice.store, &aq, b, T0, &mut r) {
+            Ok((_, cs)) => alice.apply(cs),
+            Err(e) => last = Some(e),
+        }
+    }
+    assert!(matches!(last, Some(Error::InvitationUsed)));
+    assert!(
+        postern_core::e2e::contact(&alice.store, &carol.addr)
+            .unwrap()
+            .is_none()
+    );
+    // Bob accepting twice is refused before anything is sent.
+    let bq = new_queue(&mut r, 4);
+    assert!(matches!(
+        courier::accept_invitation(&bob.store, &inv, &payload, &bq, "Bob", T0, &mut r),
+        Err(Error::AlreadyContact)
+    ));
+    // Expired links are refused on parse and on accept.
+    let late = UnixTime(T0.millis() + courier::INVITATION_LIFETIME_MS);
+    assert!(matches!(
+        Invitation::parse(&inv.to_link(), late),
+        Err(Error::InvitationExpired)
+    ));
+    let dave = User::new(&mut r);
+    assert!(matches!(
+        courier::accept_invitation(&dave.store, &inv, &payload, &bq, "Dave", late, &mut r),
+        Err(Error::InvitationExpired)
+    ));
+    // A payload opened with the wrong key.
+    let mut wrong = inv.clone();
+    wrong.key = zeroize::Zeroizing::new([0; 32]);
+    assert!(
+        courier::accept_invitation(&dave.store, &wrong, &payload, &bq, "Dave", T0, &mut r).is_err()
+    );
+}
+
+#[test]
+fn invitation_then_messages_both_ways_with_shuffled_duplicated_fragments() {
+    let mut r = rng(3);
+    let (mut alice, mut bob) = (User::new(&mut r), User::new(&mut r));
+    let (_, _, intro, aq) = invite(&mut alice, &mut bob, &mut r);
+    let got = deliver(&mut alice, &aq, &intro.blobs, &mut r);
+    assert!(
+        matches!(got.last(), Some(Received::NewContact { display_name, .. }) if display_name == "Bob")
+    );
+    assert_eq!(
+        courier::route(&alice.store, &bob.addr)
+            .unwrap()
+            .unwrap()
+            .display_name,
+        "Bob"
+    );
+    assert_eq!(
+        courier::route(&bob.store, &alice.addr)
+            .unwrap()
+            .unwrap()
+            .display_name,
+        "Alice"
+    );
+    let bq = [2u8; 16];
+
+    // Alice -> Bob: a large text (several fragments), shuffled and duplicated.
+    let big = "é".repeat(postern_core::consts::MAX_TEXT_BYTES / 2);
+    let (env, out, cs) = courier::send(
+        &alice.store,
+        &bob.addr,
+        Body::Text(Text(big.clone())),
+        None,
+        T0,
+        &mut r,
+    )
+    .unwrap();
+    alice.apply(cs);
+    assert!(out.blobs.len() > 1);
+    let mut blobs = out.blobs.clone();
+    blobs.extend(out.blobs.iter().cloned());
+    blobs.shuffle(&mut r);
+    let got = deliver(&mut bob, &bq, &blobs, &mut r);
+    let msgs: Vec<_> = got
+        .iter()
+        .filter_map(|g| match g {
+            Received::Message { from, envelope } => Some((*from, envelope.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(msgs.len(), 1, "exactly one delivery");
+    assert_eq!(msgs[0].0, alice.addr);
+    assert_eq!(msgs[0].1, env);
+    assert_eq!(bob.store.history(&alice.addr, 10).unwrap().len(), 1);
+    // Only the completion marker is left (no stale fragments).
+    let left = bob
+        .store
+        .keys(postern_core::store::Namespace::Fragment)
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].last(), Some(&0xFF));
+
+    // Bob -> Alice, then a redelivery is a duplicate.
+    let (env, out, cs) = courier::send(
+        &bob.store,
+        &alice.addr,
+        Body::Text(Text("hi".into())),
+        None,
+        T0,
+        &mut r,
+    )
+    .unwrap();
+    bob.apply(cs);
+    let got = deliver(&mut alice, &aq, &out.blobs, &mut r);
+    assert!(matches!(&got[0], Received::Message { envelope, .. } if *envelope == env));
+    let got = deliver(&mut alice, &aq, &out.blobs, &mut r);
+    assert!(matches!(&got[0], Received::Duplicate));
+    assert_eq!(alice.store.history(&bob.addr, 10).unwrap().len(), 2);
+
+    // A blob Bob sends into Alice's queue cannot land in Bob's own queue.
+    assert!(courier::receive(&bob.store, &bq, &out.blobs[0], T0, &mut r).is_err());
+}
+
+#[test]
+fn attachment_chunks_travel_as_blobs() {
+    let mut r = rng(4);
+    let (mut alice, mut bob) = (User::new(&mut r), User::new(&mut r));
+    let (_, _, intro, aq) = invite(&mut alice, &mut bob, &mut r);
+    deliver(&mut alice, &aq, &intro.blobs, &mut r);
+    let bq = [2u8; 16];
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+    let mut h = postern_core::crypto::hash::Sha256Stream::new();
+    h.update(&data);
+    let aref = postern_core::attachment::prepare(data.len() as u64, h.finish(), &mut r).unwrap();
+    let body = Body::File(postern_core::message::FileInfo {
+        name: "notes.bin".into(),
+        mime: "application/octet-stream".into(),
+        attachment: aref.clone(),
+    });
+    // A chunk before its message is refused (unknown attachment).
+    let early =
+        courier::chunk_blob(&alice.store, &bob.addr, &aref, 0, &data[..1536], &mut r).unwrap();
+    assert!(matches!(
+        courier::receive(&bob.store, &bq, &early, T0, &mut r),
+        Err(Error::UnknownAttachment)
+    ));
+    let (_, out, cs) = courier::send(&alice.store, &bob.addr, body, None, T0, &mut r).unwrap();
+    alice.apply(cs);
+    deliver(&mut bob, &bq, &out.blobs, &mut r);
+    let mut chunks: Vec<Blob> = data
+        .chunks(postern_core::consts::CHUNK_PLAINTEXT_BYTES)
+        .enumerate()
+        .map(|(i, c)| {
+            courier::chunk_blob(&alice.store, &bob.addr, &aref, i as u32, c, &mut r).unwrap()
+        })
+        .collect();
+    chunks.push(chunks[0].clone());
+    chunks.shuffle(&mut r);
+    let got = deliver(&mut bob, &bq, &chunks, &mut r);
+    assert!(
+        got.iter()
+            .any(|g| matches!(g, Received::Chunk { missing: 0, .. }))
+    );
+    let v = postern_core::attachment::verify(&bob.store, &aref).unwrap();
+    let mut back = Vec::new();
+    for i in 0..postern_core::attachment::chunk_count(aref.size).unwrap() {
+        back.extend_from_slice(&postern_core::attachment::read_chunk(&bob.store, &v, i).unwrap());
+    }
+    assert_eq!(back, data);
+}
