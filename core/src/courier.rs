@@ -1091,8 +1091,17 @@ pub fn attachment(store: &dyn KvStore, id: &[u8; 16]) -> Result<Option<(Address,
     )))
 }
 
-/// Routing records for a contact that was just created outside an
-/// invitation are not supported: contacts come from invitations only.
+/// Seals arbitrary blob content under a queue's blob key, so fuzzers and
+/// tests can reach the parsers behind the AEAD. Not for protocol use.
+#[doc(hidden)]
+pub fn seal_raw_blob<R: RngCore + CryptoRng>(
+    key: &[u8; 32],
+    inner: &[u8],
+    rng: &mut R,
+) -> Result<Blob> {
+    seal_blob(key, inner, rng)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -163,6 +163,80 @@ pub fn relay_address(data: &[u8]) {
     }
 }
 
+/// Relay protocol frames, both directions (the data is also tried
+/// zero-padded to a whole frame, to get past the size check).
+pub fn relay_frame(data: &[u8]) {
+    use postern_core::relay_proto::{decode_request, decode_response};
+    let _ = decode_request(data);
+    let _ = decode_response(data);
+    let mut frame = vec![0u8; postern_core::consts::FRAME_BYTES];
+    let n = data.len().min(frame.len());
+    frame[..n].copy_from_slice(&data[..n]);
+    let _ = decode_request(&frame);
+    let _ = decode_response(&frame);
+}
+
+/// `postern:` invitation links.
+#[allow(clippy::panic)]
+pub fn invitation_link(data: &[u8]) {
+    use postern_core::courier::Invitation;
+    if let Ok(s) = core::str::from_utf8(data)
+        && let Ok(inv) = Invitation::parse(s, NOW)
+        && Invitation::parse(&inv.to_link(), NOW).ok().as_ref() != Some(&inv)
+    {
+        panic!("an accepted link does not round-trip");
+    }
+}
+
+/// A receiver with one invitation queue, and the blob key for it.
+pub struct Mailbox {
+    /// Bob's store with the queue.
+    pub store: MemStore,
+    /// The queue's recipient id.
+    pub queue: [u8; 16],
+    /// Its blob key.
+    pub blob_key: [u8; 32],
+}
+
+fn build_mailbox() -> Result<Mailbox, postern_core::Error> {
+    use postern_core::courier::{self, CreatedQueue, QueueKeys};
+    let mut rng = ChaCha20Rng::seed_from_u64(0xB10B);
+    let mut store = pair().bob.clone();
+    let keys = QueueKeys::generate(&mut rng);
+    let blob_key = *keys.blob_key;
+    let q = CreatedQueue {
+        relay: postern_core::RelayAddress::parse("postern-relay://127.0.0.1:4443")?,
+        keys,
+        recipient_id: [0x51; 16],
+        sender_id: [0x52; 16],
+    };
+    let (_, _, cs) = courier::create_invitation(&store, &q, "Bob", NOW, &mut rng)?;
+    store.commit(cs)?;
+    Ok(Mailbox {
+        store,
+        queue: q.recipient_id,
+        blob_key,
+    })
+}
+
+/// The shared mailbox (built on first use).
+#[allow(clippy::expect_used)]
+pub fn mailbox() -> &'static Mailbox {
+    static M: OnceLock<Mailbox> = OnceLock::new();
+    M.get_or_init(|| build_mailbox().expect("fuzz fixture"))
+}
+
+/// The content of queue blobs (past the AEAD): fragments, chunks,
+/// introductions. A typed error or a result, never a panic.
+pub fn blob_inner(data: &[u8]) {
+    let m = mailbox();
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let inner = &data[..data.len().min(postern_core::courier::BLOB_INNER_BYTES)];
+    if let Ok(blob) = postern_core::courier::seal_raw_blob(&m.blob_key, inner, &mut rng) {
+        let _ = postern_core::courier::receive(&m.store, &m.queue, &blob, NOW, &mut rng);
+    }
+}
+
 /// Voice clips (Opus in Ogg).
 pub fn voice(data: &[u8]) {
     let _ = postern_core::voice::validate_voice_clip(data);
