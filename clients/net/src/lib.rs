@@ -1,0 +1,598 @@
+#![doc = include_str!("../README.md")]
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use postern_core::RelayAddress;
+use postern_core::consts::{FRAME_BYTES, MAX_FETCH, MAX_INVITE_BLOBS, MAX_INVITE_TTL_SECS};
+use postern_core::crypto::signal::QueueSecret;
+use postern_core::relay_proto::{self, ClientAuth, Command, Reply, Response};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+pub use postern_core::relay_proto::{Blob, ErrorCode, QueueId};
+
+/// How long `connect` may take (TCP, TLS, WebSocket and the relay's `Hello`).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a request may wait for its complete answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most notifications held while no one calls [`Connection::next_notification`];
+/// beyond that the oldest are dropped (a notification only says "fetch").
+pub const MAX_PENDING_NOTIFICATIONS: usize = 1024;
+/// Largest WebSocket message or frame accepted from a relay.
+pub const MAX_MESSAGE_BYTES: usize = 2 * FRAME_BYTES;
+/// The WebSocket path of the relay protocol.
+pub const RELAY_PATH: &str = "/v1";
+
+/// The WebSocket over TLS over TCP that carries the relay protocol.
+pub type WsStream = WebSocketStream<TlsStream<TcpStream>>;
+
+/// What went wrong talking to a relay.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// The relay could not be reached (TCP connect or WebSocket upgrade).
+    #[error("cannot connect to relay: {0}")]
+    Connect(String),
+    /// TLS failed (including a certificate that does not match the pin).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The relay answered with an error code.
+    #[error("relay refused: {0}")]
+    Relay(ErrorCode),
+    /// The relay sent something that is not a valid answer.
+    #[error("relay protocol violation: {0}")]
+    Protocol(postern_core::Error),
+    /// The connection is closed (or broken by an earlier timeout or error).
+    #[error("connection closed")]
+    Closed,
+    /// No answer in time.
+    #[error("timed out")]
+    Timeout,
+    /// The call's arguments are out of the protocol's bounds.
+    #[error("bad argument: {0}")]
+    Usage(&'static str),
+}
+
+fn protocol(what: &'static str) -> NetError {
+    NetError::Protocol(postern_core::Error::Malformed { what })
+}
+
+/// A recipient's two queue ids, as created by the relay.
+#[derive(Clone, PartialEq, Eq)]
+pub struct QueueIds {
+    /// For fetch, ack, subscribe, delete and invitations (keep secret).
+    pub recipient_id: QueueId,
+    /// For senders (handed to contacts).
+    pub sender_id: QueueId,
+}
+
+impl core::fmt::Debug for QueueIds {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Queue ids stay out of logs.
+        f.write_str("QueueIds(..)")
+    }
+}
+
+/// One fetched item.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The id to acknowledge.
+    pub id: u64,
+    /// The stored blob.
+    pub blob: Blob,
+}
+
+impl core::fmt::Debug for Item {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Item({})", self.id)
+    }
+}
+
+/// Accepts exactly the certificate whose SHA-256 (DER) is the pin, and
+/// still checks that the server signed the TLS handshake with its key.
+#[derive(Debug)]
+struct PinnedVerifier {
+    pin: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // The pin is public: a plain comparison leaks nothing.
+        if postern_core::crypto::hash::sha256(&[end_entity.as_ref()]) == self.pin {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The TLS 1.3 client configuration for a relay: the pinned certificate
+/// when the address has a pin, otherwise the web PKI (Mozilla's roots).
+pub fn tls_client_config(addr: &RelayAddress) -> Result<Arc<ClientConfig>, NetError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| NetError::Tls(e.to_string()))?;
+    let config = match addr.pin() {
+        Some(pin) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
+                pin: *pin,
+                provider,
+            }))
+            .with_no_client_auth(),
+        None => {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES))
+}
+
+/// Opens TCP, TLS and the WebSocket to `wss://host:port/v1`, without
+/// reading anything. For tools and tests that speak the protocol
+/// themselves; [`Connection::connect`] is the normal way in.
+pub async fn connect_websocket(addr: &RelayAddress) -> Result<WsStream, NetError> {
+    let config = tls_client_config(addr)?;
+    let server_name = ServerName::try_from(addr.host().to_owned())
+        .map_err(|_| NetError::Connect(format!("{addr}: bad host name")))?;
+    let tcp = TcpStream::connect(addr.socket_host())
+        .await
+        .map_err(|e| NetError::Connect(format!("{addr}: {e}")))?;
+    tcp.set_nodelay(true)
+        .map_err(|e| NetError::Connect(format!("{addr}: {e}")))?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| NetError::Tls(e.to_string()))?;
+    let url = format!("wss://{}{RELAY_PATH}", addr.socket_host());
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, tls, Some(ws_config()))
+        .await
+        .map_err(|e| NetError::Connect(format!("{addr}: websocket: {e}")))?;
+    Ok(ws)
+}
+
+/// One connection to a relay.
+pub struct Connection {
+    ws: WsStream,
+    auth: ClientAuth,
+    notifications: VecDeque<QueueId>,
+    broken: bool,
+}
+
+impl core::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Connection")
+            .field("pending_notifications", &self.notifications.len())
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn with_timeout<T>(
+    d: Duration,
+    f: impl Future<Output = Result<T, NetError>>,
+) -> Result<T, NetError> {
+    tokio::time::timeout(d, f)
+        .await
+        .map_err(|_| NetError::Timeout)?
+}
+
+async fn read_response(ws: &mut WsStream) -> Result<Response, NetError> {
+    loop {
+        let msg = match ws.next().await {
+            None => return Err(NetError::Closed),
+            Some(Err(e)) => return Err(ws_error(e)),
+            Some(Ok(m)) => m,
+        };
+        match msg {
+            Message::Binary(b) => {
+                return relay_proto::decode_response(&b).map_err(NetError::Protocol);
+            }
+            // tungstenite answers pings itself.
+            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Close(_) => return Err(NetError::Closed),
+            Message::Text(_) | Message::Frame(_) => return Err(protocol("relay message type")),
+        }
+    }
+}
+
+fn ws_error(e: tokio_tungstenite::tungstenite::Error) -> NetError {
+    use tokio_tungstenite::tungstenite::Error as E;
+    match e {
+        E::ConnectionClosed | E::AlreadyClosed => NetError::Closed,
+        E::Capacity(_) => protocol("relay message size"),
+        E::Tls(e) => NetError::Tls(e.to_string()),
+        E::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => NetError::Tls(e.to_string()),
+        _ => NetError::Closed,
+    }
+}
+
+impl Connection {
+    /// TLS 1.3 (pinned when the address has a pin: the SHA-256 of the
+    /// relay's certificate must equal it, and the handshake signature is
+    /// still verified; otherwise the web PKI) and a WebSocket to
+    /// `wss://host:port/v1`, then the relay's `Hello`.
+    pub async fn connect(addr: &RelayAddress) -> Result<Connection, NetError> {
+        with_timeout(CONNECT_TIMEOUT, async {
+            let mut ws = connect_websocket(addr).await?;
+            let hello = read_response(&mut ws).await?;
+            let Reply::Hello { challenge } = hello.reply else {
+                return Err(protocol("relay hello"));
+            };
+            if hello.seq != 0 {
+                return Err(protocol("relay hello"));
+            }
+            Ok(Connection {
+                ws,
+                auth: ClientAuth::new(challenge),
+                notifications: VecDeque::new(),
+                broken: false,
+            })
+        })
+        .await
+    }
+
+    fn queue_notification(&mut self, id: QueueId) {
+        if self.notifications.contains(&id) {
+            return;
+        }
+        if self.notifications.len() >= MAX_PENDING_NOTIFICATIONS {
+            self.notifications.pop_front();
+        }
+        self.notifications.push_back(id);
+    }
+
+    /// Sends one request; returns its sequence number.
+    async fn send_request(
+        &mut self,
+        command: Command,
+        key: Option<&QueueSecret>,
+    ) -> Result<u64, NetError> {
+        if self.broken {
+            return Err(NetError::Closed);
+        }
+        let (seq, frame) = {
+            let mut rng = rand::rng();
+            self.auth
+                .request(command, key, &mut rng)
+                .map_err(NetError::Protocol)?
+        };
+        if let Err(e) = self.ws.send(Message::Binary(frame.to_vec().into())).await {
+            self.broken = true;
+            return Err(ws_error(e));
+        }
+        Ok(seq)
+    }
+
+    /// The next reply to request `seq`, queueing notifications on the way.
+    async fn reply_to(&mut self, seq: u64) -> Result<Reply, NetError> {
+        loop {
+            let r = read_response(&mut self.ws).await?;
+            match r.reply {
+                Reply::Notify { recipient_id } if r.seq == 0 => {
+                    self.queue_notification(recipient_id);
+                }
+                reply if r.seq == seq => return Ok(reply),
+                _ => return Err(protocol("relay reply sequence")),
+            }
+        }
+    }
+
+    /// Runs `f` under the request timeout; a timeout or a broken stream
+    /// leaves the connection unusable (its replies are out of step).
+    async fn guarded<T>(
+        &mut self,
+        f: impl AsyncFnOnce(&mut Self) -> Result<T, NetError>,
+    ) -> Result<T, NetError> {
+        if self.broken {
+            return Err(NetError::Closed);
+        }
+        let r = match tokio::time::timeout(REQUEST_TIMEOUT, f(self)).await {
+            Ok(r) => r,
+            Err(_) => Err(NetError::Timeout),
+        };
+        if matches!(
+            r,
+            Err(NetError::Timeout | NetError::Closed | NetError::Protocol(_) | NetError::Tls(_))
+        ) {
+            self.broken = true;
+        }
+        r
+    }
+
+    /// One request answered by `Ok`.
+    async fn simple(
+        &mut self,
+        command: Command,
+        key: Option<&QueueSecret>,
+    ) -> Result<(), NetError> {
+        self.guarded(async move |c: &mut Self| {
+            let seq = c.send_request(command, key).await?;
+            match c.reply_to(seq).await? {
+                Reply::Ok => Ok(()),
+                Reply::Error(code) => Err(NetError::Relay(code)),
+                _ => Err(protocol("relay reply kind")),
+            }
+        })
+        .await
+    }
+
+    /// Creates a queue owned by `key`.
+    pub async fn create_queue(&mut self, key: &QueueSecret) -> Result<QueueIds, NetError> {
+        let queue_key = key.public().map_err(NetError::Protocol)?;
+        self.guarded(async move |c: &mut Self| {
+            let seq = c
+                .send_request(Command::Create { queue_key }, Some(key))
+                .await?;
+            match c.reply_to(seq).await? {
+                Reply::Created {
+                    recipient_id,
+                    sender_id,
+                } => Ok(QueueIds {
+                    recipient_id,
+                    sender_id,
+                }),
+                Reply::Error(code) => Err(NetError::Relay(code)),
+                _ => Err(protocol("relay reply kind")),
+            }
+        })
+        .await
+    }
+
+    /// Puts `blob` into the queue with this sender id. `Ok` means the
+    /// relay has durably stored it.
+    pub async fn send(&mut self, sender_id: &QueueId, blob: &Blob) -> Result<(), NetError> {
+        let command = Command::Send {
+            sender_id: *sender_id,
+            blob: blob.clone(),
+        };
+        self.simple(command, None).await
+    }
+
+    /// Up to `max` items (1..=MAX_FETCH), oldest first, and whether more wait.
+    pub async fn fetch(
+        &mut self,
+        recipient_id: &QueueId,
+        key: &QueueSecret,
+        max: u32,
+    ) -> Result<(Vec<Item>, bool), NetError> {
+        if max == 0 || max > MAX_FETCH {
+            return Err(NetError::Usage("fetch max must be 1..=MAX_FETCH"));
+        }
+        let command = Command::Fetch {
+            recipient_id: *recipient_id,
+            max,
+        };
+        self.guarded(async move |c: &mut Self| {
+            let seq = c.send_request(command, Some(key)).await?;
+            let mut items = Vec::new();
+            loop {
+                match c.reply_to(seq).await? {
+                    Reply::Item { item_id, blob } if items.len() < max as usize => {
+                        items.push(Item { id: item_id, blob });
+                    }
+                    Reply::Done { count, more } if count as usize == items.len() => {
+                        return Ok((items, more));
+                    }
+                    Reply::Error(code) if items.is_empty() => return Err(NetError::Relay(code)),
+                    _ => return Err(protocol("relay fetch reply")),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Deletes these items (ids the relay does not hold are ignored).
+    pub async fn ack(
+        &mut self,
+        recipient_id: &QueueId,
+        key: &QueueSecret,
+        ids: &[u64],
+    ) -> Result<(), NetError> {
+        if ids.is_empty() || ids.len() > MAX_FETCH as usize {
+            return Err(NetError::Usage("ack needs 1..=MAX_FETCH ids"));
+        }
+        let command = Command::Ack {
+            recipient_id: *recipient_id,
+            item_ids: ids.to_vec(),
+        };
+        self.simple(command, Some(key)).await
+    }
+
+    /// Asks the relay to notify this connection when an item arrives.
+    pub async fn subscribe(
+        &mut self,
+        recipient_id: &QueueId,
+        key: &QueueSecret,
+    ) -> Result<(), NetError> {
+        let command = Command::Subscribe {
+            recipient_id: *recipient_id,
+        };
+        self.simple(command, Some(key)).await
+    }
+
+    /// Waits for the next Notify (returns its recipient id); Notifies that
+    /// arrive while another call waits for its reply are queued and
+    /// returned here first. Waits without a time limit: wrap it in a
+    /// timeout to bound it.
+    pub async fn next_notification(&mut self) -> Result<QueueId, NetError> {
+        if let Some(id) = self.notifications.pop_front() {
+            return Ok(id);
+        }
+        if self.broken {
+            return Err(NetError::Closed);
+        }
+        // Cancel-safe: a dropped wait loses at most a partly read frame,
+        // which tungstenite keeps buffered.
+        let r = match read_response(&mut self.ws).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.broken = true;
+                return Err(e);
+            }
+        };
+        match r.reply {
+            Reply::Notify { recipient_id } if r.seq == 0 => Ok(recipient_id),
+            _ => {
+                self.broken = true;
+                Err(protocol("relay notification"))
+            }
+        }
+    }
+
+    /// Deletes the queue and everything in it.
+    pub async fn delete_queue(
+        &mut self,
+        recipient_id: &QueueId,
+        key: &QueueSecret,
+    ) -> Result<(), NetError> {
+        let command = Command::DeleteQueue {
+            recipient_id: *recipient_id,
+        };
+        self.simple(command, Some(key)).await
+    }
+
+    /// Puts all blobs (1..=MAX_INVITE_BLOBS) of a one-time invitation payload.
+    pub async fn put_invite(
+        &mut self,
+        recipient_id: &QueueId,
+        key: &QueueSecret,
+        blobs: &[Blob],
+        ttl_secs: u32,
+    ) -> Result<(), NetError> {
+        let total = u32::try_from(blobs.len())
+            .ok()
+            .filter(|n| (1..=MAX_INVITE_BLOBS).contains(n))
+            .ok_or(NetError::Usage(
+                "invitation needs 1..=MAX_INVITE_BLOBS blobs",
+            ))?;
+        if ttl_secs == 0 || ttl_secs > MAX_INVITE_TTL_SECS {
+            return Err(NetError::Usage(
+                "invitation ttl must be 1..=MAX_INVITE_TTL_SECS",
+            ));
+        }
+        for (index, blob) in (0u32..).zip(blobs) {
+            let command = Command::PutInvite {
+                recipient_id: *recipient_id,
+                index,
+                total,
+                ttl_secs,
+                blob: blob.clone(),
+            };
+            self.simple(command, Some(key)).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes (reads once; the relay deletes it) the invitation payload of
+    /// the queue with this sender id.
+    pub async fn take_invite(&mut self, sender_id: &QueueId) -> Result<Vec<Blob>, NetError> {
+        let command = Command::TakeInvite {
+            sender_id: *sender_id,
+        };
+        self.guarded(async move |c: &mut Self| {
+            let seq = c.send_request(command, None).await?;
+            let mut blobs: Vec<Blob> = Vec::new();
+            loop {
+                match c.reply_to(seq).await? {
+                    Reply::Item { item_id, blob }
+                        if item_id == blobs.len() as u64
+                            && blobs.len() < MAX_INVITE_BLOBS as usize =>
+                    {
+                        blobs.push(blob);
+                    }
+                    Reply::Done { count, more: false }
+                        if count as usize == blobs.len() && !blobs.is_empty() =>
+                    {
+                        return Ok(blobs);
+                    }
+                    Reply::Error(code) if blobs.is_empty() => return Err(NetError::Relay(code)),
+                    _ => return Err(protocol("relay invitation reply")),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(mut self) -> Result<(), NetError> {
+        with_timeout(REQUEST_TIMEOUT, async {
+            match self.ws.close(None).await {
+                Ok(()) => {}
+                Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed) => return Ok(()),
+                Err(e) => return Err(ws_error(e)),
+            }
+            // Drain until the relay's close arrives.
+            while let Some(m) = self.ws.next().await {
+                if m.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,214 @@
+//! Counters and gauges, rendered in the Prometheus text format. No label
+//! carries a queue id or an address: only command names and error codes.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use postern_core::consts::BLOB_BYTES;
+use postern_core::relay_proto::ErrorCode;
+
+/// The commands counted, in wire order.
+pub const COMMANDS: [&str; 8] = [
+    "create",
+    "send",
+    "fetch",
+    "ack",
+    "subscribe",
+    "delete_queue",
+    "put_invite",
+    "take_invite",
+];
+
+/// Every counter and gauge of a relay.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Connections open now.
+    pub connections_open: AtomicU64,
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Connections refused (over `max_connections`).
+    pub connections_rejected: AtomicU64,
+    /// Connections closed for too many errors.
+    pub connections_closed_for_errors: AtomicU64,
+    /// TLS or WebSocket handshakes that failed or timed out.
+    pub handshakes_failed: AtomicU64,
+    requests: [AtomicU64; COMMANDS.len()],
+    errors: [AtomicU64; ErrorCode::ALL.len()],
+    /// Queues held.
+    pub queues: AtomicU64,
+    /// Items held.
+    pub items: AtomicU64,
+    /// Notifications sent.
+    pub notifications: AtomicU64,
+    /// Garbage collection runs.
+    pub gc_runs: AtomicU64,
+    /// Items removed by garbage collection.
+    pub gc_items: AtomicU64,
+    /// Queues removed by garbage collection.
+    pub gc_queues: AtomicU64,
+    /// Invitation blobs removed by garbage collection.
+    pub gc_invites: AtomicU64,
+    /// Storage transactions.
+    pub storage_batches: AtomicU64,
+    /// Storage operations.
+    pub storage_ops: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one request of this command.
+    pub fn request(&self, command: &str) {
+        if let Some(i) = COMMANDS.iter().position(|c| *c == command)
+            && let Some(c) = self.requests.get(i)
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts one error reply.
+    pub fn error(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code)
+            && let Some(c) = self.errors.get(i)
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Errors answered with this code so far.
+    pub fn errors_of(&self, code: ErrorCode) -> u64 {
+        ErrorCode::ALL
+            .iter()
+            .position(|c| *c == code)
+            .and_then(|i| self.errors.get(i))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let one = |s: &mut String, name: &str, kind: &str, help: &str, v: u64| {
+            let _ = writeln!(s, "# HELP postern_relay_{name} {help}");
+            let _ = writeln!(s, "# TYPE postern_relay_{name} {kind}");
+            let _ = writeln!(s, "postern_relay_{name} {v}");
+        };
+        one(
+            &mut s,
+            "connections_open",
+            "gauge",
+            "Connections open.",
+            g(&self.connections_open),
+        );
+        one(
+            &mut s,
+            "connections_total",
+            "counter",
+            "Connections accepted.",
+            g(&self.connections_total),
+        );
+        one(
+            &mut s,
+            "connections_rejected_total",
+            "counter",
+            "Connections refused over the limit.",
+            g(&self.connections_rejected),
+        );
+        one(
+            &mut s,
+            "connections_closed_for_errors_total",
+            "counter",
+            "Connections closed after too many errors.",
+            g(&self.connections_closed_for_errors),
+        );
+        one(
+            &mut s,
+            "handshakes_failed_total",
+            "counter",
+            "TLS or WebSocket handshakes that failed.",
+            g(&self.handshakes_failed),
+        );
+        one(&mut s, "queues", "gauge", "Queues stored.", g(&self.queues));
+        one(&mut s, "items", "gauge", "Items stored.", g(&self.items));
+        one(
+            &mut s,
+            "item_bytes",
+            "gauge",
+            "Blob bytes stored in items.",
+            g(&self.items).saturating_mul(BLOB_BYTES as u64),
+        );
+        one(
+            &mut s,
+            "notifications_total",
+            "counter",
+            "Notifications sent.",
+            g(&self.notifications),
+        );
+        one(
+            &mut s,
+            "gc_runs_total",
+            "counter",
+            "Garbage collection runs.",
+            g(&self.gc_runs),
+        );
+        one(
+            &mut s,
+            "gc_items_total",
+            "counter",
+            "Expired items removed.",
+            g(&self.gc_items),
+        );
+        one(
+            &mut s,
+            "gc_queues_total",
+            "counter",
+            "Idle queues removed.",
+            g(&self.gc_queues),
+        );
+        one(
+            &mut s,
+            "gc_invites_total",
+            "counter",
+            "Expired invitation blobs removed.",
+            g(&self.gc_invites),
+        );
+        one(
+            &mut s,
+            "storage_transactions_total",
+            "counter",
+            "Storage transactions committed.",
+            g(&self.storage_batches),
+        );
+        one(
+            &mut s,
+            "storage_operations_total",
+            "counter",
+            "Storage operations.",
+            g(&self.storage_ops),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP postern_relay_requests_total Requests by command."
+        );
+        let _ = writeln!(s, "# TYPE postern_relay_requests_total counter");
+        for (name, c) in COMMANDS.iter().zip(&self.requests) {
+            let _ = writeln!(
+                s,
+                "postern_relay_requests_total{{command=\"{name}\"}} {}",
+                g(c)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP postern_relay_errors_total Error replies by code."
+        );
+        let _ = writeln!(s, "# TYPE postern_relay_errors_total counter");
+        for (code, c) in ErrorCode::ALL.iter().zip(&self.errors) {
+            let _ = writeln!(
+                s,
+                "postern_relay_errors_total{{code=\"{}\"}} {}",
+                code.name(),
+                g(c)
+            );
+        }
+        s
+    }
+}
