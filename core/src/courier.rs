@@ -338,6 +338,97 @@ pub struct Outgoing {
     pub blobs: Vec<Blob>,
 }
 
+impl Outgoing {
+    /// Serialized for the outbox: relay address length (u16 BE), relay
+    /// address, sender id, then the blobs.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let relay = self.relay.to_string();
+        let mut v = Vec::with_capacity(2 + relay.len() + 16 + self.blobs.len() * BLOB_BYTES);
+        // Relay addresses are at most MAX_RELAY_ADDRESS_BYTES (< u16::MAX).
+        v.extend_from_slice(&u16::try_from(relay.len()).unwrap_or(u16::MAX).to_be_bytes());
+        v.extend_from_slice(relay.as_bytes());
+        v.extend_from_slice(&self.sender_id);
+        for b in &self.blobs {
+            v.extend_from_slice(&b[..]);
+        }
+        v
+    }
+
+    /// Parses [`Outgoing::to_bytes`] (from our own outbox).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Outgoing> {
+        const WHAT: &str = "outbox entry";
+        let (len, rest) = bytes.split_at_checked(2).ok_or(malformed(WHAT))?;
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        let (relay, rest) = rest.split_at_checked(len).ok_or(malformed(WHAT))?;
+        let relay = core::str::from_utf8(relay).map_err(|_| malformed(WHAT))?;
+        let (sender_id, rest) = rest
+            .split_at_checked(QUEUE_ID_BYTES)
+            .ok_or(malformed(WHAT))?;
+        if rest.is_empty() || rest.len() % BLOB_BYTES != 0 {
+            return Err(malformed(WHAT));
+        }
+        Ok(Outgoing {
+            relay: RelayAddress::parse(relay)?,
+            sender_id: codec::fixed(sender_id, WHAT)?,
+            blobs: rest
+                .chunks_exact(BLOB_BYTES)
+                .map(|c| codec::fixed::<BLOB_BYTES>(c, WHAT).map(Box::new))
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Settings
+// ---------------------------------------------------------------------------
+
+const SETTING_HOME_RELAY: &[u8] = b"home_relay";
+const SETTING_NAME: &[u8] = b"display_name";
+
+fn setting(store: &dyn KvStore, key: &[u8]) -> Result<Option<String>> {
+    match store.get(Namespace::Setting, key)? {
+        None => Ok(None),
+        Some(r) => String::from_utf8(r.checked(Namespace::Setting)?.to_vec())
+            .map(Some)
+            .map_err(|_| corrupt(Namespace::Setting)),
+    }
+}
+
+/// The relay where new queues are created.
+pub fn home_relay(store: &dyn KvStore) -> Result<Option<RelayAddress>> {
+    setting(store, SETTING_HOME_RELAY)?
+        .map(|s| RelayAddress::parse(&s).map_err(|_| corrupt(Namespace::Setting)))
+        .transpose()
+}
+
+/// Sets the home relay.
+pub fn set_home_relay(relay: &RelayAddress) -> ChangeSet {
+    let mut cs = ChangeSet::new();
+    cs.put(
+        Namespace::Setting,
+        SETTING_HOME_RELAY,
+        Record::current(Namespace::Setting, relay.to_string().into_bytes()),
+    );
+    cs
+}
+
+/// The name we suggest to contacts (empty if unset).
+pub fn display_name(store: &dyn KvStore) -> Result<String> {
+    Ok(setting(store, SETTING_NAME)?.unwrap_or_default())
+}
+
+/// Sets the name we suggest to contacts.
+pub fn set_display_name(name: &str) -> Result<ChangeSet> {
+    check_name(name)?;
+    let mut cs = ChangeSet::new();
+    cs.put(
+        Namespace::Setting,
+        SETTING_NAME,
+        Record::current(Namespace::Setting, name.as_bytes().to_vec()),
+    );
+    Ok(cs)
+}
+
 // ---------------------------------------------------------------------------
 // Invitations
 // ---------------------------------------------------------------------------

@@ -58,11 +58,13 @@ pub enum Namespace {
     Fragment = 11,
     /// Attachments announced by received messages, keyed by attachment id.
     Attachment = 12,
+    /// Client settings (home relay, display name), keyed by name.
+    Setting = 13,
 }
 
 impl Namespace {
     /// Every namespace.
-    pub const ALL: [Namespace; 12] = [
+    pub const ALL: [Namespace; 13] = [
         Namespace::LocalIdentity,
         Namespace::Contact,
         Namespace::Session,
@@ -75,6 +77,7 @@ impl Namespace {
         Namespace::Route,
         Namespace::Fragment,
         Namespace::Attachment,
+        Namespace::Setting,
     ];
 
     /// The namespace with this stable code, if any.
@@ -97,6 +100,7 @@ impl Namespace {
             Namespace::Route => "route",
             Namespace::Fragment => "fragment",
             Namespace::Attachment => "attachment",
+            Namespace::Setting => "setting",
         }
     }
 

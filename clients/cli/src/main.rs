@@ -1,0 +1,811 @@
+//! `postern`: the command-line Postern client.
+//!
+//! A thin shell: every protocol decision is made by `postern-core`
+//! (`courier`, `e2e`, `message`, `attachment`), state lives in the
+//! encrypted profile (`postern-store`), and `postern-net` carries blobs
+//! to and from relays. This file parses arguments, moves bytes between
+//! those three and prints what happened.
+
+mod output;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use postern_core::consts::{CHUNK_PLAINTEXT_BYTES, MAX_FETCH};
+use postern_core::courier::{self, CreatedQueue, Invitation, Outgoing, QueueKeys, Received};
+use postern_core::crypto::kdf::KdfParams;
+use postern_core::e2e::{self, Verification};
+use postern_core::message::{Body, Envelope, FileInfo, Image, Text, Voice};
+use postern_core::store::{ChangeSet, OutboxEntry};
+use postern_core::{Address, KvStore, RelayAddress, UnixTime, attachment};
+use postern_net::{Connection, NetError};
+use postern_store::{Profile, ProfileError, Unlock};
+
+/// Environment variable holding the profile passphrase (otherwise the OS
+/// keychain holds the profile key).
+const PASSPHRASE_ENV: &str = "POSTERN_PASSPHRASE";
+/// How many blobs one sync fetches per request.
+const FETCH_BATCH: u32 = MAX_FETCH;
+/// Messages `history` shows by default.
+const DEFAULT_HISTORY: usize = 50;
+/// How far back attachment names are looked up when a transfer completes.
+const NAME_LOOKUP_MESSAGES: usize = 10_000;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "postern",
+    version,
+    about = "Postern: private, asynchronous messaging"
+)]
+struct Cli {
+    /// Profile directory.
+    #[arg(long, env = "POSTERN_PROFILE", global = true)]
+    profile: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a new profile and identity.
+    Init {
+        /// The name you suggest to contacts.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Your home relay (`postern-relay://host:port#pin`).
+        #[arg(long)]
+        relay: Option<String>,
+    },
+    /// Show or set the home relay.
+    Relay {
+        /// New home relay address; without it, show the current one.
+        address: Option<String>,
+    },
+    /// Make a one-time invitation (link and QR code).
+    Invite {
+        /// Also write the QR code as a PNG image.
+        #[arg(long)]
+        png: Option<PathBuf>,
+        /// Also write the QR code as an SVG image.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// Print only the link.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Accept an invitation link.
+    Accept {
+        /// The `postern:` link.
+        link: String,
+    },
+    /// List contacts.
+    Contacts,
+    /// Send a text message.
+    Send {
+        /// Contact name or address prefix.
+        contact: String,
+        /// The text.
+        text: String,
+    },
+    /// Send a file (images are re-encoded without metadata).
+    SendFile {
+        /// Contact name or address prefix.
+        contact: String,
+        /// The file.
+        path: PathBuf,
+        /// Send as a voice clip (Opus in Ogg).
+        #[arg(long)]
+        voice: bool,
+    },
+    /// Fetch, decrypt and store new messages; send what waits in the outbox.
+    Sync {
+        /// Where received attachments are saved (default: PROFILE/downloads).
+        #[arg(long)]
+        downloads: Option<PathBuf>,
+    },
+    /// Stay connected and receive messages as they arrive.
+    Watch {
+        /// Where received attachments are saved (default: PROFILE/downloads).
+        #[arg(long)]
+        downloads: Option<PathBuf>,
+    },
+    /// Show the conversation with a contact.
+    History {
+        /// Contact name or address prefix.
+        contact: String,
+        /// How many messages.
+        #[arg(long, default_value_t = DEFAULT_HISTORY)]
+        limit: usize,
+    },
+    /// Show the safety number, or verify a contact by scanning theirs.
+    Verify {
+        /// Contact name or address prefix.
+        contact: String,
+        /// A photo or screenshot of the contact's safety-number QR code.
+        #[arg(long)]
+        scan: Option<PathBuf>,
+        /// Write our safety-number QR code as a PNG image.
+        #[arg(long)]
+        png: Option<PathBuf>,
+        /// Mark verified after comparing the 60 digits by other means.
+        #[arg(long, conflicts_with = "scan")]
+        confirm: bool,
+    },
+}
+
+/// Everything that can make the CLI fail, with a message for the user.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("profile: {0}")]
+    Profile(#[from] ProfileError),
+    #[error("{0}")]
+    Core(#[from] postern_core::Error),
+    #[error("relay: {0}")]
+    Net(#[from] NetError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<postern_core::StoreError> for CliError {
+    fn from(e: postern_core::StoreError) -> CliError {
+        CliError::Core(e.into())
+    }
+}
+
+type Result<T> = core::result::Result<T, CliError>;
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+    move |source| CliError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn now() -> UnixTime {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    UnixTime(ms)
+}
+
+fn profile_dir(cli: &Cli) -> Result<PathBuf> {
+    if let Some(p) = &cli.profile {
+        return Ok(p.clone());
+    }
+    let home =
+        std::env::var_os("HOME").ok_or_else(|| CliError::Usage("set --profile or HOME".into()))?;
+    Ok(PathBuf::from(home).join(".local/share/postern"))
+}
+
+fn with_unlock<T>(f: impl FnOnce(Unlock<'_>) -> Result<T>) -> Result<T> {
+    match std::env::var(PASSPHRASE_ENV) {
+        Ok(pw) => {
+            let pw = zeroize::Zeroizing::new(pw);
+            f(Unlock::Passphrase(pw.as_bytes()))
+        }
+        Err(_) => {
+            postern_store::use_platform_keychain()?;
+            f(Unlock::Keychain)
+        }
+    }
+}
+
+fn open(cli: &Cli) -> Result<Profile> {
+    let dir = profile_dir(cli)?;
+    with_unlock(|u| Ok(Profile::open(&dir, u)?))
+}
+
+fn commit(p: &mut Profile, cs: ChangeSet) -> Result<()> {
+    p.commit(cs)?;
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Cmd::Init { name, relay } => init(&cli, name, relay.as_deref()),
+        Cmd::Relay { address } => relay_cmd(&cli, address.as_deref()),
+        Cmd::Invite { png, svg, quiet } => {
+            invite(&cli, png.as_deref(), svg.as_deref(), *quiet).await
+        }
+        Cmd::Accept { link } => accept(&cli, link).await,
+        Cmd::Contacts => contacts(&cli),
+        Cmd::Send { contact, text } => send_text(&cli, contact, text).await,
+        Cmd::SendFile {
+            contact,
+            path,
+            voice,
+        } => send_file(&cli, contact, path, *voice).await,
+        Cmd::Sync { downloads } => {
+            let mut p = open(&cli)?;
+            let dl = downloads_dir(&p, downloads.as_deref());
+            flush_outbox(&mut p).await?;
+            sync(&mut p, &dl).await
+        }
+        Cmd::Watch { downloads } => {
+            let mut p = open(&cli)?;
+            let dl = downloads_dir(&p, downloads.as_deref());
+            watch(&mut p, &dl).await
+        }
+        Cmd::History { contact, limit } => history(&cli, contact, *limit),
+        Cmd::Verify {
+            contact,
+            scan,
+            png,
+            confirm,
+        } => verify(&cli, contact, scan.as_deref(), png.as_deref(), *confirm),
+    }
+}
+
+fn downloads_dir(p: &Profile, arg: Option<&Path>) -> PathBuf {
+    arg.map_or_else(|| p.dir().join("downloads"), Path::to_path_buf)
+}
+
+fn init(cli: &Cli, name: &str, relay: Option<&str>) -> Result<()> {
+    let dir = profile_dir(cli)?;
+    let mut p = with_unlock(|u| Ok(Profile::create(&dir, u, KdfParams::DEFAULT)?))?;
+    let mut rng = rand::rng();
+    let (addr, cs) = e2e::create_identity(&p, now(), &mut rng)?;
+    commit(&mut p, cs)?;
+    commit(&mut p, courier::set_display_name(name)?)?;
+    if let Some(r) = relay {
+        commit(&mut p, courier::set_home_relay(&RelayAddress::parse(r)?))?;
+    }
+    println!("created profile in {}", dir.display());
+    println!("your address: {addr}");
+    Ok(())
+}
+
+fn relay_cmd(cli: &Cli, address: Option<&str>) -> Result<()> {
+    let mut p = open(cli)?;
+    match address {
+        Some(a) => {
+            let r = RelayAddress::parse(a)?;
+            commit(&mut p, courier::set_home_relay(&r))?;
+            println!("home relay: {r}");
+        }
+        None => match courier::home_relay(&p)? {
+            Some(r) => println!("{r}"),
+            None => {
+                return Err(CliError::Usage(
+                    "no home relay set (postern relay <address>)".into(),
+                ));
+            }
+        },
+    }
+    Ok(())
+}
+
+fn home_relay(p: &Profile) -> Result<RelayAddress> {
+    courier::home_relay(p)?
+        .ok_or_else(|| CliError::Usage("no home relay set (postern relay <address>)".into()))
+}
+
+/// Creates a queue on our home relay.
+async fn create_queue(conn: &mut Connection, relay: &RelayAddress) -> Result<CreatedQueue> {
+    let keys = QueueKeys::generate(&mut rand::rng());
+    let ids = conn.create_queue(&keys.queue_key).await?;
+    Ok(CreatedQueue {
+        relay: relay.clone(),
+        keys,
+        recipient_id: ids.recipient_id,
+        sender_id: ids.sender_id,
+    })
+}
+
+async fn invite(cli: &Cli, png: Option<&Path>, svg: Option<&Path>, quiet: bool) -> Result<()> {
+    let mut p = open(cli)?;
+    let relay = home_relay(&p)?;
+    let mut conn = Connection::connect(&relay).await?;
+    let q = create_queue(&mut conn, &relay).await?;
+    let name = courier::display_name(&p)?;
+    let (inv, blobs, cs) = courier::create_invitation(&p, &q, &name, now(), &mut rand::rng())?;
+    commit(&mut p, cs)?;
+    let ttl = u32::try_from(courier::INVITATION_LIFETIME_MS / 1000).unwrap_or(u32::MAX);
+    conn.put_invite(&q.recipient_id, &q.keys.queue_key, &blobs, ttl)
+        .await?;
+    conn.close().await?;
+    let link = inv.to_link();
+    if quiet {
+        println!("{link}");
+    } else {
+        let qr = postern_core::qr::encode(link.as_bytes())?;
+        println!("{}", qr.to_terminal());
+        println!("{link}");
+        println!(
+            "one-time invitation, valid for 7 days ({} characters)",
+            link.len()
+        );
+    }
+    if let Some(path) = png {
+        output::write_qr_png(&postern_core::qr::encode(link.as_bytes())?, path)?;
+    }
+    if let Some(path) = svg {
+        std::fs::write(path, postern_core::qr::svg(link.as_bytes())?).map_err(io_err(path))?;
+    }
+    Ok(())
+}
+
+async fn accept(cli: &Cli, link: &str) -> Result<()> {
+    let mut p = open(cli)?;
+    let t = now();
+    let inv = Invitation::parse(link, t)?;
+    let relay = home_relay(&p)?;
+    let mut theirs = Connection::connect(&inv.relay).await?;
+    let payload = match theirs.take_invite(&inv.sender_id).await {
+        Err(NetError::Relay(postern_net::ErrorCode::NoSuchInvite)) => {
+            return Err(CliError::Usage(
+                "this invitation was already used or has expired".into(),
+            ));
+        }
+        r => r?,
+    };
+    let mut home = Connection::connect(&relay).await?;
+    let q = create_queue(&mut home, &relay).await?;
+    home.close().await?;
+    let name = courier::display_name(&p)?;
+    let (peer, out, mut cs) =
+        courier::accept_invitation(&p, &inv, &payload, &q, &name, t, &mut rand::rng())?;
+    let mut id = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+    cs.add_outbox(OutboxEntry {
+        id,
+        peer,
+        payload: out.to_bytes(),
+    });
+    commit(&mut p, cs)?;
+    deliver(&mut p, &mut theirs, id, &out).await?;
+    theirs.close().await?;
+    let who = courier::route(&p, &peer)?
+        .map(|r| r.display_name)
+        .unwrap_or_default();
+    println!("added contact {} ({peer})", output::name_or(&who, &peer));
+    println!(
+        "compare safety numbers with `postern verify {}`",
+        output::name_or(&who, &peer)
+    );
+    Ok(())
+}
+
+/// Sends an outbox entry's blobs and removes it from the outbox.
+async fn deliver(
+    p: &mut Profile,
+    conn: &mut Connection,
+    id: [u8; 16],
+    out: &Outgoing,
+) -> Result<()> {
+    for b in &out.blobs {
+        conn.send(&out.sender_id, b).await?;
+    }
+    let mut cs = ChangeSet::new();
+    cs.remove_outbox(id);
+    commit(p, cs)
+}
+
+/// Sends whatever an earlier run committed but could not send.
+async fn flush_outbox(p: &mut Profile) -> Result<()> {
+    let entries = p.outbox()?;
+    let mut conns: BTreeMap<String, Connection> = BTreeMap::new();
+    for e in entries {
+        let out = Outgoing::from_bytes(&e.payload)?;
+        let key = out.relay.to_string();
+        if !conns.contains_key(&key) {
+            conns.insert(key.clone(), Connection::connect(&out.relay).await?);
+        }
+        if let Some(c) = conns.get_mut(&key) {
+            deliver(p, c, e.id, &out).await?;
+        }
+    }
+    for (_, c) in conns {
+        c.close().await?;
+    }
+    Ok(())
+}
+
+fn contacts(cli: &Cli) -> Result<()> {
+    let p = open(cli)?;
+    let list = e2e::contacts(&p)?;
+    if list.is_empty() {
+        println!("no contacts yet (postern invite / postern accept)");
+    }
+    for c in list {
+        let name = courier::route(&p, &c.address)?
+            .map(|r| r.display_name)
+            .unwrap_or_default();
+        let v = match c.verification {
+            Verification::Verified => "verified",
+            _ => "not verified",
+        };
+        println!(
+            "{}  {}  ({v})",
+            output::name_or(&name, &c.address),
+            c.address
+        );
+    }
+    Ok(())
+}
+
+/// Finds a contact by display name (case-insensitive) or address prefix.
+fn resolve(p: &Profile, query: &str) -> Result<(Address, String)> {
+    let mut hits = Vec::new();
+    for c in e2e::contacts(p)? {
+        let name = courier::route(p, &c.address)?
+            .map(|r| r.display_name)
+            .unwrap_or_default();
+        let by_name = !name.is_empty() && name.eq_ignore_ascii_case(query);
+        let by_addr = query.len() >= 4 && c.address.to_string().starts_with(&query.to_lowercase());
+        if by_name || by_addr {
+            hits.push((c.address, name));
+        }
+    }
+    match hits.len() {
+        1 => Ok(hits.remove(0)),
+        0 => Err(CliError::Usage(format!("no contact called {query:?}"))),
+        _ => Err(CliError::Usage(format!(
+            "{query:?} matches several contacts; use an address prefix"
+        ))),
+    }
+}
+
+/// Seals a body for `peer`, commits it with an outbox entry, sends it.
+async fn send_body(p: &mut Profile, peer: &Address, body: Body) -> Result<(Envelope, Connection)> {
+    let (env, out, mut cs) = courier::send(p, peer, body, None, now(), &mut rand::rng())?;
+    cs.add_outbox(OutboxEntry {
+        id: env.id,
+        peer: *peer,
+        payload: out.to_bytes(),
+    });
+    commit(p, cs)?;
+    let mut conn = Connection::connect(&out.relay).await?;
+    deliver(p, &mut conn, env.id, &out).await?;
+    Ok((env, conn))
+}
+
+async fn send_text(cli: &Cli, contact: &str, text: &str) -> Result<()> {
+    let mut p = open(cli)?;
+    let (peer, name) = resolve(&p, contact)?;
+    let (_, conn) = send_body(&mut p, &peer, Body::Text(Text(text.to_owned()))).await?;
+    conn.close().await?;
+    println!("you → {}: {text}", output::name_or(&name, &peer));
+    Ok(())
+}
+
+async fn send_file(cli: &Cli, contact: &str, path: &Path, voice: bool) -> Result<()> {
+    let mut p = open(cli)?;
+    let (peer, name) = resolve(&p, contact)?;
+    let raw = std::fs::read(path).map_err(io_err(path))?;
+    if raw.len() as u64 > postern_core::consts::MAX_ATTACHMENT_BYTES {
+        return Err(postern_core::Error::TooLarge {
+            what: "attachment",
+            len: raw.len(),
+            max: usize::try_from(postern_core::consts::MAX_ATTACHMENT_BYTES).unwrap_or(usize::MAX),
+        }
+        .into());
+    }
+    let mut rng = rand::rng();
+    let (bytes, make): (
+        Vec<u8>,
+        Box<dyn FnOnce(postern_core::message::AttachmentRef) -> Body>,
+    ) = if voice {
+        let info = postern_core::voice::validate_voice_clip(&raw)?;
+        (
+            raw,
+            Box::new(move |a| {
+                Body::Voice(Voice {
+                    duration_ms: info.duration_ms,
+                    waveform: Vec::new(),
+                    attachment: a,
+                })
+            }),
+        )
+    } else if output::looks_like_image(&raw) {
+        let img = postern_core::media::sanitize_image(&raw)?;
+        let (mime, w, h, thumb) = (img.mime.to_owned(), img.width, img.height, img.thumbnail);
+        (
+            img.bytes,
+            Box::new(move |a| {
+                Body::Image(Image {
+                    mime,
+                    width: w,
+                    height: h,
+                    thumbnail: thumb,
+                    attachment: a,
+                })
+            }),
+        )
+    } else {
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("file")
+            .to_owned();
+        let mime = output::mime_for(&file_name).to_owned();
+        (
+            raw,
+            Box::new(move |a| {
+                Body::File(FileInfo {
+                    name: file_name,
+                    mime,
+                    attachment: a,
+                })
+            }),
+        )
+    };
+    let mut h = postern_core::crypto::hash::Sha256Stream::new();
+    h.update(&bytes);
+    let aref = attachment::prepare(bytes.len() as u64, h.finish(), &mut rng)?;
+    let body = make(aref.clone());
+    let kind = output::kind_of(&body);
+    let (_, mut conn) = send_body(&mut p, &peer, body).await?;
+    let route = courier::route(&p, &peer)?.ok_or(postern_core::Error::NoRoute { peer })?;
+    let total = attachment::chunk_count(aref.size)?;
+    let bar = output::progress(u64::from(total), "sending");
+    for (i, chunk) in bytes.chunks(CHUNK_PLAINTEXT_BYTES).enumerate() {
+        let index = u32::try_from(i).map_err(|_| CliError::Usage("file too large".into()))?;
+        let blob = courier::chunk_blob(&p, &peer, &aref, index, chunk, &mut rng)?;
+        conn.send(&route.queue.sender_id, &blob).await?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    conn.close().await?;
+    println!(
+        "you → {}: {kind} ({} bytes, {total} chunks)",
+        output::name_or(&name, &peer),
+        aref.size
+    );
+    Ok(())
+}
+
+/// Fetches and processes every queue once.
+async fn sync(p: &mut Profile, dl: &Path) -> Result<()> {
+    let queues = courier::own_queues(p)?;
+    let mut by_relay: BTreeMap<String, Vec<courier::OwnQueue>> = BTreeMap::new();
+    for q in queues {
+        by_relay.entry(q.relay.to_string()).or_default().push(q);
+    }
+    let mut received = 0usize;
+    for qs in by_relay.values() {
+        let Some(first) = qs.first() else { continue };
+        let mut conn = Connection::connect(&first.relay).await?;
+        for q in qs {
+            loop {
+                let (items, more) = conn
+                    .fetch(&q.recipient_id, &q.queue_key, FETCH_BATCH)
+                    .await?;
+                if items.is_empty() {
+                    break;
+                }
+                received += items.len();
+                let ids = process(p, &q.recipient_id, items, dl)?;
+                conn.ack(&q.recipient_id, &q.queue_key, &ids).await?;
+                if !more {
+                    break;
+                }
+            }
+        }
+        conn.close().await?;
+    }
+    if received == 0 {
+        println!("no new messages");
+    }
+    Ok(())
+}
+
+/// Handles fetched items; returns the ids to acknowledge (all of them:
+/// a hostile blob is reported and dropped, never retried forever).
+fn process(
+    p: &mut Profile,
+    queue: &[u8; 16],
+    items: Vec<postern_net::Item>,
+    dl: &Path,
+) -> Result<Vec<u64>> {
+    let mut ids = Vec::with_capacity(items.len());
+    for item in items {
+        match courier::receive(p, queue, &item.blob, now(), &mut rand::rng()) {
+            Ok((got, cs)) => {
+                commit(p, cs)?;
+                report(p, got, dl)?;
+            }
+            Err(e) => eprintln!("dropped a bad item: {e}"),
+        }
+        ids.push(item.id);
+    }
+    Ok(ids)
+}
+
+fn report(p: &Profile, got: Received, dl: &Path) -> Result<()> {
+    match got {
+        Received::NewContact { peer, display_name } => {
+            println!(
+                "{} accepted your invitation ({peer})",
+                output::name_or(&display_name, &peer)
+            );
+        }
+        Received::Message { from, envelope } => {
+            let name = courier::route(p, &from)?
+                .map(|r| r.display_name)
+                .unwrap_or_default();
+            if let Some(line) = output::describe(&envelope.body) {
+                println!("{} → you: {line}", output::name_or(&name, &from));
+            }
+        }
+        Received::Chunk {
+            from,
+            message_id,
+            attachment: aref,
+            missing: 0,
+        } => {
+            let name = courier::route(p, &from)?
+                .map(|r| r.display_name)
+                .unwrap_or_default();
+            let hist = p.history(&from, NAME_LOOKUP_MESSAGES)?;
+            let body = hist
+                .iter()
+                .find(|m| m.id == message_id)
+                .and_then(|m| Envelope::decode(&m.body).ok())
+                .map(|e| e.body);
+            let file_name = output::download_name(body.as_ref(), &message_id);
+            let path = output::save_attachment(p, &aref, dl, &file_name)?;
+            println!(
+                "{} → you: saved {} ({} bytes, digest checked)",
+                output::name_or(&name, &from),
+                path.display(),
+                aref.size
+            );
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Stays connected, subscribed to every queue, until interrupted.
+async fn watch(p: &mut Profile, dl: &Path) -> Result<()> {
+    flush_outbox(p).await?;
+    sync(p, dl).await?;
+    let queues = courier::own_queues(p)?;
+    let mut by_relay: BTreeMap<String, Vec<courier::OwnQueue>> = BTreeMap::new();
+    for q in queues {
+        by_relay.entry(q.relay.to_string()).or_default().push(q);
+    }
+    if by_relay.len() > 1 {
+        eprintln!("note: watching the first relay only; run sync for the others");
+    }
+    let Some(qs) = by_relay.into_values().next() else {
+        return Err(CliError::Usage(
+            "no queues yet (postern invite / postern accept)".into(),
+        ));
+    };
+    let Some(first) = qs.first() else {
+        return Ok(());
+    };
+    let mut conn = Connection::connect(&first.relay).await?;
+    for q in &qs {
+        conn.subscribe(&q.recipient_id, &q.queue_key).await?;
+    }
+    // Items that arrived between the sync and the subscriptions.
+    for q in &qs {
+        drain(p, &mut conn, q, dl).await?;
+    }
+    println!("watching {} queue(s); Ctrl-C to stop", qs.len());
+    loop {
+        tokio::select! {
+            n = conn.next_notification() => {
+                let rid = n?;
+                if let Some(q) = qs.iter().find(|q| q.recipient_id == rid) {
+                    drain(p, &mut conn, q, dl).await?;
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+async fn drain(
+    p: &mut Profile,
+    conn: &mut Connection,
+    q: &courier::OwnQueue,
+    dl: &Path,
+) -> Result<()> {
+    loop {
+        let (items, more) = conn
+            .fetch(&q.recipient_id, &q.queue_key, FETCH_BATCH)
+            .await?;
+        if items.is_empty() {
+            return Ok(());
+        }
+        let ids = process(p, &q.recipient_id, items, dl)?;
+        conn.ack(&q.recipient_id, &q.queue_key, &ids).await?;
+        if !more {
+            return Ok(());
+        }
+    }
+}
+
+fn history(cli: &Cli, contact: &str, limit: usize) -> Result<()> {
+    let p = open(cli)?;
+    let (peer, name) = resolve(&p, contact)?;
+    let who = output::name_or(&name, &peer);
+    for m in p.history(&peer, limit)? {
+        let line = Envelope::decode(&m.body)
+            .ok()
+            .and_then(|e| output::describe(&e.body))
+            .unwrap_or_else(|| "(unreadable)".into());
+        let arrow = match m.direction {
+            postern_core::store::Direction::Outgoing => format!("you → {who}"),
+            postern_core::store::Direction::Incoming => format!("{who} → you"),
+        };
+        println!("{} {arrow}: {line}", output::time(m.timestamp));
+    }
+    Ok(())
+}
+
+fn verify(
+    cli: &Cli,
+    contact: &str,
+    scan: Option<&Path>,
+    png: Option<&Path>,
+    confirm: bool,
+) -> Result<()> {
+    let mut p = open(cli)?;
+    let (peer, name) = resolve(&p, contact)?;
+    let who = output::name_or(&name, &peer);
+    if let Some(path) = scan {
+        let codes = output::scan_qr(path)?;
+        for code in &codes {
+            let (ok, cs) = e2e::verify_scanned(&p, &peer, code)?;
+            if ok {
+                commit(&mut p, cs)?;
+                println!("safety numbers match: {who} is verified");
+                return Ok(());
+            }
+        }
+        return Err(CliError::Usage(format!(
+            "the scanned code does not match {who}'s safety number: do not trust this contact until you find out why"
+        )));
+    }
+    if confirm {
+        let cs = e2e::set_verified(&p, &peer, Verification::Verified)?;
+        commit(&mut p, cs)?;
+        println!("{who} marked as verified");
+        return Ok(());
+    }
+    let sn = e2e::safety_number(&p, &peer)?;
+    println!("safety number with {who}:");
+    println!("{}", output::group_digits(&sn.digits));
+    let qr = postern_core::qr::encode(&sn.scannable)?;
+    println!("{}", qr.to_terminal());
+    if let Some(path) = png {
+        output::write_qr_png(&qr, path)?;
+        println!("QR code written to {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! Presentation: names, message lines, QR images, progress bars, saving
+//! attachments. No protocol logic here.
+
+use std::path::{Path, PathBuf};
+
+use postern_core::message::{AttachmentRef, Body};
+use postern_core::qr::QrMatrix;
+use postern_core::{Address, KvStore, UnixTime, attachment};
+
+use crate::{CliError, Result, io_err};
+
+/// Pixels per QR module in PNG output.
+const QR_SCALE: u32 = 8;
+/// Quiet zone around a QR code, in modules.
+const QR_QUIET: u32 = 4;
+/// Largest image `verify --scan` reads (pixels per side).
+const MAX_SCAN_SIDE: u32 = 8000;
+
+/// The contact's suggested name, or its address when it has none.
+pub fn name_or(name: &str, addr: &Address) -> String {
+    if name.is_empty() {
+        addr.to_string()
+    } else {
+        // Names come from the network: show them without control
+        // characters (they are refused on decode; this is belt and braces).
+        name.chars().filter(|c| !c.is_control()).collect()
+    }
+}
+
+/// A one-line description of a message body (None for control messages).
+pub fn describe(body: &Body) -> Option<String> {
+    Some(match body {
+        Body::Text(t) => {
+            t.0.chars()
+                .map(|c| {
+                    if c.is_control() && c != '\n' {
+                        '\u{fffd}'
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        }
+        Body::Image(i) => format!(
+            "image {}x{} ({}, {} bytes)",
+            i.width, i.height, i.mime, i.attachment.size
+        ),
+        Body::File(f) => format!("file {} ({}, {} bytes)", f.name, f.mime, f.attachment.size),
+        Body::Voice(v) => format!(
+            "voice clip {}.{:01} s ({} bytes)",
+            v.duration_ms / 1000,
+            (v.duration_ms % 1000) / 100,
+            v.attachment.size
+        ),
+        Body::Receipt(ids) => format!("(delivery receipt for {} message(s))", ids.len()),
+        _ => return None,
+    })
+}
+
+/// "image", "file", "voice clip".
+pub fn kind_of(body: &Body) -> &'static str {
+    match body {
+        Body::Image(_) => "image",
+        Body::Voice(_) => "voice clip",
+        _ => "file",
+    }
+}
+
+/// Whether the bytes look like an image Postern re-encodes.
+pub fn looks_like_image(bytes: &[u8]) -> bool {
+    matches!(
+        image::guess_format(bytes),
+        Ok(image::ImageFormat::Jpeg | image::ImageFormat::Png)
+    )
+}
+
+/// A MIME type from a file name's extension.
+pub fn mime_for(name: &str) -> &'static str {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("txt") => "text/plain",
+        Some("pdf") => "application/pdf",
+        Some("zip") => "application/zip",
+        Some("json") => "application/json",
+        Some("ogg" | "opus") => "audio/ogg",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The file name a received attachment is saved under.
+pub fn download_name(body: Option<&Body>, message_id: &[u8; 16]) -> String {
+    let short: String = message_id
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    match body {
+        // The name was checked on decode: no path separators, no "..".
+        Some(Body::File(f)) => f.name.clone(),
+        Some(Body::Image(i)) if i.mime == "image/png" => format!("image-{short}.png"),
+        Some(Body::Image(_)) => format!("image-{short}.jpg"),
+        Some(Body::Voice(_)) => format!("voice-{short}.ogg"),
+        _ => format!("attachment-{short}.bin"),
+    }
+}
+
+/// Verifies a complete attachment against its digest and writes it into
+/// `dir` under a name that does not overwrite anything.
+pub fn save_attachment(
+    store: &dyn KvStore,
+    aref: &AttachmentRef,
+    dir: &Path,
+    name: &str,
+) -> Result<PathBuf> {
+    let v = attachment::verify(store, aref)?;
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut path = dir.join(name);
+    let mut n = 1;
+    while path.exists() {
+        path = dir.join(format!("{n}-{name}"));
+        n += 1;
+    }
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    for i in 0..attachment::chunk_count(aref.size)? {
+        f.write_all(&attachment::read_chunk(store, &v, i)?)
+            .map_err(io_err(&path))?;
+    }
+    f.sync_all().map_err(io_err(&path))?;
+    Ok(path)
+}
+
+/// Writes a QR code as a PNG image.
+pub fn write_qr_png(qr: &QrMatrix, path: &Path) -> Result<()> {
+    let w = u32::try_from(qr.width).map_err(|_| CliError::Usage("QR code too large".into()))?;
+    let side = (w + 2 * QR_QUIET) * QR_SCALE;
+    let img = image::GrayImage::from_fn(side, side, |x, y| {
+        let (mx, my) = (x / QR_SCALE, y / QR_SCALE);
+        let dark = mx >= QR_QUIET
+            && my >= QR_QUIET
+            && mx < w + QR_QUIET
+            && my < w + QR_QUIET
+            && qr
+                .dark
+                .get(((my - QR_QUIET) * w + (mx - QR_QUIET)) as usize)
+                == Some(&true);
+        image::Luma([if dark { 0 } else { 255 }])
+    });
+    img.save_with_format(path, image::ImageFormat::Png)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
+}
+
+/// Reads every QR code in an image file (raw bytes of each).
+pub fn scan_qr(path: &Path) -> Result<Vec<Vec<u8>>> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes));
+    reader = reader
+        .with_guessed_format()
+        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SCAN_SIDE);
+    limits.max_image_height = Some(MAX_SCAN_SIDE);
+    reader.limits(limits);
+    let img = reader
+        .decode()
+        .map_err(|e| CliError::Usage(format!("{}: not a readable image ({e})", path.display())))?
+        .to_luma8();
+    let (w, h) = img.dimensions();
+    let mut prepared =
+        rqrr::PreparedImage::prepare_from_greyscale(w as usize, h as usize, |x, y| {
+            img.get_pixel(x as u32, y as u32).0[0]
+        });
+    let mut out = Vec::new();
+    for grid in prepared.detect_grids() {
+        let mut data = Vec::new();
+        if grid.decode_to(&mut data).is_ok() {
+            out.push(data);
+        }
+    }
+    if out.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{}: no QR code found",
+            path.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress(total: u64, what: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} chunks")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what);
+    bar
+}
+
+/// 60 digits as 12 groups of 5.
+pub fn group_digits(digits: &str) -> String {
+    let chars: Vec<char> = digits.chars().collect();
+    chars
+        .chunks(5)
+        .map(|c| c.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .chunks(4)
+        .map(|row| row.join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `YYYY-MM-DD HH:MM` (UTC) for a timestamp.
+pub fn time(t: UnixTime) -> String {
+    let secs = t.millis() / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
