@@ -1,0 +1,274 @@
+//! End to end: a real `postern-relay` process on 127.0.0.1 and `postern`
+//! profiles in temporary directories.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use postern_cli::harness::{self, Relay, User};
+
+fn bins() -> (PathBuf, PathBuf) {
+    let postern = PathBuf::from(env!("CARGO_BIN_EXE_postern"));
+    let relay = harness::sibling_binary(&postern, "postern-relay");
+    assert!(
+        relay.exists(),
+        "{} is missing: build it first (`cargo build -p postern-relay`; scripts/test does)",
+        relay.display()
+    );
+    (postern, relay)
+}
+
+fn pair(dir: &Path, postern: &Path, relay: &Relay) -> (User, User) {
+    let alice = User::new(postern, "Alice", &dir.join("alice"));
+    let bob = User::new(postern, "Bob", &dir.join("bob"));
+    alice
+        .ok(&["init", "--name", "Alice", "--relay", &relay.address])
+        .unwrap();
+    bob.ok(&["init", "--name", "Bob", "--relay", &relay.address])
+        .unwrap();
+    let link = harness::link_in(&alice.ok(&["invite", "--quiet"]).unwrap()).unwrap();
+    assert!(link.len() <= 600);
+    let out = bob.ok(&["accept", &link]).unwrap();
+    assert!(out.contains("added contact Alice"), "{out}");
+    let out = alice.ok(&["sync"]).unwrap();
+    assert!(out.contains("Bob accepted your invitation"), "{out}");
+    (alice, bob)
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn rejects_bad_links_unknown_contacts_and_wrong_passphrases() {
+    let (postern, relay_bin) = bins();
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&relay_bin, &tmp.path().join("relay")).unwrap();
+    let (alice, bob) = pair(tmp.path(), &postern, &relay);
+    for bad in [
+        "postern:",
+        "postern:!!!!",
+        "https://example.com/invite",
+        &format!("postern:{}", "A".repeat(700)),
+    ] {
+        let out = bob.run(&["accept", bad]).unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
+    }
+    // A second acceptance of a used link, by someone else.
+    let link = harness::link_in(&alice.ok(&["invite", "--quiet"]).unwrap()).unwrap();
+    bob.ok(&["sync"]).unwrap();
+    let carol = User::new(&postern, "Carol", &tmp.path().join("carol"));
+    carol
+        .ok(&["init", "--name", "Carol", "--relay", &relay.address])
+        .unwrap();
+    carol.ok(&["accept", &link]).unwrap();
+    let dave = User::new(&postern, "Dave", &tmp.path().join("dave"));
+    dave.ok(&["init", "--name", "Dave", "--relay", &relay.address])
+        .unwrap();
+    let out = dave.run(&["accept", &link]).unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already used"));
+    // Unknown contact, wrong passphrase: clear errors, nothing changed.
+    let out = alice.run(&["send", "Mallory", "hi"]).unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no contact called"));
+    let out = alice
+        .command(&["contacts"])
+        .env("POSTERN_PASSPHRASE", "wrong")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong passphrase"));
+    assert!(alice.ok(&["contacts"]).unwrap().contains("Bob"));
+}
+
+#[test]
+fn every_kind_offline_across_a_relay_kill_then_scan_the_relay() {
+    let (postern, relay_bin) = bins();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut relay = Relay::start(&relay_bin, &dir.join("relay")).unwrap();
+    let (alice, bob) = pair(dir, &postern, &relay);
+
+    // Verification by scanning each other's QR code.
+    let qa = dir.join("a.png");
+    alice
+        .ok(&["verify", "Bob", "--png", qa.to_str().unwrap()])
+        .unwrap();
+    let out = bob
+        .ok(&["verify", "Alice", "--scan", qa.to_str().unwrap()])
+        .unwrap();
+    assert!(out.contains("match"));
+    // Scanning a code that is not ours fails with a non-zero exit.
+    let out = alice
+        .run(&["verify", "Bob", "--scan", qa.to_str().unwrap()])
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(bob.ok(&["contacts"]).unwrap().contains("(verified)"));
+
+    // Bob is offline (no process); Alice sends every kind.
+    let secret_text = "the eagle lands at dawn 7f3a";
+    let file_body = b"ledger 9c1d: 1200 to the printer, 300 to transport\n".repeat(100);
+    let photo = dir.join("photo.png");
+    std::fs::write(&photo, harness::sample_png()).unwrap();
+    let notes = dir.join("ledger.txt");
+    std::fs::write(&notes, &file_body).unwrap();
+    let clip = dir.join("clip.ogg");
+    let clip_bytes = harness::sample_voice_clip();
+    std::fs::write(&clip, &clip_bytes).unwrap();
+    alice.ok(&["send", "Bob", secret_text]).unwrap();
+    alice
+        .ok(&["send-file", "Bob", photo.to_str().unwrap()])
+        .unwrap();
+    alice
+        .ok(&["send-file", "Bob", notes.to_str().unwrap()])
+        .unwrap();
+    alice
+        .ok(&["send-file", "Bob", clip.to_str().unwrap(), "--voice"])
+        .unwrap();
+
+    // kill -9 with everything waiting; restart on the same port and data.
+    relay.kill9_and_restart().unwrap();
+
+    let dl = dir.join("downloads");
+    let out = bob
+        .ok(&["sync", "--downloads", dl.to_str().unwrap()])
+        .unwrap();
+    assert_eq!(out.matches(secret_text).count(), 1, "{out}");
+    assert_eq!(out.matches("saved").count(), 3, "{out}");
+    assert_eq!(std::fs::read(dl.join("ledger.txt")).unwrap(), file_body);
+    let saved: Vec<PathBuf> = files_under(&dl);
+    assert_eq!(saved.len(), 3);
+    let voice = saved
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "ogg"))
+        .unwrap();
+    assert_eq!(std::fs::read(voice).unwrap(), clip_bytes);
+    let img = saved
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .unwrap();
+    let decoded = image::open(img).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (320, 240));
+    // Nothing twice.
+    let out = bob
+        .ok(&["sync", "--downloads", dl.to_str().unwrap()])
+        .unwrap();
+    assert!(out.contains("no new messages"), "{out}");
+    assert_eq!(files_under(&dl).len(), 3);
+    let hist = bob.ok(&["history", "Alice"]).unwrap();
+    assert_eq!(hist.lines().count(), 4, "{hist}");
+
+    // A reply, received by a `watch`ing Alice.
+    let mut watcher = alice
+        .command(&["watch"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watcher.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut watching = false;
+    while !watching && Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            watching = l.starts_with("watching");
+        }
+    }
+    assert!(watching, "watch did not start");
+    bob.ok(&["send", "Alice", "reply 4b2e"]).unwrap();
+    let mut got = false;
+    while !got && Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            got = l.contains("reply 4b2e");
+        }
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &watcher.id().to_string()])
+        .status();
+    let status = watcher.wait().unwrap();
+    assert!(got, "watch did not show the reply");
+    assert!(status.success());
+
+    relay.stop().unwrap();
+
+    // The relay's data and logs hold none of the plaintexts, names,
+    // addresses, or client ports.
+    let addresses: Vec<String> = [&alice, &bob]
+        .iter()
+        .map(|u| {
+            let out = u.ok(&["contacts"]).unwrap();
+            out.split_whitespace().nth(1).unwrap().to_owned()
+        })
+        .collect();
+    let mut needles: Vec<Vec<u8>> = vec![
+        secret_text.as_bytes().to_vec(),
+        b"ledger 9c1d".to_vec(),
+        b"reply 4b2e".to_vec(),
+        b"OpusHead".to_vec(),
+        b"Alice".to_vec(),
+        b"ledger.txt".to_vec(),
+    ];
+    for a in &addresses {
+        needles.push(a.as_bytes().to_vec());
+        let hex: String = a.chars().filter(|c| *c != '-').collect();
+        let raw: Vec<u8> = (0..16)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        needles.push(raw);
+    }
+    let mut scanned = files_under(&relay.data_dir);
+    scanned.push(relay.log.clone());
+    assert!(scanned.len() > 1);
+    for f in &scanned {
+        let bytes = std::fs::read(f).unwrap();
+        for n in &needles {
+            assert!(
+                !contains(&bytes, n),
+                "{} holds {:?}",
+                f.display(),
+                String::from_utf8_lossy(n)
+            );
+        }
+    }
+    let log = std::fs::read_to_string(&relay.log).unwrap();
+    for line in log.lines() {
+        // The relay's own listening address is fine; any other
+        // 127.0.0.1:port would be a client's.
+        let own = format!("127.0.0.1:{}", relay.port);
+        let rest = line.replace(&own, "");
+        assert!(
+            !rest.contains("127.0.0.1:") || rest.contains("admin"),
+            "client address in log: {line}"
+        );
+    }
+}
