@@ -12,7 +12,7 @@
 //! messages, announced attachments) and runs one-time invitations. Every
 //! function takes the store, time and randomness and returns a
 //! [`ChangeSet`] plus what to send; the caller does the network I/O
-//! (format: `docs/relay-protocol.md`, "Client side").
+//! (format: `docs/mailbox-format.md`).
 
 use prost::Message as _;
 use rand_core::{CryptoRng, RngCore};
@@ -1240,6 +1240,15 @@ mod tests {
             let opened = open_blob(&key, &blob).unwrap();
             assert!(parse_inner(&opened).is_err(), "{inner:?}");
         }
+    }
+
+    #[test]
+    fn sizes_match_the_spec() {
+        // docs/mailbox-format.md states these numbers.
+        assert_eq!(BLOB_INNER_BYTES, 2008);
+        assert_eq!(FRAGMENT_DATA_BYTES, 1987);
+        assert_eq!(MAX_FRAGMENTS, 14);
+        assert!(crate::consts::CHUNK_PLAINTEXT_BYTES + 41 + 3 <= BLOB_INNER_BYTES);
     }
 
     #[test]
