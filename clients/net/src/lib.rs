@@ -596,3 +596,43 @@ impl Connection {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Every call can run inside `tokio::spawn` (checked at compile time).
+    #[allow(dead_code)]
+    fn futures_are_send(
+        c: &mut Connection,
+        addr: &RelayAddress,
+        key: &QueueSecret,
+        id: &QueueId,
+        blob: &Blob,
+    ) {
+        assert_send(&Connection::connect(addr));
+        assert_send(&c.create_queue(key));
+        assert_send(&c.send(id, blob));
+        assert_send(&c.fetch(id, key, 1));
+        assert_send(&c.ack(id, key, &[1]));
+        assert_send(&c.subscribe(id, key));
+        assert_send(&c.next_notification());
+        assert_send(&c.delete_queue(id, key));
+        assert_send(&c.put_invite(id, key, &[], 1));
+        assert_send(&c.take_invite(id));
+    }
+
+    #[test]
+    fn debug_output_hides_ids() {
+        let q = QueueIds {
+            recipient_id: [0xEE; 16],
+            sender_id: [0xEE; 16],
+        };
+        assert!(!format!("{q:?}").contains("238"));
+        let addr = RelayAddress::parse("postern-relay://127.0.0.1:1").unwrap();
+        assert!(tls_client_config(&addr).is_ok());
+    }
+}

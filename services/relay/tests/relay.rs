@@ -283,3 +283,21 @@ async fn logs_and_data_hold_no_queue_ids_or_client_addresses() {
         );
     }
 }
+
+#[tokio::test]
+async fn wrong_pin_and_missing_pin_are_refused() {
+    let relay = Relay::start(&[]);
+    let a = &relay.addr;
+    let wrong = postern_core::RelayAddress::new(a.host(), a.port(), Some([7; 32])).unwrap();
+    assert!(matches!(
+        Connection::connect(&wrong).await,
+        Err(NetError::Tls(_))
+    ));
+    // Without a pin the self-signed certificate fails the web PKI.
+    let unpinned = postern_core::RelayAddress::new(a.host(), a.port(), None).unwrap();
+    assert!(matches!(
+        Connection::connect(&unpinned).await,
+        Err(NetError::Tls(_))
+    ));
+    assert!(Connection::connect(a).await.is_ok());
+}
