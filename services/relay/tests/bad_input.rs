@@ -258,3 +258,32 @@ async fn rate_limit_and_queue_limit() {
     );
     assert!(m.contains("postern_relay_queues 2"), "{m}");
 }
+
+#[tokio::test]
+async fn connections_over_the_limit_are_refused() {
+    let mut relay = Relay::start(&["--max-connections", "2"]);
+    let a = Raw::connect(&relay.addr).await;
+    let _b = Raw::connect(&relay.addr).await;
+    assert!(Connection::connect(&relay.addr).await.is_err());
+    drop(a);
+    // The slot comes back once the relay has seen the close.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if let Ok(c) = Connection::connect(&relay.addr).await {
+            c.close().await.unwrap();
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slot not released");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(relay.alive());
+    let m = relay.admin_get("/metrics");
+    assert!(
+        m.contains("postern_relay_connections_rejected_total "),
+        "{m}"
+    );
+    assert!(
+        !m.contains("postern_relay_connections_rejected_total 0"),
+        "{m}"
+    );
+}
