@@ -237,6 +237,11 @@ impl User {
         c
     }
 
+    /// The profile passphrase this user runs with.
+    pub fn passphrase(&self) -> &str {
+        &self.passphrase
+    }
+
     /// Runs `postern ARGS`, whatever its exit status.
     pub fn run(&self, args: &[&str]) -> Result<Output> {
         self.command(args)

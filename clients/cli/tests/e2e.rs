@@ -246,6 +246,19 @@ fn every_kind_offline_across_a_relay_kill_then_scan_the_relay() {
             .collect();
         needles.push(raw);
     }
+    // Both identity keys, read from the profiles themselves.
+    for u in [&alice, &bob] {
+        let p = postern_store::Profile::open(
+            &u.profile,
+            postern_store::Unlock::Passphrase(u.passphrase().as_bytes()),
+        )
+        .unwrap();
+        let ik = postern_core::e2e::local_identity_key(&p)
+            .unwrap()
+            .to_bytes();
+        assert_eq!(ik.len(), 33);
+        needles.push(ik[1..].to_vec());
+    }
     let mut scanned = files_under(&relay.data_dir);
     scanned.push(relay.log.clone());
     assert!(scanned.len() > 1);
@@ -259,6 +272,15 @@ fn every_kind_offline_across_a_relay_kill_then_scan_the_relay() {
                 String::from_utf8_lossy(n)
             );
         }
+    }
+    let own = format!("127.0.0.1:{}", relay.port);
+    for f in files_under(&relay.data_dir) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).replace(&own, "");
+        assert!(
+            !text.contains("127.0.0.1:"),
+            "{} holds a client address",
+            f.display()
+        );
     }
     let log = std::fs::read_to_string(&relay.log).unwrap();
     for line in log.lines() {
