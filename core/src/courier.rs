@@ -101,13 +101,18 @@ fn seal_blob<R: RngCore + CryptoRng>(key: &[u8; 32], inner: &[u8], rng: &mut R) 
         return Err(Error::Bug("blob content too large"));
     }
     let mut padded = Zeroizing::new([0u8; BLOB_INNER_BYTES]);
-    padded[..inner.len()].copy_from_slice(inner);
+    let (head, _) = padded.split_at_mut(inner.len());
+    head.copy_from_slice(inner);
     let mut nonce = [0u8; aead::NONCE_BYTES];
     rng.fill_bytes(&mut nonce);
     let ct = aead::seal(key, &nonce, BLOB_AAD, padded.as_slice())?;
     let mut blob: Blob = Box::new([0u8; BLOB_BYTES]);
-    blob[..aead::NONCE_BYTES].copy_from_slice(&nonce);
-    blob[aead::NONCE_BYTES..].copy_from_slice(&ct);
+    let (n, c) = blob.split_at_mut(aead::NONCE_BYTES);
+    n.copy_from_slice(&nonce);
+    if c.len() != ct.len() {
+        return Err(Error::Bug("blob ciphertext length"));
+    }
+    c.copy_from_slice(&ct);
     Ok(blob)
 }
 
@@ -164,13 +169,11 @@ fn parse_inner(inner: &[u8]) -> Result<Inner<'_>> {
     let (&kind, rest) = inner.split_first().ok_or(malformed(WHAT_BLOB))?;
     let (body, padding) = match kind {
         KIND_FRAGMENT => {
-            if rest.len() < FRAGMENT_HEADER_BYTES - 1 {
-                return Err(malformed(WHAT_BLOB));
-            }
-            let (head, rest) = rest.split_at(FRAGMENT_HEADER_BYTES - 1);
-            let msg_ref = codec::fixed::<16>(&head[..16], WHAT_BLOB)?;
-            let (index, total) = (head[16], head[17]);
-            let len = usize::from(u16::from_be_bytes([head[18], head[19]]));
+            let (msg_ref, rest) = rest.split_first_chunk::<16>().ok_or(malformed(WHAT_BLOB))?;
+            let (&[index, total, l0, l1], rest) =
+                rest.split_first_chunk::<4>().ok_or(malformed(WHAT_BLOB))?;
+            let msg_ref = *msg_ref;
+            let len = usize::from(u16::from_be_bytes([l0, l1]));
             if total == 0 || usize::from(total) > MAX_FRAGMENTS || index >= total || len == 0 {
                 return Err(malformed(WHAT_BLOB));
             }
@@ -187,7 +190,9 @@ fn parse_inner(inner: &[u8]) -> Result<Inner<'_>> {
         }
         KIND_CHUNK => {
             let (len, rest) = rest.split_at_checked(2).ok_or(malformed(WHAT_BLOB))?;
-            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+            let len = usize::from(u16::from_be_bytes(
+                *len.first_chunk::<2>().ok_or(malformed(WHAT_BLOB))?,
+            ));
             let (data, padding) = rest.split_at_checked(len).ok_or(malformed(WHAT_BLOB))?;
             (Inner::Chunk(data), padding)
         }
@@ -358,7 +363,9 @@ impl Outgoing {
     pub fn from_bytes(bytes: &[u8]) -> Result<Outgoing> {
         const WHAT: &str = "outbox entry";
         let (len, rest) = bytes.split_at_checked(2).ok_or(malformed(WHAT))?;
-        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        let len = usize::from(u16::from_be_bytes(
+            *len.first_chunk::<2>().ok_or(malformed(WHAT))?,
+        ));
         let (relay, rest) = rest.split_at_checked(len).ok_or(malformed(WHAT))?;
         let relay = core::str::from_utf8(relay).map_err(|_| malformed(WHAT))?;
         let (sender_id, rest) = rest
@@ -880,7 +887,7 @@ fn collect(
     let ns = Namespace::Fragment;
     let prefix_len = QUEUE_ID_BYTES + 16;
     let this = fragment_key(queue, &msg_ref, 0);
-    let this = &this[..prefix_len];
+    let this = this.get(..prefix_len).ok_or(Error::Bug("fragment key"))?;
     let keys: Vec<Vec<u8>> = store
         .keys(ns)?
         .into_iter()
@@ -899,7 +906,9 @@ fn collect(
     // first stored fragment).
     let mut pending: std::collections::BTreeMap<&[u8], Vec<&Vec<u8>>> = Default::default();
     for k in &fragments {
-        pending.entry(&k[..prefix_len]).or_default().push(k);
+        if let Some(r) = k.get(..prefix_len) {
+            pending.entry(r).or_default().push(k);
+        }
     }
     let cutoff = now.millis().saturating_sub(PENDING_FRAGMENT_TTL_MS);
     let mut live = 0usize;
@@ -907,7 +916,8 @@ fn collect(
         if *r == this {
             continue;
         }
-        let first = store.get(ns, ks[0])?.ok_or(corrupt(ns))?;
+        let Some(k0) = ks.first() else { continue };
+        let first = store.get(ns, k0)?.ok_or(corrupt(ns))?;
         if record_time(first.checked(ns)?) < cutoff {
             for k in ks {
                 cs.delete(ns, k);
@@ -930,7 +940,7 @@ fn collect(
             return Err(malformed(WHAT_BLOB));
         }
         if let Some(slot) = parts.get_mut(i) {
-            *slot = Some(Zeroizing::new(bytes[9..].to_vec()));
+            *slot = Some(Zeroizing::new(bytes.get(9..).unwrap_or_default().to_vec()));
         }
     }
     let slot = parts
@@ -1248,7 +1258,7 @@ mod tests {
         assert_eq!(BLOB_INNER_BYTES, 2008);
         assert_eq!(FRAGMENT_DATA_BYTES, 1987);
         assert_eq!(MAX_FRAGMENTS, 14);
-        assert!(crate::consts::CHUNK_PLAINTEXT_BYTES + 41 + 3 <= BLOB_INNER_BYTES);
+        const { assert!(crate::consts::CHUNK_PLAINTEXT_BYTES + 41 + 3 <= BLOB_INNER_BYTES) };
     }
 
     #[test]

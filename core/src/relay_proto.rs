@@ -429,8 +429,10 @@ pub fn decode_frame(frame: &[u8]) -> Result<&[u8]> {
     if frame.len() != FRAME_BYTES {
         return Err(Error::Malformed { what: WHAT_FRAME });
     }
-    let (head, rest) = frame.split_at(2);
-    let len = usize::from(u16::from_be_bytes([head[0], head[1]]));
+    let (head, rest) = frame
+        .split_first_chunk::<2>()
+        .ok_or(malformed(WHAT_FRAME))?;
+    let len = usize::from(u16::from_be_bytes(*head));
     if len > rest.len() {
         return Err(malformed(WHAT_FRAME));
     }

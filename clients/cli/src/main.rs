@@ -6,6 +6,9 @@
 //! to and from relays. This file parses arguments, moves bytes between
 //! those three and prints what happened.
 
+// A command-line program: printing to the terminal is its job.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 mod output;
 
 use std::collections::BTreeMap;
@@ -591,6 +594,7 @@ async fn sync(p: &mut Profile, dl: &Path) -> Result<()> {
         by_relay.entry(q.relay.to_string()).or_default().push(q);
     }
     let mut received = 0usize;
+    let mut delivered = Delivered::new();
     for qs in by_relay.values() {
         let Some(first) = qs.first() else { continue };
         let mut conn = Connection::connect(&first.relay).await?;
@@ -603,7 +607,7 @@ async fn sync(p: &mut Profile, dl: &Path) -> Result<()> {
                     break;
                 }
                 received += items.len();
-                let ids = process(p, &q.recipient_id, items, dl)?;
+                let ids = process(p, &q.recipient_id, items, dl, &mut delivered)?;
                 conn.ack(&q.recipient_id, &q.queue_key, &ids).await?;
                 if !more {
                     break;
@@ -615,6 +619,21 @@ async fn sync(p: &mut Profile, dl: &Path) -> Result<()> {
     if received == 0 {
         println!("no new messages");
     }
+    send_receipts(p, delivered).await
+}
+
+/// Messages received per contact, to acknowledge with delivery receipts.
+type Delivered = BTreeMap<Address, Vec<[u8; 16]>>;
+
+/// Tells each contact which of its messages arrived (one receipt message
+/// per `MAX_RECEIPT_IDS` ids).
+async fn send_receipts(p: &mut Profile, delivered: Delivered) -> Result<()> {
+    for (peer, ids) in delivered {
+        for chunk in ids.chunks(postern_core::consts::MAX_RECEIPT_IDS) {
+            let (_, conn) = send_body(p, &peer, Body::Receipt(chunk.to_vec())).await?;
+            conn.close().await?;
+        }
+    }
     Ok(())
 }
 
@@ -625,12 +644,21 @@ fn process(
     queue: &[u8; 16],
     items: Vec<postern_net::Item>,
     dl: &Path,
+    delivered: &mut Delivered,
 ) -> Result<Vec<u64>> {
     let mut ids = Vec::with_capacity(items.len());
     for item in items {
         match courier::receive(p, queue, &item.blob, now(), &mut rand::rng()) {
             Ok((got, cs)) => {
                 commit(p, cs)?;
+                if let Received::Message { from, envelope } = &got
+                    && matches!(
+                        envelope.body,
+                        Body::Text(_) | Body::Image(_) | Body::File(_) | Body::Voice(_)
+                    )
+                {
+                    delivered.entry(*from).or_default().push(envelope.id);
+                }
                 report(p, got, dl)?;
             }
             Err(e) => eprintln!("dropped a bad item: {e}"),
@@ -687,6 +715,10 @@ fn report(p: &Profile, got: Received, dl: &Path) -> Result<()> {
 
 /// Stays connected, subscribed to every queue, until interrupted.
 async fn watch(p: &mut Profile, dl: &Path) -> Result<()> {
+    // Listen for Ctrl-C / SIGINT / SIGTERM from the start, so a signal
+    // that arrives while messages are being processed is not lost.
+    let stop = stop_signal()?;
+    tokio::pin!(stop);
     flush_outbox(p).await?;
     sync(p, dl).await?;
     let queues = courier::own_queues(p)?;
@@ -722,11 +754,38 @@ async fn watch(p: &mut Profile, dl: &Path) -> Result<()> {
                     drain(p, &mut conn, q, dl).await?;
                 }
             }
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut stop => break,
         }
     }
     conn.close().await?;
     Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere). The handlers are
+/// installed before this returns.
+#[cfg(unix)]
+fn stop_signal() -> Result<impl core::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let sig = |k| {
+        signal(k).map_err(|source| CliError::Io {
+            path: PathBuf::from("signal handler"),
+            source,
+        })
+    };
+    let (mut int, mut term) = (sig(SignalKind::interrupt())?, sig(SignalKind::terminate())?);
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn stop_signal() -> Result<impl core::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 async fn drain(
@@ -742,8 +801,10 @@ async fn drain(
         if items.is_empty() {
             return Ok(());
         }
-        let ids = process(p, &q.recipient_id, items, dl)?;
+        let mut delivered = Delivered::new();
+        let ids = process(p, &q.recipient_id, items, dl, &mut delivered)?;
         conn.ack(&q.recipient_id, &q.queue_key, &ids).await?;
+        send_receipts(p, delivered).await?;
         if !more {
             return Ok(());
         }

@@ -52,7 +52,7 @@ pub fn describe(body: &Body) -> Option<String> {
             (v.duration_ms % 1000) / 100,
             v.attachment.size
         ),
-        Body::Receipt(ids) => format!("(delivery receipt for {} message(s))", ids.len()),
+        Body::Receipt(ids) => format!("✓ {} of your message(s) delivered", ids.len()),
         _ => return None,
     })
 }

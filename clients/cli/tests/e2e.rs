@@ -215,9 +215,23 @@ fn every_kind_offline_across_a_relay_kill_then_scan_the_relay() {
     let _ = std::process::Command::new("kill")
         .args(["-INT", &watcher.id().to_string()])
         .status();
-    let status = watcher.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = watcher.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = watcher.kill();
+            let _ = watcher.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(got, "watch did not show the reply");
-    assert!(status.success());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "watch did not stop on SIGINT: {status:?}"
+    );
 
     relay.stop().unwrap();
 

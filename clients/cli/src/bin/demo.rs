@@ -4,6 +4,9 @@
 //! printed as a transcript. Everything lives in a temporary directory
 //! that is removed at the end.
 
+// A command-line program: printing to the terminal is its job.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::path::Path;
 use std::process::ExitCode;
 
