@@ -22,9 +22,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Default garbage collection interval.
 pub const DEFAULT_GC_INTERVAL_SECS: u64 = 600;
 /// Default sustained requests per second per connection.
-pub const DEFAULT_RATE_PER_SEC: u32 = 100;
+pub const DEFAULT_RATE_PER_SEC: u32 = 1000;
 /// Default burst of requests per connection.
-pub const DEFAULT_RATE_BURST: u32 = 200;
+pub const DEFAULT_RATE_BURST: u32 = 2000;
 /// Default time a connection may stay silent (pings answered count).
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 600;
 /// Name of the config file `init` writes into the data directory, read

@@ -62,10 +62,10 @@ struct Opts {
     /// Most queues [default: 1000000].
     #[arg(long, env = "POSTERN_RELAY_MAX_QUEUES")]
     max_queues: Option<u64>,
-    /// Most items per queue [default: 10000].
+    /// Most items per queue [default: 70000].
     #[arg(long, env = "POSTERN_RELAY_QUEUE_MAX_MESSAGES")]
     queue_max_messages: Option<u64>,
-    /// Most blob bytes per queue [default: 20480000].
+    /// Most blob bytes per queue [default: 143360000].
     #[arg(long, env = "POSTERN_RELAY_QUEUE_MAX_BYTES")]
     queue_max_bytes: Option<u64>,
     /// Retention of items and idle queues, seconds [default: 1814400 = 21 days].
@@ -74,10 +74,10 @@ struct Opts {
     /// Garbage collection interval, seconds [default: 600].
     #[arg(long, env = "POSTERN_RELAY_GC_INTERVAL_SECS")]
     gc_interval_secs: Option<u64>,
-    /// Sustained requests per second per connection [default: 100].
+    /// Sustained requests per second per connection [default: 1000].
     #[arg(long, env = "POSTERN_RELAY_RATE_PER_SEC")]
     rate_per_sec: Option<u32>,
-    /// Request burst per connection [default: 200].
+    /// Request burst per connection [default: 2000].
     #[arg(long, env = "POSTERN_RELAY_RATE_BURST")]
     rate_burst: Option<u32>,
     /// Seconds a connection may stay silent [default: 600].

@@ -38,10 +38,11 @@ pub struct Limits {
     pub ttl_secs: u64,
 }
 
-/// Default per-queue message quota.
-pub const DEFAULT_QUEUE_MAX_MESSAGES: u64 = 10_000;
+/// Default per-queue message quota: room for one largest attachment
+/// (100 MiB is 68,267 chunks of one blob each) and the messages around it.
+pub const DEFAULT_QUEUE_MAX_MESSAGES: u64 = 70_000;
 /// Default per-queue byte quota (of blobs).
-pub const DEFAULT_QUEUE_MAX_BYTES: u64 = 10_000 * BLOB_BYTES as u64;
+pub const DEFAULT_QUEUE_MAX_BYTES: u64 = 70_000 * BLOB_BYTES as u64;
 /// Default maximum number of queues.
 pub const DEFAULT_MAX_QUEUES: u64 = 1_000_000;
 /// Default retention: 21 days.
