@@ -97,6 +97,36 @@ pub const RELAY_PROTOCOL_VERSION: u32 = 1;
 pub const BLOB_BYTES: usize = 2048;
 /// Size of every relay protocol frame.
 pub const FRAME_BYTES: usize = 2304;
+/// Most blobs a directory document may span in `GetDirectory` replies.
+pub const MAX_DIRECTORY_BLOBS: u32 = 64;
+/// Largest signed directory document: what fits in
+/// [`MAX_DIRECTORY_BLOBS`] blobs after the 4-byte length prefix.
+pub const MAX_DIRECTORY_BYTES: usize = MAX_DIRECTORY_BLOBS as usize * BLOB_BYTES - 4;
+/// Version of the directory body and of relay descriptors.
+pub const DIRECTORY_VERSION: u32 = 1;
+/// Most relays one directory lists (a descriptor with a typical address
+/// and three Sphinx keys takes ~380 bytes, so 256 of them fit
+/// [`MAX_DIRECTORY_BYTES`]).
+pub const MAX_DIRECTORY_RELAYS: usize = 256;
+/// Largest signed relay descriptor.
+pub const MAX_DESCRIPTOR_BYTES: usize = 1024;
+/// Most authority signatures one directory carries.
+pub const MAX_AUTHORITY_SIGNATURES: usize = 16;
+/// Most Sphinx epoch keys one descriptor carries (previous, current, next).
+pub const MAX_DESCRIPTOR_SPHINX_KEYS: usize = 3;
+/// Longest network name in a directory.
+pub const MAX_NETWORK_NAME_BYTES: usize = 64;
+/// How far in the future a directory's `issued_at` may lie (clock skew).
+pub const MAX_DIRECTORY_CLOCK_SKEW_MS: u64 = 10 * 60 * 1000;
+/// Longest validity of one directory.
+pub const MAX_DIRECTORY_VALIDITY_MS: u64 = 31 * 24 * 3600 * 1000;
+/// Shortest Sphinx key epoch.
+pub const MIN_EPOCH_SECS: u64 = 60;
+/// Longest Sphinx key epoch.
+pub const MAX_EPOCH_SECS: u64 = 30 * 24 * 3600;
+/// How long after its end an epoch's Sphinx key still processes packets
+/// (packets built just before the switch, clocks slightly behind).
+pub const EPOCH_OVERLAP_SECS: u64 = 3600;
 /// Most items one fetch returns, and most ids one ack names.
 pub const MAX_FETCH: u32 = 64;
 /// Most blobs an invitation payload may have.

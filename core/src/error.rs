@@ -244,6 +244,18 @@ pub enum Error {
     #[error("too many incomplete messages in one queue")]
     TooManyPendingMessages,
 
+    // ---- directory (PeerMisbehaved) ----
+    /// A directory or relay descriptor failed a check (signatures, ids,
+    /// addresses, bounds); `reason` names the check.
+    #[error("directory rejected: {reason}")]
+    DirectoryRejected {
+        /// Which check failed.
+        reason: &'static str,
+    },
+    /// A directory whose validity has ended.
+    #[error("directory expired")]
+    DirectoryExpired,
+
     // ---- storage ----
     /// The store failed.
     #[error("store: {0}")]
@@ -279,7 +291,9 @@ impl Error {
             | Error::InvitationUsed
             | Error::UnknownAttachment
             | Error::UnexpectedMessage
-            | Error::TooManyPendingMessages => ErrorKind::PeerMisbehaved,
+            | Error::TooManyPendingMessages
+            | Error::DirectoryRejected { .. }
+            | Error::DirectoryExpired => ErrorKind::PeerMisbehaved,
             Error::IdentityKeyChanged { .. } => ErrorKind::NeedsUserDecision,
             Error::NoSession { .. }
             | Error::UnknownContact { .. }

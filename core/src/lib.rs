@@ -16,6 +16,7 @@ pub mod codec;
 pub mod consts;
 pub mod courier;
 pub mod crypto;
+pub mod directory;
 pub mod e2e;
 pub mod error;
 pub mod media;

@@ -260,6 +260,91 @@ pub fn safety_number(data: &[u8]) {
     }
 }
 
+/// A small signed directory and its authority key, built once.
+pub struct DirectorySeed {
+    /// The pinned authority key.
+    pub pinned: postern_core::crypto::signal::AuthorityPublic,
+    /// A valid signed directory.
+    pub directory: Vec<u8>,
+}
+
+fn build_directory_seed() -> Result<DirectorySeed, postern_core::Error> {
+    use postern_core::crypto::signal::AuthoritySecret;
+    use postern_core::directory;
+    let mut rng = ChaCha20Rng::seed_from_u64(0xD1);
+    let authority = AuthoritySecret::generate(&mut rng);
+    let mut descriptors = Vec::new();
+    for port in [7001u16, 7002] {
+        let key = AuthoritySecret::generate(&mut rng);
+        let addr = postern_core::RelayAddress::new("127.0.0.1", port, Some([7; 32]))?;
+        let keys = [(1, [1u8; 32]), (2, [2u8; 32])];
+        descriptors.push(directory::sign_descriptor(
+            &key,
+            &addr,
+            directory::ROLES_ALL,
+            &keys,
+            NOW,
+            &mut rng,
+        )?);
+    }
+    let directory = directory::sign_directory(
+        "fuzz",
+        &descriptors,
+        NOW,
+        NOW.plus_millis(86_400_000),
+        86_400,
+        UnixTime(0),
+        &authority,
+        &mut rng,
+    )?;
+    Ok(DirectorySeed {
+        pinned: authority.public()?,
+        directory,
+    })
+}
+
+/// The shared directory seed (built on first use).
+pub fn directory_seed() -> &'static DirectorySeed {
+    static SEED: OnceLock<DirectorySeed> = OnceLock::new();
+    SEED.get_or_init(|| match build_directory_seed() {
+        Ok(s) => s,
+        Err(e) => unreachable_setup(e),
+    })
+}
+
+/// Signed directories, relay descriptors and `GetDirectory` blobs: never
+/// a panic; a directory that verifies is the seed itself (nothing else
+/// carries the pinned authority's signature); blobs round-trip.
+#[allow(clippy::panic)]
+pub fn directory(data: &[u8]) {
+    use postern_core::directory::{self as dir, Directory};
+    let seed = directory_seed();
+    let pinned = core::slice::from_ref(&seed.pinned);
+    if let Ok(d) = Directory::verify(data, pinned, 1, NOW) {
+        // Only the seed's body carries the pinned authority's signature.
+        if Directory::verify(&seed.directory, pinned, 1, NOW).ok() != Some(d) {
+            panic!("a foreign directory verified");
+        }
+    }
+    let _ = dir::verify_descriptor(data);
+    if let Ok(blobs) = dir::to_blobs(data)
+        && dir::from_blobs(&blobs).ok().as_deref() != Some(data)
+    {
+        panic!("directory blobs do not round-trip");
+    }
+    let blobs: Vec<postern_core::relay_proto::Blob> = data
+        .chunks(postern_core::consts::BLOB_BYTES)
+        .map(|c| {
+            let mut b = Box::new([0u8; postern_core::consts::BLOB_BYTES]);
+            for (d, s) in b.iter_mut().zip(c) {
+                *d = *s;
+            }
+            b
+        })
+        .collect();
+    let _ = dir::from_blobs(&blobs);
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -274,6 +359,18 @@ mod tests {
             out.push(flipped);
         }
         out
+    }
+
+    #[test]
+    fn directory_target_survives_seed_mutations() {
+        let seed = directory_seed();
+        for m in mutations(&seed.directory) {
+            directory(&m);
+        }
+        let blobs = postern_core::directory::to_blobs(&seed.directory).unwrap();
+        for m in mutations(&blobs[0][..]) {
+            directory(&m);
+        }
     }
 
     #[test]

@@ -29,6 +29,12 @@ pub mod local_proto {
     include!(concat!(env!("OUT_DIR"), "/postern.local.v1.rs"));
 }
 
+/// prost types generated from `core/proto/directory.proto`.
+#[allow(missing_docs, missing_debug_implementations, clippy::all)]
+pub mod directory_proto {
+    include!(concat!(env!("OUT_DIR"), "/postern.directory.v1.rs"));
+}
+
 use crate::error::{Error, Result};
 
 /// Decodes a prost message after checking the input against `max` bytes.
