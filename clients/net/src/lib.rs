@@ -577,6 +577,39 @@ impl Connection {
         .await
     }
 
+    /// The relay's copy of the network's signed directory (the
+    /// `SignedDirectory` bytes, reassembled from its blobs). Not verified
+    /// here: the caller checks it with `postern_core::directory::Directory::verify`
+    /// and its pinned authority keys.
+    pub async fn get_directory(&mut self) -> Result<Vec<u8>, NetError> {
+        let max = postern_core::consts::MAX_DIRECTORY_BLOBS as usize;
+        let blobs = self
+            .guarded(async move |c: &mut Self| {
+                let seq = c.send_request(Command::GetDirectory, None).await?;
+                let mut blobs: Vec<Blob> = Vec::new();
+                loop {
+                    match c.reply_to(seq).await? {
+                        Reply::Item { item_id, blob }
+                            if item_id == blobs.len() as u64 && blobs.len() < max =>
+                        {
+                            blobs.push(blob);
+                        }
+                        Reply::Done { count, more: false }
+                            if count as usize == blobs.len() && !blobs.is_empty() =>
+                        {
+                            return Ok(blobs);
+                        }
+                        Reply::Error(code) if blobs.is_empty() => {
+                            return Err(NetError::Relay(code));
+                        }
+                        _ => return Err(protocol("relay directory reply")),
+                    }
+                }
+            })
+            .await?;
+        postern_core::directory::from_blobs(&blobs).map_err(NetError::Protocol)
+    }
+
     /// Closes the connection politely.
     pub async fn close(mut self) -> Result<(), NetError> {
         with_timeout(REQUEST_TIMEOUT, async {
@@ -623,6 +656,7 @@ mod tests {
         assert_send(&c.delete_queue(id, key));
         assert_send(&c.put_invite(id, key, &[], 1));
         assert_send(&c.take_invite(id));
+        assert_send(&c.get_directory());
     }
 
     #[test]

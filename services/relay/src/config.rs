@@ -5,6 +5,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use postern_core::UnixTime;
+use postern_core::consts::{MAX_EPOCH_SECS, MIN_EPOCH_SECS};
+use postern_core::crypto::signal::AuthorityPublic;
+use postern_core::directory::{ROLE_ENTRY, ROLE_MAILBOX, ROLE_MIX, ROLES_ALL};
 use serde::Deserialize;
 
 use crate::storage::{self, Limits};
@@ -27,6 +31,10 @@ pub const DEFAULT_RATE_PER_SEC: u32 = 1000;
 pub const DEFAULT_RATE_BURST: u32 = 2000;
 /// Default time a connection may stay silent (pings answered count).
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 600;
+/// Default Sphinx key epoch length (must match the network's directory).
+pub const DEFAULT_EPOCH_SECS: u64 = 86_400;
+/// Default mean per-hop mixing delay (milliseconds).
+pub const DEFAULT_MIX_DELAY_MS: u64 = 50;
 /// Name of the config file `init` writes into the data directory, read
 /// when no `--config` is given.
 pub const CONFIG_FILE: &str = "relay.toml";
@@ -71,6 +79,18 @@ pub struct Layer {
     pub idle_timeout_secs: Option<u64>,
     /// Log queue ids (debugging only; off by default).
     pub log_queue_ids: Option<bool>,
+    /// Directory authorities' public keys (base64url, 33 bytes each).
+    pub authority_keys: Option<Vec<String>>,
+    /// Valid signatures by distinct authorities a directory needs.
+    pub authority_threshold: Option<usize>,
+    /// Sphinx key epoch length (seconds; the network's value).
+    pub epoch_secs: Option<u64>,
+    /// Start of epoch 0 (milliseconds since the Unix epoch).
+    pub epoch_zero_ms: Option<u64>,
+    /// Roles announced in the descriptor: "entry", "mix", "mailbox".
+    pub roles: Option<Vec<String>>,
+    /// Mean per-hop mixing delay (milliseconds; 0 for tests).
+    pub mix_delay_ms: Option<u64>,
 }
 
 /// Configuration errors.
@@ -131,6 +151,12 @@ impl Layer {
             rate_burst: self.rate_burst.or(under.rate_burst),
             idle_timeout_secs: self.idle_timeout_secs.or(under.idle_timeout_secs),
             log_queue_ids: self.log_queue_ids.or(under.log_queue_ids),
+            authority_keys: self.authority_keys.or(under.authority_keys),
+            authority_threshold: self.authority_threshold.or(under.authority_threshold),
+            epoch_secs: self.epoch_secs.or(under.epoch_secs),
+            epoch_zero_ms: self.epoch_zero_ms.or(under.epoch_zero_ms),
+            roles: self.roles.or(under.roles),
+            mix_delay_ms: self.mix_delay_ms.or(under.mix_delay_ms),
         }
     }
 }
@@ -164,6 +190,18 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Log queue ids.
     pub log_queue_ids: bool,
+    /// Pinned directory authorities.
+    pub authority_keys: Vec<AuthorityPublic>,
+    /// Signatures a directory needs (1..=number of authority keys).
+    pub authority_threshold: usize,
+    /// Sphinx key epoch length (seconds).
+    pub epoch_secs: u64,
+    /// Start of epoch 0.
+    pub epoch_zero: UnixTime,
+    /// Role bits (`postern_core::directory::ROLE_*`).
+    pub roles: u32,
+    /// Mean per-hop mixing delay (milliseconds).
+    pub mix_delay_ms: u64,
 }
 
 impl Settings {
@@ -210,7 +248,31 @@ impl Settings {
                 l.idle_timeout_secs.unwrap_or(DEFAULT_IDLE_TIMEOUT_SECS),
             ),
             log_queue_ids: l.log_queue_ids.unwrap_or(false),
+            authority_keys: l
+                .authority_keys
+                .unwrap_or_default()
+                .iter()
+                .map(|k| parse_authority_key(k))
+                .collect::<Result<_, _>>()?,
+            authority_threshold: l.authority_threshold.unwrap_or(1),
+            epoch_secs: l.epoch_secs.unwrap_or(DEFAULT_EPOCH_SECS),
+            epoch_zero: UnixTime(l.epoch_zero_ms.unwrap_or(0)),
+            roles: match &l.roles {
+                Some(r) => parse_roles(r)?,
+                None => ROLES_ALL,
+            },
+            mix_delay_ms: l.mix_delay_ms.unwrap_or(DEFAULT_MIX_DELAY_MS),
         };
+        if !(MIN_EPOCH_SECS..=MAX_EPOCH_SECS).contains(&s.epoch_secs) {
+            return Err(ConfigError::Invalid("epoch_secs must be 60..=2592000"));
+        }
+        if s.authority_threshold == 0
+            || (s.authority_threshold > 1 && s.authority_threshold > s.authority_keys.len())
+        {
+            return Err(ConfigError::Invalid(
+                "authority_threshold must be 1..=number of authority_keys",
+            ));
+        }
         if s.max_connections == 0
             || s.limits.queue_max_messages == 0
             || s.limits.ttl_secs == 0
@@ -225,6 +287,34 @@ impl Settings {
         }
         Ok(s)
     }
+}
+
+/// Parses an authority public key: unpadded base64url of its 33 bytes.
+pub fn parse_authority_key(s: &str) -> Result<AuthorityPublic, ConfigError> {
+    data_encoding::BASE64URL_NOPAD
+        .decode(s.trim().as_bytes())
+        .ok()
+        .and_then(|b| AuthorityPublic::from_bytes(&b).ok())
+        .ok_or(ConfigError::Invalid(
+            "authority_keys: not a base64url Curve25519 public key",
+        ))
+}
+
+/// Parses role names ("entry", "mix", "mailbox"; at least one).
+pub fn parse_roles<S: AsRef<str>>(names: &[S]) -> Result<u32, ConfigError> {
+    let mut roles = 0;
+    for n in names {
+        roles |= match n.as_ref().trim() {
+            "entry" => ROLE_ENTRY,
+            "mix" => ROLE_MIX,
+            "mailbox" => ROLE_MAILBOX,
+            _ => return Err(ConfigError::Invalid("roles: entry, mix or mailbox")),
+        };
+    }
+    if roles == 0 {
+        return Err(ConfigError::Invalid("roles: at least one role"));
+    }
+    Ok(roles)
 }
 
 #[cfg(test)]
@@ -250,5 +340,42 @@ mod tests {
             ..Layer::default()
         };
         assert!(Settings::resolve(zero).is_err());
+    }
+
+    #[test]
+    fn network_settings_parse_and_check() {
+        let s = Settings::resolve(Layer::default()).unwrap();
+        assert_eq!(
+            (s.epoch_secs, s.epoch_zero, s.roles),
+            (86_400, UnixTime(0), ROLES_ALL)
+        );
+        assert_eq!((s.authority_threshold, s.mix_delay_ms), (1, 50));
+        assert!(s.authority_keys.is_empty());
+        let file: Layer = toml::from_str(
+            "roles = [\"mix\"]\nepoch_secs = 600\nmix_delay_ms = 0\nauthority_threshold = 2",
+        )
+        .unwrap();
+        assert!(
+            Settings::resolve(file.clone()).is_err(),
+            "threshold above key count"
+        );
+        let one = Layer {
+            authority_threshold: Some(1),
+            ..Layer::default()
+        };
+        let s = Settings::resolve(one.over(file)).unwrap();
+        assert_eq!((s.roles, s.epoch_secs, s.mix_delay_ms), (ROLE_MIX, 600, 0));
+        let bad = Layer {
+            authority_keys: Some(vec!["AAAA".into()]),
+            ..Layer::default()
+        };
+        assert!(Settings::resolve(bad).is_err());
+        assert!(parse_roles(&["exit"]).is_err());
+        assert!(parse_roles::<&str>(&[]).is_err());
+        let short = Layer {
+            epoch_secs: Some(59),
+            ..Layer::default()
+        };
+        assert!(Settings::resolve(short).is_err());
     }
 }

@@ -2,8 +2,12 @@
 
 pub mod admin;
 pub mod config;
+pub mod directory;
+pub mod keys;
 pub mod metrics;
+pub mod network;
 pub mod server;
 pub mod storage;
+pub mod testnet;
 pub mod tls;
 pub mod writer;

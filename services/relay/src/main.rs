@@ -1,4 +1,5 @@
-//! `postern-relay`: `init`, `run` (alias `serve`) and `address`.
+//! `postern-relay`: `init`, `run` (alias `serve`), `address`, `descriptor`,
+//! `network` (directory authority) and `testnet`.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -26,6 +27,87 @@ enum Cmd {
     Run(Opts),
     /// Prints the relay's address.
     Address(Opts),
+    /// Signs the relay's descriptor (for the network's authority) and
+    /// writes it to DATA_DIR/descriptor. With the relay running, prints
+    /// the descriptor the relay keeps current.
+    Descriptor(Opts),
+    /// Directory authority: create a network, add relays' descriptors,
+    /// publish signed directories.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Runs a local test network of N relays until SIGTERM or SIGINT.
+    Testnet(TestnetOpts),
+}
+
+#[derive(Debug, Subcommand)]
+enum NetworkCmd {
+    /// Creates NET/authority-key and the network's parameters; prints the
+    /// authority's public key.
+    Init {
+        /// The network directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The network's name.
+        #[arg(long)]
+        name: String,
+        /// Sphinx key epoch length, seconds.
+        #[arg(long, default_value_t = postern_relay::config::DEFAULT_EPOCH_SECS)]
+        epoch_secs: u64,
+    },
+    /// Verifies a relay's descriptor file and adds it to the network.
+    Add {
+        /// The network directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The descriptor file (DATA_DIR/descriptor of the relay).
+        descriptor: PathBuf,
+    },
+    /// Signs a directory over every added descriptor.
+    Publish {
+        /// The network directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = postern_relay::network::DEFAULT_VALID_DAYS)]
+        valid_days: u64,
+        /// Where to write the signed directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Adds this network directory's authority signature to a directory.
+    Sign {
+        /// The network directory (its authority key signs).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The signed directory to add a signature to.
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Where to write the result.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct TestnetOpts {
+    /// Number of relays.
+    #[arg(long, default_value_t = 5)]
+    relays: usize,
+    /// Directory for the network, the relays' data and their logs (empty or new).
+    #[arg(long)]
+    dir: PathBuf,
+    /// First port (0: free ports).
+    #[arg(long, default_value_t = 0)]
+    base_port: u16,
+    /// Sphinx key epoch length, seconds.
+    #[arg(long, default_value_t = postern_relay::config::DEFAULT_EPOCH_SECS)]
+    epoch_secs: u64,
+    /// Mean per-hop mixing delay of the relays, milliseconds.
+    #[arg(long, default_value_t = 0)]
+    mix_delay_ms: u64,
+    /// Directory validity, days.
+    #[arg(long, default_value_t = postern_relay::network::DEFAULT_VALID_DAYS)]
+    valid_days: u64,
 }
 
 /// Every setting; each overrides the config file, which overrides the
@@ -86,6 +168,24 @@ struct Opts {
     /// Log queue ids (debugging only).
     #[arg(long, env = "POSTERN_RELAY_LOG_QUEUE_IDS")]
     log_queue_ids: bool,
+    /// Directory authorities' public keys, base64url, comma-separated.
+    #[arg(long, env = "POSTERN_RELAY_AUTHORITY_KEYS", value_delimiter = ',')]
+    authority_keys: Option<Vec<String>>,
+    /// Authority signatures a directory needs [default: 1].
+    #[arg(long, env = "POSTERN_RELAY_AUTHORITY_THRESHOLD")]
+    authority_threshold: Option<usize>,
+    /// Sphinx key epoch length, seconds; the network's value [default: 86400].
+    #[arg(long, env = "POSTERN_RELAY_EPOCH_SECS")]
+    epoch_secs: Option<u64>,
+    /// Start of Sphinx key epoch 0, ms since the Unix epoch [default: 0].
+    #[arg(long, env = "POSTERN_RELAY_EPOCH_ZERO_MS")]
+    epoch_zero_ms: Option<u64>,
+    /// Roles: entry, mix, mailbox, comma-separated [default: all].
+    #[arg(long, env = "POSTERN_RELAY_ROLES", value_delimiter = ',')]
+    roles: Option<Vec<String>>,
+    /// Mean per-hop mixing delay, ms [default: 50].
+    #[arg(long, env = "POSTERN_RELAY_MIX_DELAY_MS")]
+    mix_delay_ms: Option<u64>,
 }
 
 impl Opts {
@@ -108,6 +208,12 @@ impl Opts {
             rate_burst: self.rate_burst,
             idle_timeout_secs: self.idle_timeout_secs,
             log_queue_ids: self.log_queue_ids.then_some(true),
+            authority_keys: self.authority_keys.clone(),
+            authority_threshold: self.authority_threshold,
+            epoch_secs: self.epoch_secs,
+            epoch_zero_ms: self.epoch_zero_ms,
+            roles: self.roles.clone(),
+            mix_delay_ms: self.mix_delay_ms,
         }
     }
 
@@ -145,6 +251,7 @@ fn init(opts: &Opts) -> Result<(), String> {
         Some(_) => None,
         None => Some(tls::generate(&s.data_dir, &s.host).map_err(|e| e.to_string())?),
     };
+    postern_relay::keys::load_or_create_descriptor_key(&s.data_dir).map_err(|e| e.to_string())?;
     // Remember where this relay lives, unless a config file is in charge.
     let cfg = s.data_dir.join(CONFIG_FILE);
     if opts.config.is_none() && !cfg.exists() {
@@ -237,12 +344,115 @@ fn run(opts: &Opts) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+fn descriptor(opts: &Opts) -> Result<(), String> {
+    use postern_relay::keys::{self, DESCRIPTOR_FILE, Epochs, SphinxKeys};
+    let s = opts.settings()?;
+    let path = s.data_dir.join(DESCRIPTOR_FILE);
+    let lock = std::fs::File::create(s.data_dir.join(server::LOCK_FILE))
+        .map_err(|e| format!("{}: {e}", s.data_dir.display()))?;
+    if lock.try_lock().is_err() {
+        // The running relay owns the keys and keeps the descriptor current.
+        out(&path.display().to_string());
+        return Ok(());
+    }
+    let (_, pin) = server::load_tls(&s).map_err(|e| e.to_string())?;
+    let address = server::advertised(&s, pin)
+        .ok_or("the descriptor needs a fixed port (not 0) and a valid host")?;
+    let key = keys::load_or_create_descriptor_key(&s.data_dir).map_err(|e| e.to_string())?;
+    let epochs = Epochs {
+        secs: s.epoch_secs,
+        zero: s.epoch_zero,
+    };
+    let sphinx = SphinxKeys::open(&s.data_dir, epochs).map_err(|e| e.to_string())?;
+    keys::write_descriptor(&s.data_dir, &key, &sphinx, &address, s.roles, keys::now())
+        .map_err(|e| e.to_string())?;
+    out(&path.display().to_string());
+    Ok(())
+}
+
+fn network(cmd: &NetworkCmd) -> Result<(), String> {
+    use postern_relay::network as net;
+    let e = |e: net::NetworkError| e.to_string();
+    match cmd {
+        NetworkCmd::Init {
+            dir,
+            name,
+            epoch_secs,
+        } => {
+            let params = net::NetworkParams {
+                name: name.clone(),
+                epoch_secs: *epoch_secs,
+                epoch_zero_ms: 0,
+            };
+            let key = net::init(dir, &params).map_err(e)?;
+            out(&net::encode_public(&key));
+        }
+        NetworkCmd::Add { dir, descriptor } => {
+            let bytes = std::fs::read(descriptor)
+                .map_err(|err| format!("{}: {err}", descriptor.display()))?;
+            let info = net::add(dir, &bytes).map_err(e)?;
+            out(&format!("added {}", info.address));
+        }
+        NetworkCmd::Publish {
+            dir,
+            valid_days,
+            out: path,
+        } => {
+            net::publish(dir, *valid_days, path, postern_relay::keys::now()).map_err(e)?;
+            out(&path.display().to_string());
+        }
+        NetworkCmd::Sign {
+            dir,
+            input,
+            out: path,
+        } => {
+            net::sign(&dir.join(net::AUTHORITY_KEY_FILE), input, path).map_err(e)?;
+            out(&path.display().to_string());
+        }
+    }
+    Ok(())
+}
+
+fn testnet(o: &TestnetOpts) -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let opts = postern_relay::testnet::TestnetOptions {
+        relays: o.relays,
+        dir: o.dir.clone(),
+        base_port: o.base_port,
+        epoch_secs: o.epoch_secs,
+        mix_delay_ms: o.mix_delay_ms,
+        valid_days: o.valid_days,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    rt.block_on(async {
+        // Handlers first: a signal during setup must still stop the children.
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        postern_relay::testnet::run(opts, shutdown)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match &cli.cmd {
         Cmd::Init(o) => init(o),
         Cmd::Run(o) => run(o),
         Cmd::Address(o) => address(o),
+        Cmd::Descriptor(o) => descriptor(o),
+        Cmd::Network(n) => network(n),
+        Cmd::Testnet(o) => testnet(o),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
