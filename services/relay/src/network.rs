@@ -107,6 +107,13 @@ pub fn init(dir: &Path, params: &NetworkParams) -> Result<AuthorityPublic, Netwo
             path: dir.join(NETWORK_FILE),
         });
     }
+    use postern_core::consts::{MAX_EPOCH_SECS, MIN_EPOCH_SECS};
+    if !(MIN_EPOCH_SECS..=MAX_EPOCH_SECS).contains(&params.epoch_secs) {
+        return Err(NetworkError::Invalid {
+            what: "epoch_secs must be 60..=2592000",
+            path: dir.join(NETWORK_FILE),
+        });
+    }
     create_dir(dir)?;
     create_dir(&dir.join(DESCRIPTORS_DIR))?;
     let toml = format!(
