@@ -95,8 +95,17 @@ pub const QUEUE_ID_BYTES: usize = 16;
 pub const RELAY_PROTOCOL_VERSION: u32 = 1;
 /// Size of every blob a relay stores (the onion layer's final payload).
 pub const BLOB_BYTES: usize = 2048;
-/// Size of every relay protocol frame.
-pub const FRAME_BYTES: usize = 2304;
+/// Size of every relay protocol frame: room for one onion packet
+/// ([`SPHINX_PACKET_BYTES`]) with the request around it.
+pub const FRAME_BYTES: usize = 3072;
+/// Sphinx header size (sphinx-packet 0.8, up to 5 hops).
+pub const SPHINX_HEADER_BYTES: usize = 348;
+/// Sphinx payload size: one blob, the queue's sender id, a version byte
+/// and a reply block for the delivery acknowledgement, plus Sphinx's own
+/// 17 bytes of payload overhead (see ARCHITECTURE.md, "Onion routing").
+pub const SPHINX_PAYLOAD_BYTES: usize = 2560;
+/// Size of every onion packet on every link.
+pub const SPHINX_PACKET_BYTES: usize = SPHINX_HEADER_BYTES + SPHINX_PAYLOAD_BYTES;
 /// Most blobs a directory document may span in `GetDirectory` replies.
 pub const MAX_DIRECTORY_BLOBS: u32 = 64;
 /// Largest signed directory document: what fits in

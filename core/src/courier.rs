@@ -419,6 +419,82 @@ pub fn set_home_relay(relay: &RelayAddress) -> ChangeSet {
     cs
 }
 
+const SETTING_AUTHORITIES: &[u8] = b"directory_authorities";
+const SETTING_DIRECTORY: &[u8] = b"directory";
+
+/// The onion network this profile sends through: the directory
+/// authorities' public keys (33 bytes each) and how many must sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSettings {
+    /// Pinned authority keys.
+    pub authorities: Vec<Vec<u8>>,
+    /// Signatures required.
+    pub threshold: u32,
+}
+
+/// The onion network settings, if one is configured (otherwise blobs go
+/// straight to the recipient's relay).
+pub fn network(store: &dyn KvStore) -> Result<Option<NetworkSettings>> {
+    let Some(r) = store.get(Namespace::Setting, SETTING_AUTHORITIES)? else {
+        return Ok(None);
+    };
+    let b = r.checked(Namespace::Setting)?;
+    let (t, keys) = b
+        .split_first_chunk::<4>()
+        .ok_or(corrupt(Namespace::Setting))?;
+    if keys.is_empty() || keys.len() % 33 != 0 {
+        return Err(corrupt(Namespace::Setting));
+    }
+    Ok(Some(NetworkSettings {
+        threshold: u32::from_be_bytes(*t),
+        authorities: keys.chunks_exact(33).map(<[u8]>::to_vec).collect(),
+    }))
+}
+
+/// Configures the onion network (clears any cached directory).
+pub fn set_network(n: &NetworkSettings) -> Result<ChangeSet> {
+    if n.authorities.is_empty()
+        || n.threshold == 0
+        || usize::try_from(n.threshold).map_or(true, |t| t > n.authorities.len())
+        || n.authorities.iter().any(|k| k.len() != 33)
+    {
+        return Err(Error::Malformed {
+            what: "network settings",
+        });
+    }
+    let mut v = n.threshold.to_be_bytes().to_vec();
+    for k in &n.authorities {
+        v.extend_from_slice(k);
+    }
+    let mut cs = ChangeSet::new();
+    cs.put(
+        Namespace::Setting,
+        SETTING_AUTHORITIES,
+        Record::current(Namespace::Setting, v),
+    );
+    cs.delete(Namespace::Setting, SETTING_DIRECTORY);
+    Ok(cs)
+}
+
+/// The last directory document fetched (verified again on every use).
+pub fn cached_directory(store: &dyn KvStore) -> Result<Option<Vec<u8>>> {
+    Ok(store
+        .get(Namespace::Setting, SETTING_DIRECTORY)?
+        .map(|r| r.checked(Namespace::Setting).map(<[u8]>::to_vec))
+        .transpose()?)
+}
+
+/// Caches a directory document.
+pub fn cache_directory(bytes: &[u8]) -> ChangeSet {
+    let mut cs = ChangeSet::new();
+    cs.put(
+        Namespace::Setting,
+        SETTING_DIRECTORY,
+        Record::current(Namespace::Setting, bytes.to_vec()),
+    );
+    cs
+}
+
 /// The name we suggest to contacts (empty if unset).
 pub fn display_name(store: &dyn KvStore) -> Result<String> {
     Ok(setting(store, SETTING_NAME)?.unwrap_or_default())

@@ -240,6 +240,18 @@ pub enum Error {
     /// queue, a non-introduction on an invitation queue, ...).
     #[error("unexpected message for this queue")]
     UnexpectedMessage,
+    /// No onion path can be built from the directory.
+    #[error("no onion path: {reason}")]
+    NoPath {
+        /// Why.
+        reason: &'static str,
+    },
+    /// An onion packet failed to decode or authenticate at this hop.
+    #[error("onion packet rejected: {reason}")]
+    BadPacket {
+        /// Which check failed.
+        reason: &'static str,
+    },
     /// Too many incomplete messages wait in one queue.
     #[error("too many incomplete messages in one queue")]
     TooManyPendingMessages,
@@ -292,6 +304,7 @@ impl Error {
             | Error::UnknownAttachment
             | Error::UnexpectedMessage
             | Error::TooManyPendingMessages
+            | Error::BadPacket { .. }
             | Error::DirectoryRejected { .. }
             | Error::DirectoryExpired => ErrorKind::PeerMisbehaved,
             Error::IdentityKeyChanged { .. } => ErrorKind::NeedsUserDecision,
@@ -307,7 +320,8 @@ impl Error {
             | Error::InvitationExpired
             | Error::AlreadyContact
             | Error::NoRoute { .. }
-            | Error::UnknownQueue => ErrorKind::Usage,
+            | Error::UnknownQueue
+            | Error::NoPath { .. } => ErrorKind::Usage,
             Error::Store(_) => ErrorKind::Storage,
             Error::Bug(_) => ErrorKind::Bug,
         }

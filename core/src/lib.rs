@@ -21,6 +21,7 @@ pub mod e2e;
 pub mod error;
 pub mod media;
 pub mod message;
+pub mod onion;
 pub mod qr;
 pub mod relay_address;
 pub mod relay_proto;

@@ -16,8 +16,8 @@ use rand_core::{CryptoRng, RngCore};
 
 use crate::codec::{self, relay_proto as pb};
 use crate::consts::{
-    BLOB_BYTES, CHALLENGE_BYTES, FRAME_BYTES, MAX_FETCH, MAX_INVITE_BLOBS, MAX_INVITE_TTL_SECS,
-    QUEUE_ID_BYTES, RELAY_PROTOCOL_VERSION,
+    BLOB_BYTES, CHALLENGE_BYTES, FRAME_BYTES, MAX_DIRECTORY_BLOBS, MAX_FETCH, MAX_INVITE_BLOBS,
+    MAX_INVITE_TTL_SECS, QUEUE_ID_BYTES, RELAY_PROTOCOL_VERSION, SPHINX_PACKET_BYTES,
 };
 use crate::crypto::signal::{QueuePublic, QueueSecret};
 use crate::error::{Error, Result};
@@ -67,11 +67,21 @@ pub enum ErrorCode {
     TooManyQueues = 12,
     /// The relay is shutting down.
     ShuttingDown = 13,
+    /// An onion packet this relay has already processed.
+    ReplayedPacket = 14,
+    /// An onion packet that does not decrypt or authenticate here.
+    BadPacket = 15,
+    /// An onion packet for a relay this relay does not know.
+    UnknownNextHop = 16,
+    /// An onion packet for a key epoch this relay no longer (or not yet) holds.
+    UnknownEpoch = 17,
+    /// This relay has no directory to serve.
+    NoDirectory = 18,
 }
 
 impl ErrorCode {
     /// Every code, for metrics and tests.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownCommand,
@@ -85,6 +95,11 @@ impl ErrorCode {
         ErrorCode::FrameSize,
         ErrorCode::TooManyQueues,
         ErrorCode::ShuttingDown,
+        ErrorCode::ReplayedPacket,
+        ErrorCode::BadPacket,
+        ErrorCode::UnknownNextHop,
+        ErrorCode::UnknownEpoch,
+        ErrorCode::NoDirectory,
     ];
 
     /// The code for a wire number, if known.
@@ -108,6 +123,11 @@ impl ErrorCode {
             ErrorCode::FrameSize => "frame_size",
             ErrorCode::TooManyQueues => "too_many_queues",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::ReplayedPacket => "replayed_packet",
+            ErrorCode::BadPacket => "bad_packet",
+            ErrorCode::UnknownNextHop => "unknown_next_hop",
+            ErrorCode::UnknownEpoch => "unknown_epoch",
+            ErrorCode::NoDirectory => "no_directory",
         }
     }
 }
@@ -176,6 +196,16 @@ pub enum Command {
         /// Sender-side id.
         sender_id: QueueId,
     },
+    /// An onion packet for this relay to process (forward or deliver).
+    Forward {
+        /// The Sphinx key epoch the packet was built for (network-wide).
+        epoch: u32,
+        /// Exactly [`SPHINX_PACKET_BYTES`].
+        packet: Box<[u8; SPHINX_PACKET_BYTES]>,
+    },
+    /// The network's signed directory document, as `Item`s of one blob
+    /// each (4-byte big-endian length, the document, zero padding).
+    GetDirectory,
 }
 
 impl core::fmt::Debug for Command {
@@ -197,6 +227,8 @@ impl Command {
             Command::DeleteQueue { .. } => "delete_queue",
             Command::PutInvite { .. } => "put_invite",
             Command::TakeInvite { .. } => "take_invite",
+            Command::Forward { .. } => "forward",
+            Command::GetDirectory => "get_directory",
         }
     }
 
@@ -209,13 +241,23 @@ impl Command {
             | Command::Subscribe { recipient_id }
             | Command::DeleteQueue { recipient_id }
             | Command::PutInvite { recipient_id, .. } => Some(recipient_id),
-            Command::Create { .. } | Command::Send { .. } | Command::TakeInvite { .. } => None,
+            Command::Create { .. }
+            | Command::Send { .. }
+            | Command::TakeInvite { .. }
+            | Command::Forward { .. }
+            | Command::GetDirectory => None,
         }
     }
 
     /// Whether the command must carry a queue-key signature.
     pub fn is_signed(&self) -> bool {
-        !matches!(self, Command::Send { .. } | Command::TakeInvite { .. })
+        !matches!(
+            self,
+            Command::Send { .. }
+                | Command::TakeInvite { .. }
+                | Command::Forward { .. }
+                | Command::GetDirectory
+        )
     }
 
     fn to_proto(&self) -> pb::request::Command {
@@ -261,6 +303,11 @@ impl Command {
             Command::TakeInvite { sender_id } => C::TakeInvite(pb::TakeInvite {
                 sender_id: sender_id.to_vec(),
             }),
+            Command::Forward { epoch, packet } => C::Forward(pb::Forward {
+                packet: packet.to_vec(),
+                epoch: *epoch,
+            }),
+            Command::GetDirectory => C::GetDirectory(pb::GetDirectory {}),
         }
     }
 
@@ -319,6 +366,11 @@ impl Command {
             C::TakeInvite(t) => Command::TakeInvite {
                 sender_id: id(&t.sender_id)?,
             },
+            C::Forward(f) => Command::Forward {
+                epoch: f.epoch,
+                packet: Box::new(codec::fixed::<SPHINX_PACKET_BYTES>(&f.packet, WHAT_REQ)?),
+            },
+            C::GetDirectory(_) => Command::GetDirectory,
         })
     }
 }
@@ -629,7 +681,7 @@ pub fn decode_response(frame: &[u8]) -> Result<Response> {
             blob: blob(&i.blob)?,
         },
         R::Done(d) => {
-            if d.count > MAX_FETCH.max(MAX_INVITE_BLOBS) {
+            if d.count > MAX_FETCH.max(MAX_INVITE_BLOBS).max(MAX_DIRECTORY_BLOBS) {
                 return Err(malformed(WHAT_RESP));
             }
             Reply::Done {
@@ -799,6 +851,10 @@ mod tests {
                 ttl_secs: 60,
                 blob: vec![0; BLOB_BYTES],
             }),
+            pb::request::Command::Forward(pb::Forward {
+                packet: vec![0; SPHINX_PACKET_BYTES - 1],
+                epoch: 1,
+            }),
         ] {
             let p = pb::Request {
                 version: 1,
@@ -901,6 +957,11 @@ mod tests {
                 blob: Box::new([0xBB; BLOB_BYTES]),
             },
             Command::TakeInvite { sender_id: [1; 16] },
+            Command::Forward {
+                epoch: 7,
+                packet: Box::new([0x5A; SPHINX_PACKET_BYTES]),
+            },
+            Command::GetDirectory,
         ];
         for (i, cmd) in commands.into_iter().enumerate() {
             let (seq, f) = client.request(cmd.clone(), Some(&key), &mut r).unwrap();

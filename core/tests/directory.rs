@@ -2,6 +2,7 @@
 //! below threshold, expired, tampered, bad ids, duplicates, oversize,
 //! truncated and random bytes), then round trips and fixed-bytes vectors.
 #![allow(
+    clippy::type_complexity,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,

@@ -10,6 +10,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod output;
+mod transport;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use postern_core::store::{ChangeSet, OutboxEntry};
 use postern_core::{Address, KvStore, RelayAddress, UnixTime, attachment};
 use postern_net::{Connection, NetError};
 use postern_store::{Profile, ProfileError, Unlock};
+use transport::Transport;
 
 /// Environment variable holding the profile passphrase (otherwise the OS
 /// keychain holds the profile key).
@@ -65,6 +67,15 @@ enum Cmd {
     Relay {
         /// New home relay address; without it, show the current one.
         address: Option<String>,
+    },
+    /// Send through an onion network: pin its directory authorities.
+    Network {
+        /// A directory authority's public key (base64url); repeat for several.
+        #[arg(long = "authority")]
+        authorities: Vec<String>,
+        /// How many authorities must sign the directory.
+        #[arg(long, default_value_t = 1)]
+        threshold: u32,
     },
     /// Make a one-time invitation (link and QR code).
     Invite {
@@ -235,6 +246,10 @@ async fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Cmd::Init { name, relay } => init(&cli, name, relay.as_deref()),
         Cmd::Relay { address } => relay_cmd(&cli, address.as_deref()),
+        Cmd::Network {
+            authorities,
+            threshold,
+        } => network_cmd(&cli, authorities, *threshold).await,
         Cmd::Invite { png, svg, quiet } => {
             invite(&cli, png.as_deref(), svg.as_deref(), *quiet).await
         }
@@ -302,6 +317,45 @@ fn relay_cmd(cli: &Cli, address: Option<&str>) -> Result<()> {
                 ));
             }
         },
+    }
+    Ok(())
+}
+
+async fn network_cmd(cli: &Cli, authorities: &[String], threshold: u32) -> Result<()> {
+    let mut p = open(cli)?;
+    if authorities.is_empty() {
+        match courier::network(&p)? {
+            None => println!("direct: blobs go straight to each contact's relay"),
+            Some(n) => println!(
+                "onion network: {} authority key(s), {} signature(s) required",
+                n.authorities.len(),
+                n.threshold
+            ),
+        }
+        return Ok(());
+    }
+    let mut keys = Vec::new();
+    for a in authorities {
+        let k = data_encoding::BASE64URL_NOPAD
+            .decode(a.trim().as_bytes())
+            .map_err(|_| CliError::Usage(format!("{a:?} is not a base64url key")))?;
+        postern_core::crypto::signal::AuthorityPublic::from_bytes(&k)?;
+        keys.push(k);
+    }
+    let n = courier::NetworkSettings {
+        authorities: keys,
+        threshold,
+    };
+    commit(&mut p, courier::set_network(&n)?)?;
+    let home = home_relay(&p)?;
+    match transport::directory(&mut p, &home).await? {
+        Some(d) => println!(
+            "onion network {:?}: {} relays, directory valid until {}",
+            d.network,
+            d.relays.len(),
+            output::time(d.valid_until)
+        ),
+        None => println!("no network configured"),
     }
     Ok(())
 }
@@ -384,8 +438,10 @@ async fn accept(cli: &Cli, link: &str) -> Result<()> {
         payload: out.to_bytes(),
     });
     commit(&mut p, cs)?;
-    deliver(&mut p, &mut theirs, id, &out).await?;
     theirs.close().await?;
+    let mut t = Transport::for_profile(&mut p, Some(&relay)).await?;
+    deliver(&mut p, &mut t, id, &out).await?;
+    t.close().await;
     let who = courier::route(&p, &peer)?
         .map(|r| r.display_name)
         .unwrap_or_default();
@@ -398,14 +454,9 @@ async fn accept(cli: &Cli, link: &str) -> Result<()> {
 }
 
 /// Sends an outbox entry's blobs and removes it from the outbox.
-async fn deliver(
-    p: &mut Profile,
-    conn: &mut Connection,
-    id: [u8; 16],
-    out: &Outgoing,
-) -> Result<()> {
+async fn deliver(p: &mut Profile, t: &mut Transport, id: [u8; 16], out: &Outgoing) -> Result<()> {
     for b in &out.blobs {
-        conn.send(&out.sender_id, b).await?;
+        t.put(&out.relay, &out.sender_id, b).await?;
     }
     let mut cs = ChangeSet::new();
     cs.remove_outbox(id);
@@ -415,20 +466,16 @@ async fn deliver(
 /// Sends whatever an earlier run committed but could not send.
 async fn flush_outbox(p: &mut Profile) -> Result<()> {
     let entries = p.outbox()?;
-    let mut conns: BTreeMap<String, Connection> = BTreeMap::new();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let home = transport::home(p)?;
+    let mut t = Transport::for_profile(p, home.as_ref()).await?;
     for e in entries {
         let out = Outgoing::from_bytes(&e.payload)?;
-        let key = out.relay.to_string();
-        if !conns.contains_key(&key) {
-            conns.insert(key.clone(), Connection::connect(&out.relay).await?);
-        }
-        if let Some(c) = conns.get_mut(&key) {
-            deliver(p, c, e.id, &out).await?;
-        }
+        deliver(p, &mut t, e.id, &out).await?;
     }
-    for (_, c) in conns {
-        c.close().await?;
-    }
+    t.close().await;
     Ok(())
 }
 
@@ -478,7 +525,12 @@ fn resolve(p: &Profile, query: &str) -> Result<(Address, String)> {
 }
 
 /// Seals a body for `peer`, commits it with an outbox entry, sends it.
-async fn send_body(p: &mut Profile, peer: &Address, body: Body) -> Result<(Envelope, Connection)> {
+async fn send_body(
+    p: &mut Profile,
+    t: &mut Transport,
+    peer: &Address,
+    body: Body,
+) -> Result<Envelope> {
     let (env, out, mut cs) = courier::send(p, peer, body, None, now(), &mut rand::rng())?;
     cs.add_outbox(OutboxEntry {
         id: env.id,
@@ -486,17 +538,19 @@ async fn send_body(p: &mut Profile, peer: &Address, body: Body) -> Result<(Envel
         payload: out.to_bytes(),
     });
     commit(p, cs)?;
-    let mut conn = Connection::connect(&out.relay).await?;
-    deliver(p, &mut conn, env.id, &out).await?;
-    Ok((env, conn))
+    deliver(p, t, env.id, &out).await?;
+    Ok(env)
 }
 
 async fn send_text(cli: &Cli, contact: &str, text: &str) -> Result<()> {
     let mut p = open(cli)?;
     let (peer, name) = resolve(&p, contact)?;
-    let (_, conn) = send_body(&mut p, &peer, Body::Text(Text(text.to_owned()))).await?;
-    conn.close().await?;
-    println!("you → {}: {text}", output::name_or(&name, &peer));
+    let home = transport::home(&p)?;
+    let mut t = Transport::for_profile(&mut p, home.as_ref()).await?;
+    send_body(&mut p, &mut t, &peer, Body::Text(Text(text.to_owned()))).await?;
+    let via = if t.is_onion() { " (onion)" } else { "" };
+    t.close().await;
+    println!("you → {}: {text}{via}", output::name_or(&name, &peer));
     Ok(())
 }
 
@@ -566,18 +620,21 @@ async fn send_file(cli: &Cli, contact: &str, path: &Path, voice: bool) -> Result
     let aref = attachment::prepare(bytes.len() as u64, h.finish(), &mut rng)?;
     let body = make(aref.clone());
     let kind = output::kind_of(&body);
-    let (_, mut conn) = send_body(&mut p, &peer, body).await?;
+    let home = transport::home(&p)?;
+    let mut t = Transport::for_profile(&mut p, home.as_ref()).await?;
+    send_body(&mut p, &mut t, &peer, body).await?;
     let route = courier::route(&p, &peer)?.ok_or(postern_core::Error::NoRoute { peer })?;
     let total = attachment::chunk_count(aref.size)?;
     let bar = output::progress(u64::from(total), "sending");
     for (i, chunk) in bytes.chunks(CHUNK_PLAINTEXT_BYTES).enumerate() {
         let index = u32::try_from(i).map_err(|_| CliError::Usage("file too large".into()))?;
         let blob = courier::chunk_blob(&p, &peer, &aref, index, chunk, &mut rng)?;
-        conn.send(&route.queue.sender_id, &blob).await?;
+        t.put(&route.queue.relay, &route.queue.sender_id, &blob)
+            .await?;
         bar.inc(1);
     }
     bar.finish_and_clear();
-    conn.close().await?;
+    t.close().await;
     println!(
         "you → {}: {kind} ({} bytes, {total} chunks)",
         output::name_or(&name, &peer),
@@ -628,12 +685,17 @@ type Delivered = BTreeMap<Address, Vec<[u8; 16]>>;
 /// Tells each contact which of its messages arrived (one receipt message
 /// per `MAX_RECEIPT_IDS` ids).
 async fn send_receipts(p: &mut Profile, delivered: Delivered) -> Result<()> {
+    if delivered.is_empty() {
+        return Ok(());
+    }
+    let home = transport::home(p)?;
+    let mut t = Transport::for_profile(p, home.as_ref()).await?;
     for (peer, ids) in delivered {
         for chunk in ids.chunks(postern_core::consts::MAX_RECEIPT_IDS) {
-            let (_, conn) = send_body(p, &peer, Body::Receipt(chunk.to_vec())).await?;
-            conn.close().await?;
+            send_body(p, &mut t, &peer, Body::Receipt(chunk.to_vec())).await?;
         }
     }
+    t.close().await;
     Ok(())
 }
 

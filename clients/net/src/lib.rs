@@ -402,6 +402,21 @@ impl Connection {
         .await
     }
 
+    /// Hands an onion packet built for key epoch `epoch` to this relay.
+    /// `Ok` means the relay accepted it (and, when it is the packet's last
+    /// hop, durably stored the blob inside).
+    pub async fn forward(
+        &mut self,
+        epoch: u32,
+        packet: &[u8; postern_core::consts::SPHINX_PACKET_BYTES],
+    ) -> Result<(), NetError> {
+        let command = Command::Forward {
+            epoch,
+            packet: Box::new(*packet),
+        };
+        self.simple(command, None).await
+    }
+
     /// Puts `blob` into the queue with this sender id. `Ok` means the
     /// relay has durably stored it.
     pub async fn send(&mut self, sender_id: &QueueId, blob: &Blob) -> Result<(), NetError> {

@@ -8,8 +8,10 @@
 //! - [`hash`]: SHA-256 (RustCrypto `sha2`).
 //! - [`aead`]: XChaCha20-Poly1305 (RustCrypto `chacha20poly1305`), for
 //!   Postern's own encrypted containers (profile backups).
+//! - [`sphinx`]: Nym's `sphinx-packet` (onion packets).
 
 pub mod aead;
 pub mod hash;
 pub mod kdf;
 pub mod signal;
+pub mod sphinx;

@@ -8,7 +8,7 @@ use postern_core::consts::BLOB_BYTES;
 use postern_core::relay_proto::ErrorCode;
 
 /// The commands counted, in wire order.
-pub const COMMANDS: [&str; 8] = [
+pub const COMMANDS: [&str; 10] = [
     "create",
     "send",
     "fetch",
@@ -17,11 +17,20 @@ pub const COMMANDS: [&str; 8] = [
     "delete_queue",
     "put_invite",
     "take_invite",
+    "forward",
+    "get_directory",
 ];
 
 /// Every counter and gauge of a relay.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Onion packets processed and sent on to the next hop.
+    pub packets_forwarded: AtomicU64,
+    /// Onion packets whose blob was delivered into a queue here.
+    pub packets_delivered: AtomicU64,
+    /// Onion packets dropped (replayed, undecodable, unknown next hop,
+    /// next hop unreachable).
+    pub packets_dropped: AtomicU64,
     /// Connections open now.
     pub connections_open: AtomicU64,
     /// Connections accepted since start.
@@ -91,6 +100,27 @@ impl Metrics {
             let _ = writeln!(s, "# TYPE postern_relay_{name} {kind}");
             let _ = writeln!(s, "postern_relay_{name} {v}");
         };
+        one(
+            &mut s,
+            "packets_forwarded_total",
+            "counter",
+            "Onion packets forwarded.",
+            g(&self.packets_forwarded),
+        );
+        one(
+            &mut s,
+            "packets_delivered_total",
+            "counter",
+            "Onion packets delivered into a queue here.",
+            g(&self.packets_delivered),
+        );
+        one(
+            &mut s,
+            "packets_dropped_total",
+            "counter",
+            "Onion packets dropped.",
+            g(&self.packets_dropped),
+        );
         one(
             &mut s,
             "connections_open",

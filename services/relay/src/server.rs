@@ -80,6 +80,9 @@ pub enum RelayError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The relay's keys could not be loaded or created.
+    #[error("keys: {0}")]
+    Keys(#[from] crate::keys::KeyError),
     /// Another relay uses this data directory.
     #[error("data directory in use by another relay")]
     InUse,
@@ -151,6 +154,10 @@ struct Shared {
     /// an unknown queue costs the same signature check as on a known one.
     decoy_key: QueuePublic,
     next_conn: AtomicU64,
+    /// The onion hop (None when the relay is not part of a network).
+    mix: Option<Arc<crate::mix::Mix>>,
+    /// Keys, descriptor and the network directory.
+    directory: Arc<crate::directory::DirectoryState>,
 }
 
 impl Shared {
@@ -260,6 +267,17 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let directory = crate::directory::DirectoryState::open(&settings)?;
+    let mix = Some(
+        crate::topology::mix(
+            directory.clone(),
+            &data_dir,
+            settings.mix_delay_ms,
+            metrics.clone(),
+        )
+        .map_err(io_err("replay cache"))?,
+    );
+    let dir_task = tokio::spawn(directory.clone().maintain(address.clone(), stop_rx.clone()));
     let decoy_key = QueueSecret::generate(&mut rand::rng())
         .public()
         .map_err(|_| RelayError::BadAddress)?;
@@ -270,7 +288,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         subscribers: Mutex::new(HashMap::new()),
         decoy_key,
         next_conn: AtomicU64::new(1),
+        mix: mix.clone(),
+        directory,
     });
+    let mix_task = mix.map(|m| tokio::spawn(m.maintain(stop_rx.clone())));
     let admin_task = tokio::spawn(crate::admin::serve(admin, metrics.clone(), stop_rx.clone()));
     let gc_task = tokio::spawn(gc_loop(shared.clone(), stop_rx.clone()));
 
@@ -321,6 +342,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     }
     let _ = admin_task.await;
     let _ = gc_task.await;
+    if let Some(t) = mix_task {
+        let _ = t.await;
+    }
+    let _ = dir_task.await;
     // The last handle to the storage thread: it finishes what is queued,
     // checkpoints and ends.
     drop(shared);
@@ -690,6 +715,26 @@ impl Conn {
                         Ok(replies)
                     }
                     _ => unexpected,
+                }
+            }
+            Command::GetDirectory => self.shared.directory.get_directory(),
+            Command::Forward { epoch, packet } => {
+                let mix = self.shared.mix.clone().ok_or(ErrorCode::NoDirectory)?;
+                match mix.accept(epoch, &packet)? {
+                    crate::mix::Accepted::Forwarding => Ok(vec![Reply::Ok]),
+                    crate::mix::Accepted::Deliver { sender_id, blob } => {
+                        match self.call(Op::Send { sender_id, blob }).await? {
+                            Outcome::Sent { recipient_id } => {
+                                self.shared.notify(&recipient_id);
+                                self.shared
+                                    .metrics
+                                    .packets_delivered
+                                    .fetch_add(1, Ordering::Relaxed);
+                                Ok(vec![Reply::Ok])
+                            }
+                            _ => unexpected,
+                        }
+                    }
                 }
             }
             _ => Err(ErrorCode::UnknownCommand),

@@ -1,0 +1,292 @@
+//! The Sphinx facade: the only module that imports `sphinx-packet`
+//! (Nym's implementation, pinned `=0.8.0`).
+//!
+//! Every packet is exactly [`SPHINX_PACKET_BYTES`]: a 348-byte header
+//! (routing for up to five hops, each layer authenticated by an HMAC) and
+//! a [`SPHINX_PAYLOAD_BYTES`] payload under a wide-block cipher (Lioness),
+//! peeled one layer per hop. Randomness comes from the caller: the
+//! packet's initial secret is drawn from the RNG passed in (the library's
+//! own RNG is never used), and per-hop delays are chosen by the caller.
+
+use rand_core::{CryptoRng, RngCore};
+use sphinx_packet::SphinxPacket;
+use sphinx_packet::crypto::{PrivateKey, PublicKey};
+use sphinx_packet::header::delays::Delay;
+use sphinx_packet::route::{Destination, DestinationAddressBytes, Node, NodeAddressBytes};
+use sphinx_packet::{ProcessedPacketData, SphinxPacketBuilder};
+use zeroize::Zeroizing;
+
+use crate::consts::{SPHINX_PACKET_BYTES, SPHINX_PAYLOAD_BYTES};
+use crate::error::{Error, Result};
+
+/// One onion packet.
+pub type Packet = Box<[u8; SPHINX_PACKET_BYTES]>;
+
+/// A hop's id (the Sphinx node address): 32 bytes.
+pub type NodeId = [u8; 32];
+
+/// Longest path Sphinx headers of this size can carry.
+pub const MAX_HOPS: usize = sphinx_packet::constants::MAX_PATH_LENGTH;
+
+/// Plaintext bytes a packet's payload carries to the last hop.
+pub const PAYLOAD_PLAINTEXT_BYTES: usize =
+    SPHINX_PAYLOAD_BYTES - sphinx_packet::payload::PAYLOAD_OVERHEAD_SIZE;
+
+/// A relay's X25519 key pair for one epoch (secret). `Debug` redacts.
+pub struct NodeSecret(PrivateKey);
+
+impl core::fmt::Debug for NodeSecret {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("NodeSecret(<redacted>)")
+    }
+}
+
+impl NodeSecret {
+    /// A fresh key.
+    pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> NodeSecret {
+        let mut b = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(b.as_mut());
+        NodeSecret(PrivateKey::from(*b))
+    }
+
+    /// From its 32 secret bytes.
+    pub fn from_bytes(bytes: &[u8; 32]) -> NodeSecret {
+        NodeSecret(PrivateKey::from(*bytes))
+    }
+
+    /// The 32 secret bytes.
+    pub fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.0.to_bytes())
+    }
+
+    /// The public key published in the directory.
+    pub fn public(&self) -> [u8; 32] {
+        PublicKey::from(&self.0).to_bytes()
+    }
+}
+
+/// One hop of a path.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Hop {
+    /// The relay's id.
+    pub id: NodeId,
+    /// Its X25519 public key for the packet's epoch.
+    pub key: [u8; 32],
+}
+
+impl core::fmt::Debug for Hop {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Hop(..)")
+    }
+}
+
+fn bad(reason: &'static str) -> Error {
+    Error::BadPacket { reason }
+}
+
+/// Builds a packet that travels `hops` in order and delivers `plaintext`
+/// (at most [`PAYLOAD_PLAINTEXT_BYTES`]) to the last hop, addressed to
+/// `destination` there.
+pub fn build<R: RngCore + CryptoRng>(
+    hops: &[Hop],
+    destination: &NodeId,
+    plaintext: &[u8],
+    rng: &mut R,
+) -> Result<Packet> {
+    if hops.is_empty() || hops.len() > MAX_HOPS {
+        return Err(Error::Bug("onion path length"));
+    }
+    if plaintext.len() > PAYLOAD_PLAINTEXT_BYTES {
+        return Err(Error::Bug("onion payload too large"));
+    }
+    let route: Vec<Node> = hops
+        .iter()
+        .map(|h| Node::new(NodeAddressBytes::from_bytes(h.id), PublicKey::from(h.key)))
+        .collect();
+    // Delays are the relays' own choice (drawn per packet at each hop),
+    // so the header carries zeros.
+    let delays = vec![Delay::new_from_millis(0); hops.len()];
+    let dest = Destination::new(DestinationAddressBytes::from_bytes(*destination), [0u8; 16]);
+    let initial = NodeSecret::generate(rng);
+    let packet = SphinxPacketBuilder::new()
+        .with_payload_size(SPHINX_PAYLOAD_BYTES)
+        .with_initial_secret(&initial.0)
+        .build_packet(plaintext, &route, &dest, &delays)
+        .map_err(|_| Error::Bug("sphinx packet construction"))?;
+    let bytes = packet.to_bytes();
+    let arr: [u8; SPHINX_PACKET_BYTES] = bytes
+        .try_into()
+        .map_err(|_| Error::Bug("sphinx packet size"))?;
+    Ok(Box::new(arr))
+}
+
+/// What a hop makes of a packet.
+#[derive(Debug)]
+pub enum Processed {
+    /// Send `packet` on to `next`.
+    Forward {
+        /// The next hop's id.
+        next: NodeId,
+        /// The packet for it (same size).
+        packet: Packet,
+    },
+    /// This hop is the last: deliver.
+    Final {
+        /// The destination named by the sender.
+        destination: NodeId,
+        /// The payload plaintext.
+        plaintext: Zeroizing<Vec<u8>>,
+    },
+}
+
+/// The packet's replay tag: its group element, which is fresh per packet
+/// and bound to the header MAC (a changed element fails the MAC).
+pub fn replay_tag(packet: &[u8; SPHINX_PACKET_BYTES]) -> [u8; 32] {
+    packet.first_chunk::<32>().copied().unwrap_or([0u8; 32])
+}
+
+/// Peels one layer with this hop's key. Any tampering with the header
+/// fails its MAC here; tampering with the payload is caught at the last
+/// hop (its leading zero block no longer decrypts to zeros).
+pub fn process(packet: &[u8; SPHINX_PACKET_BYTES], key: &NodeSecret) -> Result<Processed> {
+    let p = SphinxPacket::from_bytes(&packet[..]).map_err(|_| bad("undecodable"))?;
+    let done = p
+        .process(&key.0)
+        .map_err(|_| bad("header authentication"))?;
+    match done.data {
+        ProcessedPacketData::ForwardHop {
+            next_hop_packet,
+            next_hop_address,
+            ..
+        } => {
+            let bytes = next_hop_packet.to_bytes();
+            let arr: [u8; SPHINX_PACKET_BYTES] = bytes.try_into().map_err(|_| bad("size"))?;
+            Ok(Processed::Forward {
+                next: next_hop_address.to_bytes(),
+                packet: Box::new(arr),
+            })
+        }
+        ProcessedPacketData::FinalHop {
+            destination,
+            payload,
+            ..
+        } => {
+            let plaintext = payload
+                .recover_plaintext()
+                .map_err(|_| bad("payload authentication"))?;
+            Ok(Processed::Final {
+                destination: destination.as_bytes(),
+                plaintext: Zeroizing::new(plaintext),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng as _;
+
+    fn rng() -> rand_chacha::ChaCha20Rng {
+        rand_chacha::ChaCha20Rng::seed_from_u64(3)
+    }
+
+    fn path(r: &mut rand_chacha::ChaCha20Rng, n: usize) -> (Vec<NodeSecret>, Vec<Hop>) {
+        let secrets: Vec<NodeSecret> = (0..n).map(|_| NodeSecret::generate(r)).collect();
+        let hops = secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Hop {
+                id: [i as u8 + 1; 32],
+                key: s.public(),
+            })
+            .collect();
+        (secrets, hops)
+    }
+
+    #[test]
+    fn rejects_tampering_wrong_keys_and_bad_sizes() {
+        let mut r = rng();
+        let (secrets, hops) = path(&mut r, 3);
+        let p = build(&hops, &[9; 32], b"hello", &mut r).unwrap();
+        // Wrong key at the first hop.
+        assert!(matches!(
+            process(&p, &secrets[1]),
+            Err(Error::BadPacket { .. })
+        ));
+        // A flipped header byte anywhere fails the MAC.
+        for i in [0usize, 40, 100, 347] {
+            let mut t = p.clone();
+            t[i] ^= 1;
+            assert!(process(&t, &secrets[0]).is_err(), "header byte {i}");
+        }
+        // A flipped payload byte passes the mixes but not the last hop.
+        let mut t = p.clone();
+        t[1000] ^= 1;
+        let mut cur = t;
+        let mut out = None;
+        for s in &secrets {
+            match process(&cur, s) {
+                Ok(Processed::Forward { packet, .. }) => cur = packet,
+                other => {
+                    out = Some(other);
+                    break;
+                }
+            }
+        }
+        assert!(matches!(out, Some(Err(Error::BadPacket { .. }))));
+        // Too much plaintext, too many hops.
+        assert!(
+            build(
+                &hops,
+                &[9; 32],
+                &vec![0; PAYLOAD_PLAINTEXT_BYTES + 1],
+                &mut r
+            )
+            .is_err()
+        );
+        let (_, six) = path(&mut r, MAX_HOPS + 1);
+        assert!(build(&six, &[9; 32], b"x", &mut r).is_err());
+        // Random bytes.
+        let mut junk = [0u8; SPHINX_PACKET_BYTES];
+        r.fill_bytes(&mut junk);
+        assert!(process(&junk, &secrets[0]).is_err());
+    }
+
+    #[test]
+    fn three_hops_deliver_and_every_link_has_the_same_size() {
+        let mut r = rng();
+        let (secrets, hops) = path(&mut r, 3);
+        let msg = vec![0xA5; PAYLOAD_PLAINTEXT_BYTES];
+        let mut cur = build(&hops, &[9; 32], &msg, &mut r).unwrap();
+        let mut seen_tags = Vec::new();
+        for (i, s) in secrets.iter().enumerate() {
+            seen_tags.push(replay_tag(&cur));
+            match process(&cur, s).unwrap() {
+                Processed::Forward { next, packet } => {
+                    assert_eq!(next, hops[i + 1].id);
+                    assert_eq!(packet.len(), SPHINX_PACKET_BYTES);
+                    cur = packet;
+                }
+                Processed::Final {
+                    destination,
+                    plaintext,
+                } => {
+                    assert_eq!(i, 2);
+                    assert_eq!(destination, [9; 32]);
+                    assert_eq!(plaintext.as_slice(), msg.as_slice());
+                }
+            }
+        }
+        // Tags differ per hop (the element is re-blinded at each hop).
+        seen_tags.sort();
+        seen_tags.dedup();
+        assert_eq!(seen_tags.len(), 3);
+    }
+
+    #[test]
+    fn secret_debug_redacts() {
+        let s = NodeSecret::from_bytes(&[0x42; 32]);
+        assert!(!format!("{s:?}").contains("66"));
+    }
+}

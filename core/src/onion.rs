@@ -1,0 +1,396 @@
+//! Onion routing, sans IO: paths chosen from the directory, blobs wrapped
+//! for their mailbox relay, and what a relay does with a packet.
+//!
+//! A blob bound for a queue on relay M travels entry → mix(es) → M, each
+//! hop chosen at random per packet (entry: a relay with the entry role,
+//! mixes: relays with the mix role, all distinct and different from M).
+//! The entry relay learns the sender's connection and the next hop; a
+//! mix learns only its neighbours; M learns the previous hop, the queue
+//! and the (sealed) blob. Every packet is [`SPHINX_PACKET_BYTES`] on
+//! every link.
+//!
+//! Final payload (inside the last Sphinx layer):
+//! `version (1) ‖ kind (1: deliver) ‖ sender_id (16) ‖ blob (2,048)`.
+
+use rand_core::{CryptoRng, RngCore};
+
+use crate::consts::{BLOB_BYTES, QUEUE_ID_BYTES};
+use crate::crypto::sphinx::{self, Hop, NodeId, NodeSecret, Packet};
+use crate::error::{Error, Result};
+use crate::relay_address::RelayAddress;
+use crate::relay_proto::{Blob, QueueId};
+
+/// Onion payload format version.
+pub const ONION_VERSION: u8 = 1;
+/// Fewest hops a path may have (entry, mix, mailbox).
+pub const MIN_HOPS: usize = 3;
+/// Default hops per path.
+pub const DEFAULT_HOPS: usize = 3;
+/// Largest mean mixing delay a relay may be configured with.
+pub const MAX_MEAN_DELAY_MS: u64 = 60_000;
+/// Longest delay one hop holds a packet (the exponential tail is cut).
+pub const MAX_HOP_DELAY_MS: u64 = 10 * MAX_MEAN_DELAY_MS;
+
+const KIND_DELIVER: u8 = 1;
+const FINAL_BYTES: usize = 2 + QUEUE_ID_BYTES + BLOB_BYTES;
+
+/// A relay as path selection needs it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Sphinx node id.
+    pub id: NodeId,
+    /// Where it listens.
+    pub address: RelayAddress,
+    /// Role bits ([`ROLE_ENTRY`], [`ROLE_MIX`], [`ROLE_MAILBOX`]).
+    pub roles: u32,
+    /// Its Sphinx public key for the epoch in use.
+    pub key: [u8; 32],
+}
+
+impl core::fmt::Debug for Node {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Node({})", self.address)
+    }
+}
+
+pub use crate::directory::{ROLE_ENTRY, ROLE_MAILBOX, ROLE_MIX};
+
+/// The relays of a verified directory that hold a Sphinx key for `epoch`.
+pub fn nodes(dir: &crate::directory::Directory, epoch: u32) -> Vec<Node> {
+    dir.relays
+        .iter()
+        .filter_map(|r| {
+            let key = r
+                .sphinx_keys
+                .iter()
+                .find(|(e, _)| *e == epoch)
+                .map(|(_, k)| *k)?;
+            Some(Node {
+                id: r.id,
+                address: r.address.clone(),
+                roles: r.roles,
+                key,
+            })
+        })
+        .collect()
+}
+
+/// A path: the relays a packet visits, in order (the last holds the queue).
+#[derive(Debug, Clone)]
+pub struct Path {
+    /// The hops.
+    pub nodes: Vec<Node>,
+}
+
+impl Path {
+    /// Where the sender connects.
+    pub fn entry(&self) -> Option<&Node> {
+        self.nodes.first()
+    }
+}
+
+fn pick<'a, R: RngCore + CryptoRng>(candidates: &[&'a Node], rng: &mut R) -> Option<&'a Node> {
+    if candidates.is_empty() {
+        return None;
+    }
+    // Rejection sampling: uniform without modulo bias.
+    let n = u64::try_from(candidates.len()).ok()?;
+    let zone = u64::MAX - (u64::MAX % n);
+    loop {
+        let v = rng.next_u64();
+        if v < zone {
+            let i = usize::try_from(v % n).ok()?;
+            return candidates.get(i).copied();
+        }
+    }
+}
+
+/// Chooses a fresh random path of `hops` relays ending at `mailbox`.
+/// `avoid` lists relays not to use (e.g. one that just failed).
+pub fn choose_path<R: RngCore + CryptoRng>(
+    nodes: &[Node],
+    mailbox: &RelayAddress,
+    hops: usize,
+    avoid: &[NodeId],
+    rng: &mut R,
+) -> Result<Path> {
+    if !(MIN_HOPS..=sphinx::MAX_HOPS).contains(&hops) {
+        return Err(Error::NoPath {
+            reason: "hop count out of range",
+        });
+    }
+    let last = nodes
+        .iter()
+        .find(|n| n.address == *mailbox && n.roles & ROLE_MAILBOX != 0)
+        .ok_or(Error::NoPath {
+            reason: "the mailbox relay is not in the directory",
+        })?;
+    let mut chosen: Vec<&Node> = Vec::with_capacity(hops);
+    for position in 0..hops - 1 {
+        let role = if position == 0 { ROLE_ENTRY } else { ROLE_MIX };
+        let candidates: Vec<&Node> = nodes
+            .iter()
+            .filter(|n| {
+                n.roles & role != 0
+                    && n.id != last.id
+                    && !avoid.contains(&n.id)
+                    && !chosen.iter().any(|c| c.id == n.id)
+            })
+            .collect();
+        let n = pick(&candidates, rng).ok_or(Error::NoPath {
+            reason: "not enough relays for a path",
+        })?;
+        chosen.push(n);
+    }
+    chosen.push(last);
+    Ok(Path {
+        nodes: chosen.into_iter().cloned().collect(),
+    })
+}
+
+/// Wraps `blob` for the queue `sender_id` on the path's last relay.
+/// Returns the packet to hand to the path's entry relay.
+pub fn wrap<R: RngCore + CryptoRng>(
+    path: &Path,
+    sender_id: &QueueId,
+    blob: &Blob,
+    rng: &mut R,
+) -> Result<Packet> {
+    let last = path.nodes.last().ok_or(Error::Bug("empty path"))?;
+    let hops: Vec<Hop> = path
+        .nodes
+        .iter()
+        .map(|n| Hop {
+            id: n.id,
+            key: n.key,
+        })
+        .collect();
+    let mut payload = Vec::with_capacity(FINAL_BYTES);
+    payload.push(ONION_VERSION);
+    payload.push(KIND_DELIVER);
+    payload.extend_from_slice(sender_id);
+    payload.extend_from_slice(&blob[..]);
+    sphinx::build(&hops, &last.id, &payload, rng)
+}
+
+/// What a relay does with a packet it accepted.
+#[derive(Debug)]
+pub enum HopAction {
+    /// Hold it for `delay_ms`, then send it to `next`.
+    Forward {
+        /// Next relay's id (look it up in the directory).
+        next: NodeId,
+        /// Mixing delay drawn here.
+        delay_ms: u64,
+        /// The packet for the next hop.
+        packet: Packet,
+    },
+    /// Put `blob` into the queue with `sender_id` (this relay is the mailbox).
+    Deliver {
+        /// The queue's sender id.
+        sender_id: QueueId,
+        /// The blob.
+        blob: Blob,
+    },
+}
+
+/// Draws an exponentially distributed delay with the given mean (ms),
+/// cut at [`MAX_HOP_DELAY_MS`]; a mean of 0 means no delay.
+pub fn draw_delay_ms<R: RngCore + CryptoRng>(mean_ms: u64, rng: &mut R) -> u64 {
+    if mean_ms == 0 {
+        return 0;
+    }
+    // u in (0, 1], from 53 random bits.
+    let bits = rng.next_u64() >> 11;
+    #[allow(clippy::cast_precision_loss)]
+    let u = (bits as f64 + 1.0) / ((1u64 << 53) as f64);
+    #[allow(clippy::cast_precision_loss)]
+    let d = -(mean_ms as f64) * u.ln();
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let d = d.round() as u64;
+    d.min(MAX_HOP_DELAY_MS)
+}
+
+/// Processes a packet at the relay `own_id`, with its key for the packet's
+/// epoch. The caller checks the replay tag ([`sphinx::replay_tag`])
+/// against its cache *before* calling this and records it after.
+pub fn process<R: RngCore + CryptoRng>(
+    packet: &[u8; crate::consts::SPHINX_PACKET_BYTES],
+    key: &NodeSecret,
+    own_id: &NodeId,
+    mean_delay_ms: u64,
+    rng: &mut R,
+) -> Result<HopAction> {
+    match sphinx::process(packet, key)? {
+        sphinx::Processed::Forward { next, packet } => {
+            if next == *own_id {
+                return Err(Error::BadPacket {
+                    reason: "next hop is this relay",
+                });
+            }
+            Ok(HopAction::Forward {
+                next,
+                delay_ms: draw_delay_ms(mean_delay_ms, rng),
+                packet,
+            })
+        }
+        sphinx::Processed::Final {
+            destination,
+            plaintext,
+        } => {
+            if destination != *own_id {
+                return Err(Error::BadPacket {
+                    reason: "final hop is another relay",
+                });
+            }
+            let p = plaintext.as_slice();
+            if p.len() != FINAL_BYTES {
+                return Err(Error::BadPacket {
+                    reason: "final payload size",
+                });
+            }
+            let (head, rest) = p.split_first_chunk::<2>().ok_or(Error::BadPacket {
+                reason: "final payload size",
+            })?;
+            if *head != [ONION_VERSION, KIND_DELIVER] {
+                return Err(Error::BadPacket {
+                    reason: "final payload version",
+                });
+            }
+            let (sid, blob) =
+                rest.split_first_chunk::<QUEUE_ID_BYTES>()
+                    .ok_or(Error::BadPacket {
+                        reason: "final payload size",
+                    })?;
+            let blob: [u8; BLOB_BYTES] = blob.try_into().map_err(|_| Error::BadPacket {
+                reason: "final payload size",
+            })?;
+            Ok(HopAction::Deliver {
+                sender_id: *sid,
+                blob: Box::new(blob),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng as _;
+
+    fn rng() -> rand_chacha::ChaCha20Rng {
+        rand_chacha::ChaCha20Rng::seed_from_u64(5)
+    }
+
+    fn network(r: &mut rand_chacha::ChaCha20Rng, n: u8) -> (Vec<NodeSecret>, Vec<Node>) {
+        let secrets: Vec<NodeSecret> = (0..n).map(|_| NodeSecret::generate(r)).collect();
+        let nodes = secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Node {
+                id: [i as u8 + 1; 32],
+                address: RelayAddress::new("127.0.0.1", 7000 + i as u16, None).unwrap(),
+                roles: ROLE_ENTRY | ROLE_MIX | ROLE_MAILBOX,
+                key: s.public(),
+            })
+            .collect();
+        (secrets, nodes)
+    }
+
+    #[test]
+    fn rejects_impossible_paths() {
+        let mut r = rng();
+        let (_, nodes) = network(&mut r, 2);
+        let m = nodes[0].address.clone();
+        assert!(matches!(
+            choose_path(&nodes, &m, 3, &[], &mut r),
+            Err(Error::NoPath { .. })
+        ));
+        let (_, nodes) = network(&mut r, 5);
+        let elsewhere = RelayAddress::new("127.0.0.1", 1, None).unwrap();
+        assert!(choose_path(&nodes, &elsewhere, 3, &[], &mut r).is_err());
+        assert!(choose_path(&nodes, &m, 2, &[], &mut r).is_err());
+        assert!(choose_path(&nodes, &m, 6, &[], &mut r).is_err());
+    }
+
+    #[test]
+    fn paths_are_distinct_random_and_end_at_the_mailbox() {
+        let mut r = rng();
+        let (_, nodes) = network(&mut r, 5);
+        let m = nodes[2].address.clone();
+        let mut entries = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let p = choose_path(&nodes, &m, 3, &[nodes[4].id], &mut r).unwrap();
+            assert_eq!(p.nodes.len(), 3);
+            assert_eq!(p.nodes[2].address, m);
+            assert_ne!(p.nodes[0].id, p.nodes[1].id);
+            assert!(
+                p.nodes
+                    .iter()
+                    .take(2)
+                    .all(|n| n.id != nodes[2].id && n.id != nodes[4].id)
+            );
+            entries.insert(p.nodes[0].id);
+        }
+        assert_eq!(entries.len(), 3, "every allowed entry gets used");
+    }
+
+    #[test]
+    fn a_blob_crosses_three_hops_and_only_the_last_sees_it() {
+        let mut r = rng();
+        let (secrets, nodes) = network(&mut r, 5);
+        let m = nodes[3].address.clone();
+        let path = choose_path(&nodes, &m, 3, &[], &mut r).unwrap();
+        let blob: Blob = Box::new([0xC3; BLOB_BYTES]);
+        let mut packet = wrap(&path, &[7; 16], &blob, &mut r).unwrap();
+        for (i, hop) in path.nodes.iter().enumerate() {
+            let idx = nodes.iter().position(|n| n.id == hop.id).unwrap();
+            // No hop before the last can find the queue id or blob in
+            // what it holds.
+            if i < 2 {
+                assert!(!packet.windows(16).any(|w| w == [7u8; 16]));
+                assert!(!packet.windows(64).any(|w| w.iter().all(|b| *b == 0xC3)));
+            }
+            match process(&packet, &secrets[idx], &hop.id, 0, &mut r).unwrap() {
+                HopAction::Forward {
+                    next,
+                    delay_ms,
+                    packet: p,
+                } => {
+                    assert_eq!(next, path.nodes[i + 1].id);
+                    assert_eq!(delay_ms, 0);
+                    packet = p;
+                }
+                HopAction::Deliver { sender_id, blob: b } => {
+                    assert_eq!(i, 2);
+                    assert_eq!(sender_id, [7; 16]);
+                    assert_eq!(b, blob);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_a_final_packet_for_another_relay() {
+        let mut r = rng();
+        let (secrets, nodes) = network(&mut r, 3);
+        let path = Path {
+            nodes: vec![nodes[0].clone()],
+        };
+        let p = wrap(&path, &[1; 16], &Box::new([0; BLOB_BYTES]), &mut r).unwrap();
+        assert!(matches!(
+            process(&p, &secrets[0], &nodes[1].id, 0, &mut r),
+            Err(Error::BadPacket { .. })
+        ));
+    }
+
+    #[test]
+    fn delays_are_exponential_with_the_configured_mean() {
+        let mut r = rng();
+        assert_eq!(draw_delay_ms(0, &mut r), 0);
+        let n = 20_000u64;
+        let sum: u64 = (0..n).map(|_| draw_delay_ms(100, &mut r)).sum();
+        let mean = sum / n;
+        assert!((90..=110).contains(&mean), "mean {mean}");
+    }
+}

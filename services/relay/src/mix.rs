@@ -1,0 +1,236 @@
+//! The relay as an onion hop: check the key epoch and the replay tag,
+//! peel one Sphinx layer (the core's `onion::process`), then either hold
+//! the packet for an exponentially distributed delay and send it on to
+//! the next relay, or — at the last hop — deliver the blob into the
+//! mailbox queue. Tampered, replayed or undecodable packets are dropped
+//! and counted, never forwarded.
+//!
+//! What this code learns of a packet is exactly what the Sphinx layer
+//! gives it: the previous hop (the connection it arrived on), the next
+//! hop, and, only at the last hop, the queue's sender id and the sealed
+//! blob. Nothing here logs a packet, a tag, a queue id or an address.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postern_core::RelayAddress;
+use postern_core::consts::SPHINX_PACKET_BYTES;
+use postern_core::crypto::sphinx::{self, NodeSecret};
+use postern_core::onion::{self, HopAction};
+use postern_core::relay_proto::{Blob, ErrorCode, QueueId};
+use postern_core::time::UnixTime;
+use zeroize::Zeroizing;
+
+use crate::metrics::Metrics;
+use crate::replay::{ReplayCache, Seen};
+
+/// Packets waiting for their delay or their next hop, beyond which new
+/// ones are refused (`RateLimited`): memory stays bounded.
+pub const MAX_PACKETS_IN_FLIGHT: usize = 100_000;
+/// How often buffered replay tags are synced to disk.
+pub const REPLAY_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What the mix needs to know about the network and its own keys.
+pub trait Topology: Send + Sync {
+    /// This relay's Sphinx node id (None until it is in a directory).
+    fn own_id(&self) -> Option<[u8; 32]>;
+    /// Where the relay with this id listens, from the current directory.
+    fn address_of(&self, id: &[u8; 32]) -> Option<RelayAddress>;
+    /// This relay's Sphinx secret for `epoch`, if it holds one now.
+    fn secret(&self, epoch: u32, now: UnixTime) -> Option<Zeroizing<[u8; 32]>>;
+    /// Whether tags of `epoch` may still be needed (its key is held).
+    fn keep_epoch(&self, epoch: u32, now: UnixTime) -> bool;
+}
+
+/// What the connection handler does after [`Mix::accept`].
+#[derive(Debug)]
+pub enum Accepted {
+    /// Scheduled for the next hop; answer `Ok`.
+    Forwarding,
+    /// Put this blob into the queue (then answer `Ok`).
+    Deliver {
+        /// The queue's sender id.
+        sender_id: QueueId,
+        /// The blob.
+        blob: Blob,
+    },
+}
+
+type Link = Arc<tokio::sync::Mutex<Option<postern_net::Connection>>>;
+
+/// The onion hop.
+pub struct Mix {
+    topology: Arc<dyn Topology>,
+    mean_delay_ms: u64,
+    replay: Mutex<ReplayCache>,
+    links: Mutex<HashMap<RelayAddress, Link>>,
+    in_flight: std::sync::atomic::AtomicUsize,
+    metrics: Arc<Metrics>,
+}
+
+impl core::fmt::Debug for Mix {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Mix")
+    }
+}
+
+fn now() -> UnixTime {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    UnixTime(ms)
+}
+
+impl Mix {
+    /// A mix over `topology` with the replay cache in `replay`.
+    pub fn new(
+        topology: Arc<dyn Topology>,
+        mean_delay_ms: u64,
+        replay: ReplayCache,
+        metrics: Arc<Metrics>,
+    ) -> Mix {
+        Mix {
+            topology,
+            mean_delay_ms: mean_delay_ms.min(onion::MAX_MEAN_DELAY_MS),
+            replay: Mutex::new(replay),
+            links: Mutex::new(HashMap::new()),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            metrics,
+        }
+    }
+
+    fn drop_packet(&self, code: ErrorCode) -> ErrorCode {
+        self.metrics.packets_dropped.fetch_add(1, Ordering::Relaxed);
+        code
+    }
+
+    /// Checks and peels a packet. A forward is scheduled here (the
+    /// caller answers `Ok` at once); a delivery is returned for the
+    /// caller to store before answering.
+    pub fn accept(
+        self: &Arc<Self>,
+        epoch: u32,
+        packet: &[u8; SPHINX_PACKET_BYTES],
+    ) -> Result<Accepted, ErrorCode> {
+        let t = now();
+        let own = self
+            .topology
+            .own_id()
+            .ok_or_else(|| self.drop_packet(ErrorCode::NoDirectory))?;
+        let secret = self
+            .topology
+            .secret(epoch, t)
+            .ok_or_else(|| self.drop_packet(ErrorCode::UnknownEpoch))?;
+        let key = NodeSecret::from_bytes(&secret);
+        // Peel first (cheap to refuse garbage without touching the cache),
+        // then record the tag: only authentic packets take cache space.
+        let action = onion::process(packet, &key, &own, self.mean_delay_ms, &mut rand::rng())
+            .map_err(|_| self.drop_packet(ErrorCode::BadPacket))?;
+        let seen = {
+            let mut r = self
+                .replay
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            r.insert(epoch, sphinx::replay_tag(packet))
+        };
+        match seen {
+            Ok(Seen::Fresh) => {}
+            Ok(Seen::Replay) => return Err(self.drop_packet(ErrorCode::ReplayedPacket)),
+            Ok(Seen::Full) => return Err(self.drop_packet(ErrorCode::RateLimited)),
+            Err(_) => return Err(self.drop_packet(ErrorCode::Internal)),
+        }
+        match action {
+            HopAction::Deliver { sender_id, blob } => Ok(Accepted::Deliver { sender_id, blob }),
+            HopAction::Forward {
+                next,
+                delay_ms,
+                packet,
+            } => {
+                let addr = self
+                    .topology
+                    .address_of(&next)
+                    .ok_or_else(|| self.drop_packet(ErrorCode::UnknownNextHop))?;
+                if self.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_PACKETS_IN_FLIGHT {
+                    self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    return Err(self.drop_packet(ErrorCode::RateLimited));
+                }
+                let me = self.clone();
+                tokio::spawn(async move {
+                    if delay_ms > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                    }
+                    me.send_on(&addr, epoch, &packet).await;
+                    me.in_flight.fetch_sub(1, Ordering::Relaxed);
+                });
+                Ok(Accepted::Forwarding)
+            }
+        }
+    }
+
+    fn link(&self, addr: &RelayAddress) -> Link {
+        let mut links = self
+            .links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        links.entry(addr.clone()).or_default().clone()
+    }
+
+    /// Sends on over a kept-open connection to the next relay, with one
+    /// reconnect if it broke.
+    async fn send_on(&self, addr: &RelayAddress, epoch: u32, packet: &[u8; SPHINX_PACKET_BYTES]) {
+        let link = self.link(addr);
+        let mut conn = link.lock().await;
+        for _attempt in 0..2 {
+            if conn.is_none() {
+                match postern_net::Connection::connect(addr).await {
+                    Ok(c) => *conn = Some(c),
+                    Err(_) => break,
+                }
+            }
+            let Some(c) = conn.as_mut() else { break };
+            match c.forward(epoch, packet).await {
+                Ok(()) => {
+                    self.metrics
+                        .packets_forwarded
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                // The next hop refused this packet: do not retry it.
+                Err(postern_net::NetError::Relay(_)) => break,
+                // The link broke: reconnect once.
+                Err(_) => *conn = None,
+            }
+        }
+        self.metrics.packets_dropped.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("onion packet dropped: next hop unreachable or refused it");
+    }
+
+    /// Syncs replay tags to disk and forgets expired epochs; runs until
+    /// `stop` changes, then flushes a last time.
+    pub async fn maintain(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(REPLAY_FLUSH_INTERVAL);
+        loop {
+            let stopping = tokio::select! {
+                _ = stop.changed() => true,
+                _ = tick.tick() => false,
+            };
+            let t = now();
+            let topo = self.topology.clone();
+            {
+                let mut r = self
+                    .replay
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Err(e) = r.flush() {
+                    tracing::warn!(error = %e, "replay cache flush failed");
+                }
+                r.prune(|e| topo.keep_epoch(e, t));
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+}

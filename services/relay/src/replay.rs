@@ -1,0 +1,151 @@
+//! Replay protection for onion packets: the tags of packets this relay
+//! has processed, per Sphinx key epoch, in memory and in one append-only
+//! file per epoch in the data directory (so a restart does not reopen the
+//! window). Bounded: at most [`MAX_TAGS_PER_EPOCH`] tags per epoch (beyond
+//! that, packets of the epoch are refused until it ends), and an epoch's
+//! tags are dropped with its key.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+
+/// Most tags remembered per epoch (32 bytes each in memory and on disk).
+pub const MAX_TAGS_PER_EPOCH: usize = 4_000_000;
+const PREFIX: &str = "replay-";
+
+/// Outcome of [`ReplayCache::insert`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// First time: process the packet.
+    Fresh,
+    /// Already processed: drop it.
+    Replay,
+    /// The epoch's cache is full: drop it.
+    Full,
+}
+
+struct Epoch {
+    tags: HashSet<[u8; 32]>,
+    file: BufWriter<File>,
+}
+
+/// The per-epoch tag sets.
+pub struct ReplayCache {
+    dir: PathBuf,
+    epochs: HashMap<u32, Epoch>,
+}
+
+impl core::fmt::Debug for ReplayCache {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "ReplayCache({} epochs)", self.epochs.len())
+    }
+}
+
+fn path_for(dir: &Path, epoch: u32) -> PathBuf {
+    dir.join(format!("{PREFIX}{epoch}"))
+}
+
+impl ReplayCache {
+    /// Loads the tags stored in `dir`.
+    pub fn open(dir: &Path) -> std::io::Result<ReplayCache> {
+        let mut c = ReplayCache {
+            dir: dir.to_path_buf(),
+            epochs: HashMap::new(),
+        };
+        for e in std::fs::read_dir(dir)?.flatten() {
+            let name = e.file_name();
+            let Some(epoch) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(PREFIX))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let mut bytes = Vec::new();
+            File::open(e.path())?.read_to_end(&mut bytes)?;
+            let ep = c.epoch(epoch)?;
+            // A torn last record (crash mid-write) is ignored.
+            for t in bytes.chunks_exact(32) {
+                if let Ok(tag) = <[u8; 32]>::try_from(t) {
+                    ep.tags.insert(tag);
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    fn epoch(&mut self, epoch: u32) -> std::io::Result<&mut Epoch> {
+        if !self.epochs.contains_key(&epoch) {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path_for(&self.dir, epoch))?;
+            self.epochs.insert(
+                epoch,
+                Epoch {
+                    tags: HashSet::new(),
+                    file: BufWriter::new(f),
+                },
+            );
+        }
+        self.epochs
+            .get_mut(&epoch)
+            .ok_or_else(|| std::io::Error::other("replay epoch"))
+    }
+
+    /// Records `tag` for `epoch` if it is new.
+    pub fn insert(&mut self, epoch: u32, tag: [u8; 32]) -> std::io::Result<Seen> {
+        let ep = self.epoch(epoch)?;
+        if ep.tags.contains(&tag) {
+            return Ok(Seen::Replay);
+        }
+        if ep.tags.len() >= MAX_TAGS_PER_EPOCH {
+            return Ok(Seen::Full);
+        }
+        ep.file.write_all(&tag)?;
+        ep.tags.insert(tag);
+        Ok(Seen::Fresh)
+    }
+
+    /// Writes buffered tags to disk and syncs them.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        for ep in self.epochs.values_mut() {
+            ep.file.flush()?;
+            ep.file.get_ref().sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Forgets (and deletes the files of) epochs for which `keep` is false.
+    pub fn prune(&mut self, keep: impl Fn(u32) -> bool) {
+        let gone: Vec<u32> = self.epochs.keys().copied().filter(|e| !keep(*e)).collect();
+        for e in gone {
+            self.epochs.remove(&e);
+            let _ = std::fs::remove_file(path_for(&self.dir, e));
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replays_are_seen_across_a_restart_and_pruned_with_their_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = ReplayCache::open(dir.path()).unwrap();
+        assert_eq!(c.insert(7, [1; 32]).unwrap(), Seen::Fresh);
+        assert_eq!(c.insert(7, [1; 32]).unwrap(), Seen::Replay);
+        assert_eq!(c.insert(8, [1; 32]).unwrap(), Seen::Fresh);
+        c.flush().unwrap();
+        drop(c);
+        let mut c = ReplayCache::open(dir.path()).unwrap();
+        assert_eq!(c.insert(7, [1; 32]).unwrap(), Seen::Replay);
+        assert_eq!(c.insert(8, [1; 32]).unwrap(), Seen::Replay);
+        c.prune(|e| e == 8);
+        assert_eq!(c.insert(7, [1; 32]).unwrap(), Seen::Fresh);
+        assert!(!path_for(dir.path(), 9).exists());
+    }
+}
