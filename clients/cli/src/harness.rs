@@ -311,3 +311,112 @@ pub fn link_in(stdout: &str) -> Option<String> {
         .find(|l| l.starts_with("postern:"))
         .map(str::to_owned)
 }
+
+/// A local onion network: `postern-relay testnet` and its relays.
+#[derive(Debug)]
+pub struct Testnet {
+    child: Option<Child>,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Relay addresses, in order (relay 1 first).
+    pub relays: Vec<String>,
+    /// The directory authority's public key (base64url).
+    pub authority: String,
+}
+
+impl Testnet {
+    /// Starts `n` relays on 127.0.0.1 with a signed directory; `mix_delay_ms`
+    /// is each relay's mean mixing delay.
+    pub fn start(bin: &Path, dir: &Path, n: usize, mix_delay_ms: u64) -> Result<Testnet> {
+        let mut child = Command::new(bin)
+            .args(["testnet", "--relays", &n.to_string(), "--mix-delay-ms"])
+            .arg(mix_delay_ms.to_string())
+            .arg("--dir")
+            .arg(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io("postern-relay testnet"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| HarnessError::RelayStart("no stdout".into()))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout)
+                .lines()
+                .map_while(core::result::Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut t = Testnet {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            relays: Vec::new(),
+            authority: String::new(),
+        };
+        let deadline = Instant::now() + RELAY_START_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .map_err(|_| HarnessError::RelayStart("testnet did not get ready".into()))?;
+            let mut parts = line.split_whitespace();
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some("relay"), Some(_), Some(addr)) => t.relays.push(addr.to_owned()),
+                (Some("authority"), Some(key), None) => t.authority = key.to_owned(),
+                (Some("ready"), None, None) => break,
+                _ => {}
+            }
+        }
+        if t.relays.len() != n || t.authority.is_empty() {
+            return Err(HarnessError::RelayStart(
+                "incomplete testnet announcement".into(),
+            ));
+        }
+        Ok(t)
+    }
+
+    /// Kills relay `i` (1-based) with SIGKILL.
+    pub fn kill_relay(&self, i: usize) -> Result<()> {
+        let pattern = format!(
+            "run --data-dir {}$",
+            self.dir.join(format!("relay-{i}")).display()
+        );
+        let out = Command::new("pkill")
+            .args(["-KILL", "-f", &pattern])
+            .output()
+            .map_err(io("pkill"))?;
+        check("pkill", &out)
+    }
+
+    /// SIGTERM to the testnet, which stops every relay.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while c.try_wait().map_err(io("wait testnet"))?.is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
