@@ -253,6 +253,9 @@ pub struct OwnQueue {
     pub queue_key: QueueSecret,
     /// The contact it belongs to (none for an unused invitation queue).
     pub contact: Option<Address>,
+    /// Whether it holds onion delivery acknowledgements (read them with
+    /// [`receive_acks`], not [`receive`]).
+    pub acks: bool,
 }
 
 fn queue_record(q: &CreatedQueue, now: UnixTime) -> lp::QueueRecord {
@@ -267,6 +270,7 @@ fn queue_record(q: &CreatedQueue, now: UnixTime) -> lp::QueueRecord {
         invite_expires_at_ms: 0,
         invite_used: false,
         created_at_ms: now.millis(),
+        acks: false,
     }
 }
 
@@ -287,6 +291,7 @@ pub fn own_queues(store: &dyn KvStore) -> Result<Vec<OwnQueue>> {
             } else {
                 Some(Address::from_slice(&r.contact).ok_or(corrupt(Namespace::Queue))?)
             },
+            acks: r.acks,
         });
     }
     Ok(out)
@@ -383,6 +388,142 @@ impl Outgoing {
                 .collect::<Result<_>>()?,
         })
     }
+}
+
+// ---------------------------------------------------------------------------
+// Onion delivery acknowledgements
+// ---------------------------------------------------------------------------
+
+/// Most packets waiting for an acknowledgement (a 100 MiB attachment is
+/// 68,267 blobs); beyond, sending waits for acknowledgements.
+pub const MAX_PENDING_ACKS: usize = 80_000;
+
+/// Registers the queue onion acknowledgements come back to.
+pub fn register_ack_queue(q: &CreatedQueue, now: UnixTime) -> ChangeSet {
+    let mut rec = queue_record(q, now);
+    rec.acks = true;
+    let mut cs = ChangeSet::new();
+    save(&mut cs, Namespace::Queue, &q.recipient_id, &rec);
+    cs
+}
+
+/// Our acknowledgement queue: (relay, sender id), if we have one.
+pub fn ack_queue(store: &dyn KvStore) -> Result<Option<(RelayAddress, QueueId)>> {
+    for k in store.keys(Namespace::Queue)? {
+        let r: lp::QueueRecord =
+            load(store, Namespace::Queue, &k)?.ok_or(corrupt(Namespace::Queue))?;
+        if r.acks {
+            return Ok(Some((
+                RelayAddress::parse(&r.relay).map_err(|_| corrupt(Namespace::Queue))?,
+                codec::fixed(&r.sender_id, "queue record")
+                    .map_err(|_| corrupt(Namespace::Queue))?,
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// A blob waiting for its acknowledgement.
+#[derive(Debug)]
+pub struct Unacknowledged {
+    /// The reply block id it was last sent with.
+    pub id: [u8; 16],
+    /// Where it goes.
+    pub relay: RelayAddress,
+    /// The queue's sender id.
+    pub sender_id: QueueId,
+    /// The sealed blob.
+    pub blob: Blob,
+    /// When it was last sent.
+    pub sent_at: UnixTime,
+    /// How many times it was sent.
+    pub attempts: u32,
+}
+
+/// Records that `blob` was sent with `pending` (replacing `previous`,
+/// the id of an earlier attempt, if any).
+#[allow(clippy::too_many_arguments)]
+pub fn record_pending(
+    store: &dyn KvStore,
+    pending: &crate::onion::PendingAck,
+    relay: &RelayAddress,
+    sender_id: &QueueId,
+    blob: &Blob,
+    now: UnixTime,
+    attempts: u32,
+    previous: Option<&[u8; 16]>,
+) -> Result<ChangeSet> {
+    let mut cs = ChangeSet::new();
+    if let Some(p) = previous {
+        cs.delete(Namespace::PendingAck, p);
+    } else if store.keys(Namespace::PendingAck)?.len() >= MAX_PENDING_ACKS {
+        return Err(Error::TooManyUnacknowledged);
+    }
+    save(
+        &mut cs,
+        Namespace::PendingAck,
+        &pending.id,
+        &lp::PendingAckRecord {
+            recovery: pending.recovery.to_bytes().to_vec(),
+            relay: relay.to_string(),
+            sender_id: sender_id.to_vec(),
+            blob: blob.to_vec(),
+            sent_at_ms: now.millis(),
+            attempts,
+        },
+    );
+    Ok(cs)
+}
+
+/// Blobs sent at or before `cutoff` and still unacknowledged.
+pub fn overdue(store: &dyn KvStore, cutoff: UnixTime) -> Result<Vec<Unacknowledged>> {
+    let ns = Namespace::PendingAck;
+    let mut out = Vec::new();
+    for k in store.keys(ns)? {
+        let r: lp::PendingAckRecord = load(store, ns, &k)?.ok_or(corrupt(ns))?;
+        if r.sent_at_ms > cutoff.millis() {
+            continue;
+        }
+        out.push(Unacknowledged {
+            id: codec::fixed(&k, "pending ack").map_err(|_| corrupt(ns))?,
+            relay: RelayAddress::parse(&r.relay).map_err(|_| corrupt(ns))?,
+            sender_id: codec::fixed(&r.sender_id, "pending ack").map_err(|_| corrupt(ns))?,
+            blob: Box::new(codec::fixed(&r.blob, "pending ack").map_err(|_| corrupt(ns))?),
+            sent_at: UnixTime(r.sent_at_ms),
+            attempts: r.attempts,
+        });
+    }
+    Ok(out)
+}
+
+/// How many blobs wait for an acknowledgement.
+pub fn unacknowledged(store: &dyn KvStore) -> Result<usize> {
+    Ok(store.keys(Namespace::PendingAck)?.len())
+}
+
+/// Handles blobs fetched from the acknowledgement queue: pairs them into
+/// replies, opens each with its pending record and forgets the record.
+/// Returns how many deliveries were confirmed and which blob indices
+/// were used (the caller acknowledges every fetched blob either way).
+pub fn receive_acks(
+    store: &dyn KvStore,
+    blobs: &[&[u8; BLOB_BYTES]],
+) -> Result<(usize, ChangeSet)> {
+    let ns = Namespace::PendingAck;
+    let mut cs = ChangeSet::new();
+    let mut confirmed = 0;
+    for (id, payload, _) in crate::onion::pair_replies(blobs) {
+        let Some(r): Option<lp::PendingAckRecord> = load(store, ns, &id)? else {
+            continue;
+        };
+        let rec = crate::crypto::sphinx::SurbRecovery::from_bytes(&r.recovery)
+            .map_err(|_| corrupt(ns))?;
+        if crate::onion::open_ack(&rec, &payload).is_ok() {
+            cs.delete(ns, &id);
+            confirmed += 1;
+        }
+    }
+    Ok((confirmed, cs))
 }
 
 // ---------------------------------------------------------------------------

@@ -240,6 +240,9 @@ pub enum Error {
     /// queue, a non-introduction on an invitation queue, ...).
     #[error("unexpected message for this queue")]
     UnexpectedMessage,
+    /// Too many packets wait for delivery acknowledgements.
+    #[error("too many packets wait for a delivery acknowledgement")]
+    TooManyUnacknowledged,
     /// No onion path can be built from the directory.
     #[error("no onion path: {reason}")]
     NoPath {
@@ -321,7 +324,8 @@ impl Error {
             | Error::AlreadyContact
             | Error::NoRoute { .. }
             | Error::UnknownQueue
-            | Error::NoPath { .. } => ErrorKind::Usage,
+            | Error::NoPath { .. }
+            | Error::TooManyUnacknowledged => ErrorKind::Usage,
             Error::Store(_) => ErrorKind::Storage,
             Error::Bug(_) => ErrorKind::Bug,
         }

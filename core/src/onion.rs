@@ -32,7 +32,13 @@ pub const MAX_MEAN_DELAY_MS: u64 = 60_000;
 pub const MAX_HOP_DELAY_MS: u64 = 10 * MAX_MEAN_DELAY_MS;
 
 const KIND_DELIVER: u8 = 1;
+const KIND_DELIVER_ACK: u8 = 2;
+const KIND_ACK: u8 = 3;
 const FINAL_BYTES: usize = 2 + QUEUE_ID_BYTES + BLOB_BYTES;
+const FINAL_ACK_BYTES: usize = FINAL_BYTES + sphinx::SURB_BYTES;
+
+/// A reply block for a delivery acknowledgement (from the packet).
+pub type AckBlock = Box<[u8; sphinx::SURB_BYTES]>;
 
 /// A relay as path selection needs it.
 #[derive(Clone, PartialEq, Eq)]
@@ -185,13 +191,172 @@ pub enum HopAction {
         /// The packet for the next hop.
         packet: Packet,
     },
-    /// Put `blob` into the queue with `sender_id` (this relay is the mailbox).
+    /// Put `blob` into the queue with `sender_id` (this relay is the
+    /// mailbox), then, if there is an acknowledgement block, send
+    /// [`ack_packet`] back through it.
     Deliver {
         /// The queue's sender id.
         sender_id: QueueId,
         /// The blob.
         blob: Blob,
+        /// Where to send the delivery acknowledgement.
+        ack: Option<AckBlock>,
     },
+    /// A delivery acknowledgement reached its creator's home relay: store
+    /// [`reply_blobs`] in the queue with `queue` (the creator's
+    /// acknowledgement queue).
+    Reply {
+        /// The acknowledgement queue's sender id.
+        queue: QueueId,
+        /// The reply block's identifier.
+        id: sphinx::SurbId,
+        /// The sealed payload (only the creator can open it).
+        payload: Box<[u8; crate::consts::SPHINX_PAYLOAD_BYTES]>,
+    },
+}
+
+/// What the sender keeps to recognise a packet's acknowledgement.
+#[derive(Debug)]
+pub struct PendingAck {
+    /// The reply block's identifier (how the acknowledgement is found).
+    pub id: sphinx::SurbId,
+    /// Opens the acknowledgement.
+    pub recovery: sphinx::SurbRecovery,
+}
+
+/// The destination a reply block names: the acknowledgement queue's
+/// sender id, then the first half of the home relay's id.
+fn reply_destination(queue: &QueueId, home: &NodeId) -> NodeId {
+    let mut d = [0u8; 32];
+    let (q, h) = d.split_at_mut(QUEUE_ID_BYTES);
+    q.copy_from_slice(queue);
+    if let (Some(h), Some(src)) = (h.get_mut(..), home.get(..QUEUE_ID_BYTES)) {
+        h.copy_from_slice(src);
+    }
+    d
+}
+
+/// Like [`wrap`], and asks the last hop to acknowledge delivery through a
+/// reply block over `ack_path` (ending at the sender's home relay) into
+/// the sender's acknowledgement queue `ack_queue`.
+pub fn wrap_with_ack<R: RngCore + CryptoRng>(
+    path: &Path,
+    sender_id: &QueueId,
+    blob: &Blob,
+    ack_path: &Path,
+    ack_queue: &QueueId,
+    rng: &mut R,
+) -> Result<(Packet, PendingAck)> {
+    let last = path.nodes.last().ok_or(Error::Bug("empty path"))?;
+    let home = ack_path.nodes.last().ok_or(Error::Bug("empty path"))?;
+    let hops = |p: &Path| -> Vec<Hop> {
+        p.nodes
+            .iter()
+            .map(|n| Hop {
+                id: n.id,
+                key: n.key,
+            })
+            .collect()
+    };
+    let mut id = [0u8; 16];
+    while id == [0u8; 16] {
+        rng.fill_bytes(&mut id);
+    }
+    let (surb, recovery) = sphinx::build_surb(
+        &hops(ack_path),
+        &reply_destination(ack_queue, &home.id),
+        id,
+        rng,
+    )?;
+    let mut payload = Vec::with_capacity(FINAL_ACK_BYTES);
+    payload.push(ONION_VERSION);
+    payload.push(KIND_DELIVER_ACK);
+    payload.extend_from_slice(sender_id);
+    payload.extend_from_slice(&blob[..]);
+    payload.extend_from_slice(&surb[..]);
+    let packet = sphinx::build(&hops(path), &last.id, &payload, rng)?;
+    Ok((packet, PendingAck { id, recovery }))
+}
+
+/// The acknowledgement a mailbox relay sends through a reply block.
+pub fn ack_packet(block: &AckBlock) -> Result<(NodeId, Packet)> {
+    sphinx::use_surb(block, &[ONION_VERSION, KIND_ACK])
+}
+
+/// Opens an acknowledgement with its pending record.
+pub fn open_ack(
+    pending: &sphinx::SurbRecovery,
+    payload: &[u8; crate::consts::SPHINX_PAYLOAD_BYTES],
+) -> Result<()> {
+    let p = pending.open(payload)?;
+    if p.as_slice() == [ONION_VERSION, KIND_ACK] {
+        Ok(())
+    } else {
+        Err(Error::BadPacket {
+            reason: "not an acknowledgement",
+        })
+    }
+}
+
+/// A reply payload as two queue blobs: the first 2,048 bytes; then the
+/// remaining 512, the SHA-256 of the first blob (to pair them) and the
+/// reply block's identifier, zero-padded.
+pub fn reply_blobs(
+    id: &sphinx::SurbId,
+    payload: &[u8; crate::consts::SPHINX_PAYLOAD_BYTES],
+) -> [Blob; 2] {
+    let (head, tail) = payload.split_at(BLOB_BYTES);
+    let mut a: Blob = Box::new([0u8; BLOB_BYTES]);
+    a.copy_from_slice(head);
+    let digest = crate::crypto::hash::sha256(&[&a[..]]);
+    let mut b: Blob = Box::new([0u8; BLOB_BYTES]);
+    let mut v = Vec::with_capacity(tail.len() + 48);
+    v.extend_from_slice(tail);
+    v.extend_from_slice(&digest);
+    v.extend_from_slice(id);
+    if let Some(dst) = b.get_mut(..v.len()) {
+        dst.copy_from_slice(&v);
+    }
+    [a, b]
+}
+
+const REPLY_TAIL: usize = crate::consts::SPHINX_PAYLOAD_BYTES - BLOB_BYTES;
+
+/// Pairs the blobs of an acknowledgement queue back into replies (any
+/// order; blobs that pair with nothing are skipped). Returns, per reply,
+/// its identifier, payload and the indices of its two blobs.
+pub fn pair_replies(
+    blobs: &[&[u8; BLOB_BYTES]],
+) -> Vec<(
+    sphinx::SurbId,
+    Box<[u8; crate::consts::SPHINX_PAYLOAD_BYTES]>,
+    [usize; 2],
+)> {
+    let heads: Vec<[u8; 32]> = blobs
+        .iter()
+        .map(|b| crate::crypto::hash::sha256(&[&b[..]]))
+        .collect();
+    let mut out = Vec::new();
+    for (j, b) in blobs.iter().enumerate() {
+        let (tail, rest) = b.split_at(REPLY_TAIL);
+        let (digest, rest) = rest.split_at(32);
+        let (id, zeros) = rest.split_at(16);
+        if zeros.iter().any(|z| *z != 0) {
+            continue;
+        }
+        let Some(i) = heads.iter().position(|h| h[..] == *digest) else {
+            continue;
+        };
+        let (Some(head), Ok(id)) = (blobs.get(i), <[u8; 16]>::try_from(id)) else {
+            continue;
+        };
+        let mut p = Box::new([0u8; crate::consts::SPHINX_PAYLOAD_BYTES]);
+        let (ph, pt) = p.split_at_mut(BLOB_BYTES);
+        ph.copy_from_slice(&head[..]);
+        pt.copy_from_slice(tail);
+        out.push((id, p, [i, j]));
+    }
+    out
 }
 
 /// Draws an exponentially distributed delay with the given mean (ms),
@@ -234,6 +399,23 @@ pub fn process<R: RngCore + CryptoRng>(
                 packet,
             })
         }
+        sphinx::Processed::Reply {
+            destination,
+            id,
+            payload,
+        } => {
+            let (queue, home) = destination.split_at(QUEUE_ID_BYTES);
+            if own_id.get(..QUEUE_ID_BYTES) != Some(home) {
+                return Err(Error::BadPacket {
+                    reason: "reply for another relay",
+                });
+            }
+            Ok(HopAction::Reply {
+                queue: crate::codec::fixed(queue, "reply destination")?,
+                id,
+                payload,
+            })
+        }
         sphinx::Processed::Final {
             destination,
             plaintext,
@@ -244,19 +426,25 @@ pub fn process<R: RngCore + CryptoRng>(
                 });
             }
             let p = plaintext.as_slice();
-            if p.len() != FINAL_BYTES {
-                return Err(Error::BadPacket {
-                    reason: "final payload size",
-                });
-            }
             let (head, rest) = p.split_first_chunk::<2>().ok_or(Error::BadPacket {
                 reason: "final payload size",
             })?;
-            if *head != [ONION_VERSION, KIND_DELIVER] {
-                return Err(Error::BadPacket {
-                    reason: "final payload version",
-                });
-            }
+            let (rest, ack) = match (*head, p.len()) {
+                ([ONION_VERSION, KIND_DELIVER], FINAL_BYTES) => (rest, None),
+                ([ONION_VERSION, KIND_DELIVER_ACK], FINAL_ACK_BYTES) => {
+                    let (r, surb) = rest.split_at(rest.len() - sphinx::SURB_BYTES);
+                    let surb: [u8; sphinx::SURB_BYTES] =
+                        surb.try_into().map_err(|_| Error::BadPacket {
+                            reason: "final payload size",
+                        })?;
+                    (r, Some(Box::new(surb)))
+                }
+                _ => {
+                    return Err(Error::BadPacket {
+                        reason: "final payload version or size",
+                    });
+                }
+            };
             let (sid, blob) =
                 rest.split_first_chunk::<QUEUE_ID_BYTES>()
                     .ok_or(Error::BadPacket {
@@ -268,6 +456,7 @@ pub fn process<R: RngCore + CryptoRng>(
             Ok(HopAction::Deliver {
                 sender_id: *sid,
                 blob: Box::new(blob),
+                ack,
             })
         }
     }
@@ -361,13 +550,82 @@ mod tests {
                     assert_eq!(delay_ms, 0);
                     packet = p;
                 }
-                HopAction::Deliver { sender_id, blob: b } => {
+                HopAction::Reply { .. } => panic!("not a reply"),
+                HopAction::Deliver {
+                    sender_id, blob: b, ..
+                } => {
                     assert_eq!(i, 2);
                     assert_eq!(sender_id, [7; 16]);
                     assert_eq!(b, blob);
                 }
             }
         }
+    }
+
+    /// Runs `packet` from `first` through the network until it ends.
+    fn run(
+        secrets: &[NodeSecret],
+        nodes: &[Node],
+        first: NodeId,
+        mut packet: Packet,
+        r: &mut rand_chacha::ChaCha20Rng,
+    ) -> (NodeId, HopAction) {
+        let mut at = first;
+        loop {
+            let i = nodes.iter().position(|n| n.id == at).unwrap();
+            match process(&packet, &secrets[i], &at, 0, r).unwrap() {
+                HopAction::Forward {
+                    next, packet: p, ..
+                } => {
+                    at = next;
+                    packet = p;
+                }
+                done => return (at, done),
+            }
+        }
+    }
+
+    #[test]
+    fn a_delivery_is_acknowledged_through_a_reply_block_into_the_senders_queue() {
+        let mut r = rng();
+        let (secrets, nodes) = network(&mut r, 5);
+        let (mailbox, home) = (nodes[3].address.clone(), nodes[0].address.clone());
+        let path = choose_path(&nodes, &mailbox, 3, &[], &mut r).unwrap();
+        let ack_path = choose_path(&nodes, &home, 3, &[], &mut r).unwrap();
+        let blob: Blob = Box::new([0x11; BLOB_BYTES]);
+        let (packet, pending) =
+            wrap_with_ack(&path, &[7; 16], &blob, &ack_path, &[9; 16], &mut r).unwrap();
+        let (at, done) = run(&secrets, &nodes, path.nodes[0].id, packet, &mut r);
+        assert_eq!(at, nodes[3].id);
+        let HopAction::Deliver {
+            sender_id,
+            blob: b,
+            ack: Some(block),
+        } = done
+        else {
+            panic!("expected a delivery with an acknowledgement block")
+        };
+        assert_eq!((sender_id, &b), ([7; 16], &blob));
+        let (first, reply) = ack_packet(&block).unwrap();
+        assert_eq!(first, ack_path.nodes[0].id);
+        let (at, done) = run(&secrets, &nodes, first, reply, &mut r);
+        assert_eq!(at, nodes[0].id);
+        let HopAction::Reply { queue, id, payload } = done else {
+            panic!("expected a reply")
+        };
+        assert_eq!((queue, id), ([9; 16], pending.id));
+        // Stored as two blobs, possibly reordered among others, paired back.
+        let [a, b2] = reply_blobs(&id, &payload);
+        let junk: Blob = Box::new([3; BLOB_BYTES]);
+        let got = pair_replies(&[&b2, &junk, &a]);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, pending.id);
+        assert_eq!(got[0].2, [2, 0]);
+        open_ack(&pending.recovery, &got[0].1).unwrap();
+        // Another packet's recovery does not open it.
+        let (_, other) =
+            wrap_with_ack(&path, &[7; 16], &blob, &ack_path, &[9; 16], &mut r).unwrap();
+        assert!(open_ack(&other.recovery, &got[0].1).is_err());
     }
 
     #[test]

@@ -48,6 +48,10 @@ struct Cli {
     /// Profile directory.
     #[arg(long, env = "POSTERN_PROFILE", global = true)]
     profile: Option<PathBuf>,
+    /// How long to wait for an onion delivery acknowledgement before
+    /// sending a blob again over another path (milliseconds).
+    #[arg(long, env = "POSTERN_ACK_TIMEOUT_MS", global = true, default_value_t = transport::DEFAULT_ACK_TIMEOUT_MS)]
+    ack_timeout_ms: u64,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -265,12 +269,13 @@ async fn run(cli: Cli) -> Result<()> {
             let mut p = open(&cli)?;
             let dl = downloads_dir(&p, downloads.as_deref());
             flush_outbox(&mut p).await?;
-            sync(&mut p, &dl).await
+            sync(&mut p, &dl).await?;
+            resend(&mut p, cli.ack_timeout_ms).await
         }
         Cmd::Watch { downloads } => {
             let mut p = open(&cli)?;
             let dl = downloads_dir(&p, downloads.as_deref());
-            watch(&mut p, &dl).await
+            watch(&mut p, &dl, cli.ack_timeout_ms).await
         }
         Cmd::History { contact, limit } => history(&cli, contact, *limit),
         Cmd::Verify {
@@ -456,7 +461,7 @@ async fn accept(cli: &Cli, link: &str) -> Result<()> {
 /// Sends an outbox entry's blobs and removes it from the outbox.
 async fn deliver(p: &mut Profile, t: &mut Transport, id: [u8; 16], out: &Outgoing) -> Result<()> {
     for b in &out.blobs {
-        t.put(&out.relay, &out.sender_id, b).await?;
+        t.put(p, &out.relay, &out.sender_id, b).await?;
     }
     let mut cs = ChangeSet::new();
     cs.remove_outbox(id);
@@ -629,7 +634,7 @@ async fn send_file(cli: &Cli, contact: &str, path: &Path, voice: bool) -> Result
     for (i, chunk) in bytes.chunks(CHUNK_PLAINTEXT_BYTES).enumerate() {
         let index = u32::try_from(i).map_err(|_| CliError::Usage("file too large".into()))?;
         let blob = courier::chunk_blob(&p, &peer, &aref, index, chunk, &mut rng)?;
-        t.put(&route.queue.relay, &route.queue.sender_id, &blob)
+        t.put(&mut p, &route.queue.relay, &route.queue.sender_id, &blob)
             .await?;
         bar.inc(1);
     }
@@ -663,8 +668,15 @@ async fn sync(p: &mut Profile, dl: &Path) -> Result<()> {
                 if items.is_empty() {
                     break;
                 }
-                received += items.len();
-                let ids = process(p, &q.recipient_id, items, dl, &mut delivered)?;
+                let ids = if q.acks {
+                    process_acks(p, &items)?
+                } else {
+                    received += items.len();
+                    process(p, &q.recipient_id, items, dl, &mut delivered)?
+                };
+                if ids.is_empty() {
+                    break;
+                }
                 conn.ack(&q.recipient_id, &q.queue_key, &ids).await?;
                 if !more {
                     break;
@@ -677,6 +689,51 @@ async fn sync(p: &mut Profile, dl: &Path) -> Result<()> {
         println!("no new messages");
     }
     send_receipts(p, delivered).await
+}
+
+/// Confirms onion deliveries from the acknowledgement queue; returns the
+/// ids to acknowledge. A lone half of a reply waits for its other half
+/// (it is acknowledged once it is paired, or expires on the relay).
+fn process_acks(p: &mut Profile, items: &[postern_net::Item]) -> Result<Vec<u64>> {
+    let blobs: Vec<&[u8; postern_core::consts::BLOB_BYTES]> =
+        items.iter().map(|i| &*i.blob).collect();
+    let pairs = postern_core::onion::pair_replies(&blobs);
+    let (confirmed, cs) = courier::receive_acks(p, &blobs)?;
+    commit(p, cs)?;
+    if confirmed > 0 {
+        println!("✓ {confirmed} packet(s) confirmed delivered through the onion network");
+    }
+    let mut ids = Vec::new();
+    for (_, _, [a, b]) in pairs {
+        for i in [a, b] {
+            if let Some(item) = items.get(i) {
+                ids.push(item.id);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Sends again whatever the onion network has not acknowledged in time.
+async fn resend(p: &mut Profile, timeout_ms: u64) -> Result<()> {
+    if courier::unacknowledged(p)? == 0 {
+        return Ok(());
+    }
+    let home = transport::home(p)?;
+    let mut t = Transport::for_profile(p, home.as_ref()).await?;
+    let (resent, gave_up) = transport::resend_overdue(p, &mut t, timeout_ms).await?;
+    t.close().await;
+    if resent > 0 {
+        println!("resent {resent} packet(s) not yet acknowledged, over new paths");
+    }
+    if gave_up > 0 {
+        eprintln!("warning: {gave_up} packet(s) could not be delivered");
+    }
+    let waiting = courier::unacknowledged(p)?;
+    if waiting > 0 {
+        println!("{waiting} packet(s) wait for a delivery acknowledgement");
+    }
+    Ok(())
 }
 
 /// Messages received per contact, to acknowledge with delivery receipts.
@@ -776,7 +833,7 @@ fn report(p: &Profile, got: Received, dl: &Path) -> Result<()> {
 }
 
 /// Stays connected, subscribed to every queue, until interrupted.
-async fn watch(p: &mut Profile, dl: &Path) -> Result<()> {
+async fn watch(p: &mut Profile, dl: &Path, ack_timeout_ms: u64) -> Result<()> {
     // Listen for Ctrl-C / SIGINT / SIGTERM from the start, so a signal
     // that arrives while messages are being processed is not lost.
     let stop = stop_signal()?;
@@ -808,6 +865,9 @@ async fn watch(p: &mut Profile, dl: &Path) -> Result<()> {
         drain(p, &mut conn, q, dl).await?;
     }
     println!("watching {} queue(s); Ctrl-C to stop", qs.len());
+    let mut resend_tick = tokio::time::interval(std::time::Duration::from_millis(
+        (ack_timeout_ms / 2).max(100),
+    ));
     loop {
         tokio::select! {
             n = conn.next_notification() => {
@@ -816,6 +876,7 @@ async fn watch(p: &mut Profile, dl: &Path) -> Result<()> {
                     drain(p, &mut conn, q, dl).await?;
                 }
             }
+            _ = resend_tick.tick() => resend(p, ack_timeout_ms).await?,
             _ = &mut stop => break,
         }
     }
@@ -864,10 +925,16 @@ async fn drain(
             return Ok(());
         }
         let mut delivered = Delivered::new();
-        let ids = process(p, &q.recipient_id, items, dl, &mut delivered)?;
-        conn.ack(&q.recipient_id, &q.queue_key, &ids).await?;
+        let ids = if q.acks {
+            process_acks(p, &items)?
+        } else {
+            process(p, &q.recipient_id, items, dl, &mut delivered)?
+        };
+        if !ids.is_empty() {
+            conn.ack(&q.recipient_id, &q.queue_key, &ids).await?;
+        }
         send_receipts(p, delivered).await?;
-        if !more {
+        if !more || ids.is_empty() {
             return Ok(());
         }
     }

@@ -16,8 +16,13 @@ use postern_store::Profile;
 
 use crate::{CliError, Result, commit, now};
 
-/// Paths tried per blob before giving up.
+/// Paths tried per blob, per attempt, before giving up on reaching an entry.
 pub const MAX_PATH_ATTEMPTS: usize = 4;
+/// Times a blob is sent over the onion network without an
+/// acknowledgement before it is reported undelivered.
+pub const MAX_SEND_ATTEMPTS: u32 = 8;
+/// How long to wait for a delivery acknowledgement before sending again.
+pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 30_000;
 /// A cached directory is refreshed when it has less than this left.
 pub const DIRECTORY_REFRESH_MS: u64 = 3600 * 1000;
 
@@ -30,6 +35,8 @@ pub enum Transport {
     },
     /// Through the onion network.
     Onion {
+        /// Our acknowledgement queue: its relay and sender id.
+        acks: (RelayAddress, QueueId),
         /// Relays with keys for `epoch`.
         nodes: Vec<Node>,
         /// The Sphinx key epoch packets are built for.
@@ -79,18 +86,22 @@ impl Transport {
             Some(h) => directory(p, h).await?,
             None => None,
         };
-        Ok(match dir {
-            None => Transport::Direct {
+        Ok(match (dir, home) {
+            (Some(d), Some(h)) => {
+                let acks = ensure_ack_queue(p, h).await?;
+                Transport::onion(&d, now(), acks)
+            }
+            _ => Transport::Direct {
                 conns: HashMap::new(),
             },
-            Some(d) => Transport::onion(&d, now()),
         })
     }
 
     /// Onion transport over a verified directory.
-    pub fn onion(d: &Directory, t: UnixTime) -> Transport {
+    pub fn onion(d: &Directory, t: UnixTime, acks: (RelayAddress, QueueId)) -> Transport {
         let epoch = d.epoch_at(t);
         Transport::Onion {
+            acks,
             nodes: onion::nodes(d, epoch),
             epoch,
             hops: onion::DEFAULT_HOPS,
@@ -106,9 +117,22 @@ impl Transport {
     /// Puts one blob into the queue `sender_id` on `relay`.
     pub async fn put(
         &mut self,
+        p: &mut Profile,
         relay: &RelayAddress,
         sender_id: &QueueId,
         blob: &Blob,
+    ) -> Result<()> {
+        self.put_attempt(p, relay, sender_id, blob, 1, None).await
+    }
+
+    async fn put_attempt(
+        &mut self,
+        p: &mut Profile,
+        relay: &RelayAddress,
+        sender_id: &QueueId,
+        blob: &Blob,
+        attempts: u32,
+        previous: Option<[u8; 16]>,
     ) -> Result<()> {
         match self {
             Transport::Direct { conns } => {
@@ -131,6 +155,7 @@ impl Transport {
                 }
             }
             Transport::Onion {
+                acks,
                 nodes,
                 epoch,
                 hops,
@@ -138,13 +163,41 @@ impl Transport {
             } => {
                 let mut avoid = Vec::new();
                 let mut last: Option<CliError> = None;
+                let mut previous = previous;
                 for _ in 0..MAX_PATH_ATTEMPTS {
-                    let path = onion::choose_path(nodes, relay, *hops, &avoid, &mut rand::rng())?;
+                    let path =
+                        match onion::choose_path(nodes, relay, *hops, &avoid, &mut rand::rng()) {
+                            Ok(p) => p,
+                            // Every entry failed: report why.
+                            Err(e) => return Err(last.unwrap_or_else(|| e.into())),
+                        };
+                    let ack_path =
+                        onion::choose_path(nodes, &acks.0, *hops, &[], &mut rand::rng())?;
                     let entry = path
                         .entry()
                         .ok_or_else(|| CliError::Usage("empty path".into()))?
                         .clone();
-                    let packet = onion::wrap(&path, sender_id, blob, &mut rand::rng())?;
+                    let (packet, pending) = onion::wrap_with_ack(
+                        &path,
+                        sender_id,
+                        blob,
+                        &ack_path,
+                        &acks.1,
+                        &mut rand::rng(),
+                    )?;
+                    // Recorded before it leaves: a crash cannot lose it.
+                    let cs = courier::record_pending(
+                        p,
+                        &pending,
+                        relay,
+                        sender_id,
+                        blob,
+                        now(),
+                        attempts,
+                        previous.as_ref(),
+                    )?;
+                    commit(p, cs)?;
+                    previous = Some(pending.id);
                     if !conns.contains_key(&entry.address) {
                         match Connection::connect(&entry.address).await {
                             Ok(c) => {
@@ -183,6 +236,60 @@ impl Transport {
             let _ = c.close().await;
         }
     }
+}
+
+/// Our acknowledgement queue, created on the home relay the first time.
+async fn ensure_ack_queue(p: &mut Profile, home: &RelayAddress) -> Result<(RelayAddress, QueueId)> {
+    if let Some(q) = courier::ack_queue(p)? {
+        return Ok(q);
+    }
+    let mut c = Connection::connect(home).await?;
+    let keys = courier::QueueKeys::generate(&mut rand::rng());
+    let ids = c.create_queue(&keys.queue_key).await?;
+    c.close().await?;
+    let q = courier::CreatedQueue {
+        relay: home.clone(),
+        keys,
+        recipient_id: ids.recipient_id,
+        sender_id: ids.sender_id,
+    };
+    commit(p, courier::register_ack_queue(&q, now()))?;
+    Ok((home.clone(), ids.sender_id))
+}
+
+/// Sends again, over fresh paths, every blob whose acknowledgement has
+/// not come within `timeout_ms`; returns how many were resent and how
+/// many were given up after [`MAX_SEND_ATTEMPTS`].
+pub async fn resend_overdue(
+    p: &mut Profile,
+    t: &mut Transport,
+    timeout_ms: u64,
+) -> Result<(usize, usize)> {
+    if !t.is_onion() {
+        return Ok((0, 0));
+    }
+    let cutoff = UnixTime(now().millis().saturating_sub(timeout_ms));
+    let (mut resent, mut gave_up) = (0, 0);
+    for u in courier::overdue(p, cutoff)? {
+        if u.attempts >= MAX_SEND_ATTEMPTS {
+            let mut cs = postern_core::ChangeSet::new();
+            cs.delete(postern_core::store::Namespace::PendingAck, &u.id);
+            commit(p, cs)?;
+            gave_up += 1;
+            continue;
+        }
+        t.put_attempt(
+            p,
+            &u.relay,
+            &u.sender_id,
+            &u.blob,
+            u.attempts + 1,
+            Some(u.id),
+        )
+        .await?;
+        resent += 1;
+    }
+    Ok((resent, gave_up))
 }
 
 /// Reads the home relay (for fetching the directory).

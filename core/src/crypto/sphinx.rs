@@ -12,7 +12,10 @@ use rand_core::{CryptoRng, RngCore};
 use sphinx_packet::SphinxPacket;
 use sphinx_packet::crypto::{PrivateKey, PublicKey};
 use sphinx_packet::header::delays::Delay;
+use sphinx_packet::payload::Payload;
 use sphinx_packet::route::{Destination, DestinationAddressBytes, Node, NodeAddressBytes};
+use sphinx_packet::surb::{SURB, SURBMaterial, SurbReplyRecovery};
+use sphinx_packet::version::SINGLE_SEED_SURB_VERSION;
 use sphinx_packet::{ProcessedPacketData, SphinxPacketBuilder};
 use zeroize::Zeroizing;
 
@@ -31,6 +34,12 @@ pub const MAX_HOPS: usize = sphinx_packet::constants::MAX_PATH_LENGTH;
 /// Plaintext bytes a packet's payload carries to the last hop.
 pub const PAYLOAD_PLAINTEXT_BYTES: usize =
     SPHINX_PAYLOAD_BYTES - sphinx_packet::payload::PAYLOAD_OVERHEAD_SIZE;
+
+/// Size of a single-use reply block: header, first hop, one payload seed.
+pub const SURB_BYTES: usize = crate::consts::SPHINX_HEADER_BYTES + 32 + 16;
+
+/// A reply block's identifier (non-zero), delivered to its last hop.
+pub type SurbId = [u8; 16];
 
 /// A relay's X25519 key pair for one epoch (secret). `Debug` redacts.
 pub struct NodeSecret(PrivateKey);
@@ -130,6 +139,16 @@ pub enum Processed {
         /// The packet for it (same size).
         packet: Packet,
     },
+    /// This hop is the last of a reply block's route: the payload stays
+    /// sealed for the block's creator.
+    Reply {
+        /// The destination the creator named.
+        destination: NodeId,
+        /// The reply block's identifier.
+        id: SurbId,
+        /// The sealed payload.
+        payload: Box<[u8; SPHINX_PAYLOAD_BYTES]>,
+    },
     /// This hop is the last: deliver.
     Final {
         /// The destination named by the sender.
@@ -168,6 +187,19 @@ pub fn process(packet: &[u8; SPHINX_PACKET_BYTES], key: &NodeSecret) -> Result<P
         }
         ProcessedPacketData::FinalHop {
             destination,
+            identifier,
+            payload,
+        } if identifier != [0u8; 16] => {
+            let arr: [u8; SPHINX_PAYLOAD_BYTES] =
+                payload.as_bytes().try_into().map_err(|_| bad("size"))?;
+            Ok(Processed::Reply {
+                destination: destination.as_bytes(),
+                id: identifier,
+                payload: Box::new(arr),
+            })
+        }
+        ProcessedPacketData::FinalHop {
+            destination,
             payload,
             ..
         } => {
@@ -180,6 +212,89 @@ pub fn process(packet: &[u8; SPHINX_PACKET_BYTES], key: &NodeSecret) -> Result<P
             })
         }
     }
+}
+
+/// Recovery material for a reply block (secret; kept by its creator).
+pub struct SurbRecovery(SurbReplyRecovery);
+
+impl core::fmt::Debug for SurbRecovery {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("SurbRecovery(<redacted>)")
+    }
+}
+
+impl SurbRecovery {
+    /// Serialized (identifier and hop seeds; secret).
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.0.to_bytes())
+    }
+
+    /// Restores serialized recovery material.
+    pub fn from_bytes(bytes: &[u8]) -> Result<SurbRecovery> {
+        SurbReplyRecovery::from_bytes(bytes)
+            .map(SurbRecovery)
+            .map_err(|_| Error::Malformed {
+                what: "reply recovery",
+            })
+    }
+
+    /// Opens a reply's sealed payload; wrong material or a tampered
+    /// payload is an error.
+    pub fn open(&self, payload: &[u8; SPHINX_PAYLOAD_BYTES]) -> Result<Zeroizing<Vec<u8>>> {
+        let p = Payload::from_bytes(&payload[..]).map_err(|_| bad("reply payload"))?;
+        self.0
+            .recover_plaintext(p)
+            .map(Zeroizing::new)
+            .map_err(|_| bad("reply authentication"))
+    }
+}
+
+/// Builds a single-use reply block over `hops` to `destination` with
+/// identifier `id` (non-zero), and its recovery material.
+pub fn build_surb<R: RngCore + CryptoRng>(
+    hops: &[Hop],
+    destination: &NodeId,
+    id: SurbId,
+    rng: &mut R,
+) -> Result<(Box<[u8; SURB_BYTES]>, SurbRecovery)> {
+    if hops.is_empty() || hops.len() > MAX_HOPS || id == [0u8; 16] {
+        return Err(Error::Bug("reply block parameters"));
+    }
+    let route: Vec<Node> = hops
+        .iter()
+        .map(|h| Node::new(NodeAddressBytes::from_bytes(h.id), PublicKey::from(h.key)))
+        .collect();
+    let material = SURBMaterial::new(
+        route,
+        vec![Delay::new_from_millis(0); hops.len()],
+        Destination::new(DestinationAddressBytes::from_bytes(*destination), id),
+        SINGLE_SEED_SURB_VERSION,
+    );
+    let initial = NodeSecret::generate(rng);
+    let (surb, recovery) = SURB::new_recoverable(initial.0, material)
+        .map_err(|_| Error::Bug("reply block construction"))?;
+    let arr: [u8; SURB_BYTES] = surb
+        .to_bytes()
+        .try_into()
+        .map_err(|_| Error::Bug("reply block size"))?;
+    Ok((Box::new(arr), SurbRecovery(recovery)))
+}
+
+/// Uses a reply block (from the network: it may be hostile) to send
+/// `plaintext` back; returns the first hop and the packet.
+pub fn use_surb(surb: &[u8; SURB_BYTES], plaintext: &[u8]) -> Result<(NodeId, Packet)> {
+    if plaintext.len() > PAYLOAD_PLAINTEXT_BYTES {
+        return Err(Error::Bug("reply too large"));
+    }
+    let s = SURB::from_bytes(&surb[..]).map_err(|_| bad("reply block"))?;
+    let (packet, first) = s
+        .use_surb(plaintext, SPHINX_PAYLOAD_BYTES)
+        .map_err(|_| bad("reply block"))?;
+    let arr: [u8; SPHINX_PACKET_BYTES] = packet
+        .to_bytes()
+        .try_into()
+        .map_err(|_| bad("reply size"))?;
+    Ok((first.to_bytes(), Box::new(arr)))
 }
 
 #[cfg(test)]
@@ -263,6 +378,7 @@ mod tests {
         for (i, s) in secrets.iter().enumerate() {
             seen_tags.push(replay_tag(&cur));
             match process(&cur, s).unwrap() {
+                Processed::Reply { .. } => panic!("not a reply"),
                 Processed::Forward { next, packet } => {
                     assert_eq!(next, hops[i + 1].id);
                     assert_eq!(packet.len(), SPHINX_PACKET_BYTES);
@@ -282,6 +398,44 @@ mod tests {
         seen_tags.sort();
         seen_tags.dedup();
         assert_eq!(seen_tags.len(), 3);
+    }
+
+    #[test]
+    fn a_reply_block_carries_an_answer_back_to_its_creator_only() {
+        let mut r = rng();
+        let (secrets, hops) = path(&mut r, 3);
+        let (surb, rec) = build_surb(&hops, &[7; 32], [5; 16], &mut r).unwrap();
+        let (first, mut cur) = use_surb(&surb, b"ack").unwrap();
+        assert_eq!(first, hops[0].id);
+        for (i, s) in secrets.iter().enumerate() {
+            match process(&cur, s).unwrap() {
+                Processed::Forward { packet, .. } => cur = packet,
+                Processed::Reply {
+                    destination,
+                    id,
+                    payload,
+                } => {
+                    assert_eq!(i, 2);
+                    assert_eq!((destination, id), ([7; 32], [5; 16]));
+                    assert_eq!(rec.open(&payload).unwrap().as_slice(), b"ack");
+                    // Other recovery material does not open it; a flipped
+                    // byte is caught.
+                    let (_, other) = build_surb(&hops, &[7; 32], [5; 16], &mut r).unwrap();
+                    assert!(other.open(&payload).is_err());
+                    let mut t = payload.clone();
+                    t[100] ^= 1;
+                    assert!(rec.open(&t).is_err());
+                    let back = SurbRecovery::from_bytes(&rec.to_bytes()).unwrap();
+                    assert!(back.open(&payload).is_ok());
+                }
+                Processed::Final { .. } => panic!("a reply is not a delivery"),
+            }
+        }
+        // A hostile reply block is an error, not a panic.
+        let mut junk = [0u8; SURB_BYTES];
+        r.fill_bytes(&mut junk);
+        let _ = use_surb(&junk, b"x");
+        assert!(build_surb(&hops, &[7; 32], [0; 16], &mut r).is_err());
     }
 
     #[test]

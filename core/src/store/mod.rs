@@ -60,11 +60,14 @@ pub enum Namespace {
     Attachment = 12,
     /// Client settings (home relay, display name), keyed by name.
     Setting = 13,
+    /// Onion packets waiting for a delivery acknowledgement, keyed by
+    /// reply block id.
+    PendingAck = 14,
 }
 
 impl Namespace {
     /// Every namespace.
-    pub const ALL: [Namespace; 13] = [
+    pub const ALL: [Namespace; 14] = [
         Namespace::LocalIdentity,
         Namespace::Contact,
         Namespace::Session,
@@ -78,6 +81,7 @@ impl Namespace {
         Namespace::Fragment,
         Namespace::Attachment,
         Namespace::Setting,
+        Namespace::PendingAck,
     ];
 
     /// The namespace with this stable code, if any.
@@ -101,6 +105,7 @@ impl Namespace {
             Namespace::Fragment => "fragment",
             Namespace::Attachment => "attachment",
             Namespace::Setting => "setting",
+            Namespace::PendingAck => "pending_ack",
         }
     }
 

@@ -49,12 +49,23 @@ pub trait Topology: Send + Sync {
 pub enum Accepted {
     /// Scheduled for the next hop; answer `Ok`.
     Forwarding,
-    /// Put this blob into the queue (then answer `Ok`).
+    /// Put this blob into the queue (then answer `Ok`, then send the
+    /// acknowledgement with [`Mix::acknowledge`]).
     Deliver {
         /// The queue's sender id.
         sender_id: QueueId,
         /// The blob.
         blob: Blob,
+        /// The sender's reply block for the acknowledgement.
+        ack: Option<onion::AckBlock>,
+    },
+    /// Store these two blobs (an acknowledgement for one of this relay's
+    /// users) in the queue.
+    Reply {
+        /// The acknowledgement queue's sender id.
+        queue: QueueId,
+        /// The two blobs.
+        blobs: [Blob; 2],
     },
 }
 
@@ -142,7 +153,19 @@ impl Mix {
             Err(_) => return Err(self.drop_packet(ErrorCode::Internal)),
         }
         match action {
-            HopAction::Deliver { sender_id, blob } => Ok(Accepted::Deliver { sender_id, blob }),
+            HopAction::Deliver {
+                sender_id,
+                blob,
+                ack,
+            } => Ok(Accepted::Deliver {
+                sender_id,
+                blob,
+                ack,
+            }),
+            HopAction::Reply { queue, id, payload } => Ok(Accepted::Reply {
+                queue,
+                blobs: onion::reply_blobs(&id, &payload),
+            }),
             HopAction::Forward {
                 next,
                 delay_ms,
@@ -167,6 +190,29 @@ impl Mix {
                 Ok(Accepted::Forwarding)
             }
         }
+    }
+
+    /// Sends a delivery acknowledgement through the sender's reply block
+    /// (after the blob is durably stored). A bad block is dropped.
+    pub fn acknowledge(self: &Arc<Self>, epoch: u32, block: &onion::AckBlock) {
+        let Ok((first, packet)) = onion::ack_packet(block) else {
+            self.metrics.packets_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(addr) = self.topology.address_of(&first) else {
+            self.metrics.packets_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_PACKETS_IN_FLIGHT {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.packets_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.send_on(&addr, epoch, &packet).await;
+            me.in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 
     fn link(&self, addr: &RelayAddress) -> Link {

@@ -722,18 +722,47 @@ impl Conn {
                 let mix = self.shared.mix.clone().ok_or(ErrorCode::NoDirectory)?;
                 match mix.accept(epoch, &packet)? {
                     crate::mix::Accepted::Forwarding => Ok(vec![Reply::Ok]),
-                    crate::mix::Accepted::Deliver { sender_id, blob } => {
-                        match self.call(Op::Send { sender_id, blob }).await? {
-                            Outcome::Sent { recipient_id } => {
-                                self.shared.notify(&recipient_id);
-                                self.shared
-                                    .metrics
-                                    .packets_delivered
-                                    .fetch_add(1, Ordering::Relaxed);
-                                Ok(vec![Reply::Ok])
+                    crate::mix::Accepted::Deliver {
+                        sender_id,
+                        blob,
+                        ack,
+                    } => match self.call(Op::Send { sender_id, blob }).await? {
+                        Outcome::Sent { recipient_id } => {
+                            self.shared.notify(&recipient_id);
+                            self.shared
+                                .metrics
+                                .packets_delivered
+                                .fetch_add(1, Ordering::Relaxed);
+                            // Stored durably: now acknowledge.
+                            if let Some(block) = ack {
+                                mix.acknowledge(epoch, &block);
                             }
-                            _ => unexpected,
+                            Ok(vec![Reply::Ok])
                         }
+                        _ => unexpected,
+                    },
+                    crate::mix::Accepted::Reply { queue, blobs } => {
+                        let mut rid = None;
+                        for blob in blobs {
+                            match self
+                                .call(Op::Send {
+                                    sender_id: queue,
+                                    blob,
+                                })
+                                .await?
+                            {
+                                Outcome::Sent { recipient_id } => rid = Some(recipient_id),
+                                _ => return unexpected,
+                            }
+                        }
+                        if let Some(r) = rid {
+                            self.shared.notify(&r);
+                        }
+                        self.shared
+                            .metrics
+                            .packets_delivered
+                            .fetch_add(1, Ordering::Relaxed);
+                        Ok(vec![Reply::Ok])
                     }
                 }
             }

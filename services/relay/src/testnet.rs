@@ -296,15 +296,21 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     let mut poll = tokio::time::interval(Duration::from_millis(500));
-    let result = loop {
+    // A relay that dies (killed to test recovery, or crashed) is reported
+    // once; the others keep running.
+    let mut reported = vec![false; children.len()];
+    let result: Result<(), TestnetError> = loop {
         tokio::select! {
             () = &mut shutdown => break Ok(()),
             _ = poll.tick() => {
-                let dead = children
-                    .iter_mut()
-                    .position(|c| !matches!(c.try_wait(), Ok(None)));
-                if let Some(i) = dead {
-                    break Err(TestnetError::RelayFailed(i + 1));
+                for (i, c) in children.iter_mut().enumerate() {
+                    let gone = !matches!(c.try_wait(), Ok(None));
+                    if gone && !reported.get(i).copied().unwrap_or(true) {
+                        announce(&format!("relay {} exited", i + 1));
+                        if let Some(r) = reported.get_mut(i) {
+                            *r = true;
+                        }
+                    }
                 }
             }
         }
