@@ -1017,7 +1017,7 @@ pub fn receive<R: RngCore + CryptoRng>(
         codec::fixed::<32>(&q.blob_key, "queue record").map_err(|_| corrupt(Namespace::Queue))?;
     let inner = open_blob(&blob_key, blob)?;
     match parse_inner(&inner)? {
-        Inner::Chunk(wire) => receive_chunk(store, &q, wire),
+        Inner::Chunk(wire) => receive_chunk(store, &q, wire, now),
         Inner::Fragment {
             msg_ref,
             index,
@@ -1297,6 +1297,7 @@ fn apply_body(
                 digest: a.digest.to_vec(),
             },
         );
+        unpark_chunks(store, &q.recipient_id, a, cs)?;
     }
     Ok(())
 }
@@ -1356,11 +1357,15 @@ fn receive_chunk(
     store: &dyn KvStore,
     q: &lp::QueueRecord,
     wire: &[u8],
+    now: UnixTime,
 ) -> Result<(Received, ChangeSet)> {
     const WHAT: &str = "attachment chunk";
     let id = wire.get(1..17).ok_or(malformed(WHAT))?;
-    let rec: lp::AttachmentRecord =
-        load(store, Namespace::Attachment, id)?.ok_or(Error::UnknownAttachment)?;
+    let Some(rec): Option<lp::AttachmentRecord> = load(store, Namespace::Attachment, id)? else {
+        // Onion paths reorder: the message announcing the attachment may
+        // still be on its way. Park the chunk (bounded) until it comes.
+        return park_chunk(store, q, wire, now);
+    };
     let bad = |_| corrupt(Namespace::Attachment);
     let from = Address::from_slice(&rec.peer).ok_or(corrupt(Namespace::Attachment))?;
     if q.contact != rec.peer {
@@ -1390,6 +1395,81 @@ fn receive_chunk(
         },
         cs,
     ))
+}
+
+/// Most chunks parked per queue while their announcing message is on its
+/// way.
+pub const MAX_PARKED_CHUNKS: usize = 4096;
+const PARKED_KEY_BYTES: usize = QUEUE_ID_BYTES + 16 + 4;
+
+fn parked_key(queue: &[u8], attachment: &[u8], index: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(PARKED_KEY_BYTES);
+    k.extend_from_slice(queue);
+    k.extend_from_slice(attachment);
+    k.extend_from_slice(index);
+    k
+}
+
+/// Keeps a chunk whose attachment is not announced yet (keyed by queue,
+/// attachment id and index, next to the fragments). Checked only when
+/// its message arrives.
+fn park_chunk(
+    store: &dyn KvStore,
+    q: &lp::QueueRecord,
+    wire: &[u8],
+    now: UnixTime,
+) -> Result<(Received, ChangeSet)> {
+    const WHAT: &str = "attachment chunk";
+    if wire.len() > crate::consts::MAX_ATTACHMENT_CHUNK_BYTES {
+        return Err(malformed(WHAT));
+    }
+    let (Some(id), Some(index)) = (wire.get(1..17), wire.get(17..21)) else {
+        return Err(malformed(WHAT));
+    };
+    let key = parked_key(&q.recipient_id, id, index);
+    let ns = Namespace::Fragment;
+    if store.get(ns, &key)?.is_some() {
+        return Ok((Received::Duplicate, ChangeSet::new()));
+    }
+    let parked = store
+        .keys(ns)?
+        .iter()
+        .filter(|k| k.len() == PARKED_KEY_BYTES && k.starts_with(&q.recipient_id))
+        .count();
+    if parked >= MAX_PARKED_CHUNKS {
+        return Err(Error::TooManyPendingMessages);
+    }
+    let mut v = Vec::with_capacity(8 + wire.len());
+    v.extend_from_slice(&now.millis().to_be_bytes());
+    v.extend_from_slice(wire);
+    let mut cs = ChangeSet::new();
+    cs.put(ns, &key, Record::current(ns, v));
+    Ok((Received::Partial, cs))
+}
+
+/// Takes in the chunks parked for an attachment that was just announced.
+fn unpark_chunks(
+    store: &dyn KvStore,
+    queue: &[u8],
+    aref: &AttachmentRef,
+    cs: &mut ChangeSet,
+) -> Result<()> {
+    let ns = Namespace::Fragment;
+    let prefix = parked_key(queue, &aref.id, &[]);
+    for k in store.keys(ns)? {
+        if k.len() != PARKED_KEY_BYTES || !k.starts_with(&prefix) {
+            continue;
+        }
+        if let Some(r) = store.get(ns, &k)? {
+            let wire = r.checked(ns)?.get(8..).unwrap_or_default();
+            // A forged or damaged parked chunk is simply dropped.
+            if let Ok(c) = attachment::receive_chunk(store, aref, wire) {
+                cs.extend(c);
+            }
+        }
+        cs.delete(ns, &k);
+    }
+    Ok(())
 }
 
 /// The attachment announced with id `id`, if any.

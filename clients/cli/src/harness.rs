@@ -30,6 +30,9 @@ pub enum HarnessError {
         /// What it printed on stderr.
         stderr: String,
     },
+    /// Something did not happen in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
     /// The relay did not report its address.
     #[error("relay did not start: {0}")]
     RelayStart(String),
@@ -215,6 +218,7 @@ pub struct User {
     pub profile: PathBuf,
     bin: PathBuf,
     passphrase: String,
+    env: Vec<(String, String)>,
 }
 
 impl User {
@@ -225,7 +229,15 @@ impl User {
             profile: profile.to_path_buf(),
             bin: bin.to_path_buf(),
             passphrase: format!("correct horse battery staple {name}"),
+            env: Vec::new(),
         }
+    }
+
+    /// The same user, running every command with `key=value` in its
+    /// environment.
+    pub fn with_env(mut self, key: &str, value: &str) -> User {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     /// The command, ready to run.
@@ -234,6 +246,9 @@ impl User {
         c.args(args)
             .env("POSTERN_PROFILE", &self.profile)
             .env("POSTERN_PASSPHRASE", &self.passphrase);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
         c
     }
 

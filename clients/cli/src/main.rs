@@ -802,6 +802,26 @@ fn report(p: &Profile, got: Received, dl: &Path) -> Result<()> {
             if let Some(line) = output::describe(&envelope.body) {
                 println!("{} → you: {line}", output::name_or(&name, &from));
             }
+            // Chunks that came before their message may already make it
+            // complete.
+            let aref = match &envelope.body {
+                Body::Image(i) => Some(&i.attachment),
+                Body::File(f) => Some(&f.attachment),
+                Body::Voice(v) => Some(&v.attachment),
+                _ => None,
+            };
+            if let Some(a) = aref
+                && attachment::missing_chunks(p, a)?.is_empty()
+            {
+                let file_name = output::download_name(Some(&envelope.body), &envelope.id);
+                let path = output::save_attachment(p, a, dl, &file_name)?;
+                println!(
+                    "{} → you: saved {} ({} bytes, digest checked)",
+                    output::name_or(&name, &from),
+                    path.display(),
+                    a.size
+                );
+            }
         }
         Received::Chunk {
             from,

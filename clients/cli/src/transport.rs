@@ -45,6 +45,8 @@ pub enum Transport {
         hops: usize,
         /// Open connections to entry relays.
         conns: HashMap<RelayAddress, Connection>,
+        /// Relays that could not be reached in this run.
+        down: Vec<[u8; 32]>,
     },
 }
 
@@ -106,6 +108,7 @@ impl Transport {
             epoch,
             hops: onion::DEFAULT_HOPS,
             conns: HashMap::new(),
+            down: Vec::new(),
         }
     }
 
@@ -160,8 +163,11 @@ impl Transport {
                 epoch,
                 hops,
                 conns,
+                down,
             } => {
-                let mut avoid = Vec::new();
+                // Relays found unreachable earlier in this run are avoided in
+                // every position, for packets and for acknowledgements.
+                let mut avoid = down.clone();
                 let mut last: Option<CliError> = None;
                 let mut previous = previous;
                 for _ in 0..MAX_PATH_ATTEMPTS {
@@ -172,7 +178,9 @@ impl Transport {
                             Err(e) => return Err(last.unwrap_or_else(|| e.into())),
                         };
                     let ack_path =
-                        onion::choose_path(nodes, &acks.0, *hops, &[], &mut rand::rng())?;
+                        onion::choose_path(nodes, &acks.0, *hops, down, &mut rand::rng()).or_else(
+                            |_| onion::choose_path(nodes, &acks.0, *hops, &[], &mut rand::rng()),
+                        )?;
                     let entry = path
                         .entry()
                         .ok_or_else(|| CliError::Usage("empty path".into()))?
@@ -205,6 +213,7 @@ impl Transport {
                             }
                             Err(e) => {
                                 avoid.push(entry.id);
+                                down.push(entry.id);
                                 last = Some(e.into());
                                 continue;
                             }

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use postern_cli::harness::{self, HarnessError, Relay, User};
+use postern_cli::harness::{self, HarnessError, Testnet, User};
 
 fn main() -> ExitCode {
     match run() {
@@ -39,6 +39,44 @@ fn step(user: &User, args: &[&str]) -> Result<String, HarnessError> {
     Ok(out)
 }
 
+/// Mean mixing delay at each relay in the demo (milliseconds).
+const DEMO_MIX_DELAY_MS: u64 = 20;
+/// How long the demo's users wait for a delivery acknowledgement.
+const DEMO_ACK_TIMEOUT_MS: &str = "1500";
+/// Syncs before the demo gives up waiting for something to arrive.
+const MAX_SYNCS: usize = 40;
+
+/// Syncs `user` until `done(everything printed so far, the last output)`;
+/// repeated lines are shown once. `peer`, if given, syncs quietly in
+/// between (so that it sends again what the network lost).
+fn sync_until(
+    user: &User,
+    args: &[&str],
+    peer: Option<&User>,
+    done: impl Fn(&str, &str) -> bool,
+) -> Result<String, HarnessError> {
+    say(&user.name, &format!("$ postern {}", args.join(" ")));
+    let mut all = String::new();
+    let mut shown = std::collections::BTreeSet::new();
+    for _ in 0..MAX_SYNCS {
+        let out = user.ok(args)?;
+        for line in out.lines().filter(|l| *l != "no new messages") {
+            if shown.insert(line.to_owned()) {
+                println!("    {line}");
+            }
+        }
+        all.push_str(&out);
+        if done(&all, &out) {
+            return Ok(all);
+        }
+        if let Some(p) = peer {
+            p.ok(&["sync"])?;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    Err(HarnessError::Timeout("messages did not arrive".into()))
+}
+
 fn run() -> Result<(), HarnessError> {
     let me = std::env::current_exe().map_err(|source| HarnessError::Io {
         what: "current exe".into(),
@@ -51,28 +89,49 @@ fn run() -> Result<(), HarnessError> {
         source,
     })?;
     let dir = tmp.path();
-    println!("Postern demo: one local relay, two users, every message end-to-end encrypted.");
+    println!("Postern demo: a local onion network of five relays and two users.");
+    println!("Every message is end-to-end encrypted (PQXDH, Double Ratchet, sealed sender),");
+    println!("cut into fixed-size blobs and carried as Sphinx packets over 3 relays.");
     println!("Working directory: {} (removed at the end)", dir.display());
 
-    let mut relay = Relay::start(&relay_bin, &dir.join("relay"))?;
-    say("relay", &format!("listening at {}", relay.address));
+    let mut net = Testnet::start(&relay_bin, &dir.join("net"), 5, DEMO_MIX_DELAY_MS)?;
+    say(
+        "network",
+        &format!(
+            "5 relays on 127.0.0.1, directory signed by authority {}",
+            net.authority
+        ),
+    );
+    let relay = |i: usize| -> Result<String, HarnessError> {
+        net.relays
+            .get(i)
+            .cloned()
+            .ok_or_else(|| HarnessError::RelayStart("missing relay".into()))
+    };
+    let (r1, r2, r3) = (relay(0)?, relay(1)?, relay(2)?);
+    for (i, r) in net.relays.iter().enumerate() {
+        println!("    relay {}: {r}", i + 1);
+    }
 
-    let alice = User::new(&postern, "Alice", &dir.join("alice"));
-    let bob = User::new(&postern, "Bob", &dir.join("bob"));
-    step(
-        &alice,
-        &["init", "--name", "Alice", "--relay", &relay.address],
-    )?;
-    step(&bob, &["init", "--name", "Bob", "--relay", &relay.address])?;
+    let alice = User::new(&postern, "Alice", &dir.join("alice"))
+        .with_env("POSTERN_ACK_TIMEOUT_MS", DEMO_ACK_TIMEOUT_MS);
+    let bob = User::new(&postern, "Bob", &dir.join("bob"))
+        .with_env("POSTERN_ACK_TIMEOUT_MS", DEMO_ACK_TIMEOUT_MS);
+    step(&alice, &["init", "--name", "Alice", "--relay", &r1])?;
+    step(&bob, &["init", "--name", "Bob", "--relay", &r3])?;
+    step(&alice, &["network", "--authority", &net.authority])?;
+    step(&bob, &["network", "--authority", &net.authority])?;
 
     let out = step(&alice, &["invite"])?;
     let link = harness::link_in(&out).ok_or_else(|| HarnessError::RelayStart("no link".into()))?;
     say("Alice", "gives Bob the link (or shows him the QR code)");
     step(&bob, &["accept", &link])?;
-    step(&alice, &["sync"])?;
+    sync_until(&alice, &["sync"], Some(&bob), |o, _| {
+        o.contains("accepted your invitation")
+    })?;
     say("Carol", "tries the same link: it is one-time");
     let carol = User::new(&postern, "Carol", &dir.join("carol"));
-    carol.ok(&["init", "--name", "Carol", "--relay", &relay.address])?;
+    carol.ok(&["init", "--name", "Carol", "--relay", &r2])?;
     let again = carol.run(&["accept", &link])?;
     show(&String::from_utf8_lossy(&again.stderr));
 
@@ -103,24 +162,35 @@ fn run() -> Result<(), HarnessError> {
     step(&alice, &["send-file", "Bob", &voice, "--voice"])?;
 
     say(
-        "relay",
-        "killed with SIGKILL and restarted: queued messages survive",
+        "network",
+        "relay 2 is killed (SIGKILL): packets routed through it are lost",
     );
-    relay.kill9_and_restart()?;
+    net.kill_relay(2)?;
+    say(
+        "Alice",
+        "syncs: unacknowledged packets are sent again over other paths",
+    );
+    sync_until(&alice, &["sync"], None, |_, last| {
+        !last.contains("wait for")
+    })?;
 
     let downloads = dir.join("bob-downloads");
     let dl = downloads.to_string_lossy().into_owned();
-    step(&bob, &["sync", "--downloads", &dl])?;
+    sync_until(&bob, &["sync", "--downloads", &dl], None, |o, _| {
+        o.matches("saved").count() >= 3 && o.contains("Hi Bob")
+    })?;
     step(
         &bob,
         &["send", "Alice", "Got everything, see you Thursday."],
     )?;
-    step(&alice, &["sync"])?;
+    sync_until(&alice, &["sync"], Some(&bob), |o, _| {
+        o.contains("see you Thursday")
+    })?;
     step(&bob, &["history", "Alice"])?;
     step(&bob, &["contacts"])?;
 
-    relay.stop()?;
-    say("relay", "stopped (SIGTERM)");
+    net.stop()?;
+    say("network", "stopped (SIGTERM)");
     println!("\nDemo complete.");
     Ok(())
 }
