@@ -69,7 +69,12 @@ pub enum Accepted {
     },
 }
 
-type Link = Arc<tokio::sync::Mutex<Option<postern_net::Connection>>>;
+/// Connections kept open to each next hop: packets to one relay are sent
+/// over several connections at once instead of one after the other.
+pub const LINK_CONNECTIONS: usize = 4;
+
+type Slot = tokio::sync::Mutex<Option<postern_net::Connection>>;
+type Link = Arc<Vec<Slot>>;
 
 /// The onion hop.
 pub struct Mix {
@@ -220,14 +225,27 @@ impl Mix {
             .links
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        links.entry(addr.clone()).or_default().clone()
+        links
+            .entry(addr.clone())
+            .or_insert_with(|| Arc::new((0..LINK_CONNECTIONS).map(|_| Slot::default()).collect()))
+            .clone()
     }
 
     /// Sends on over a kept-open connection to the next relay, with one
     /// reconnect if it broke.
     async fn send_on(&self, addr: &RelayAddress, epoch: u32, packet: &[u8; SPHINX_PACKET_BYTES]) {
         let link = self.link(addr);
-        let mut conn = link.lock().await;
+        // A free connection if there is one, else wait for a random one.
+        let mut conn = match link.iter().find_map(|s| s.try_lock().ok()) {
+            Some(c) => c,
+            None => {
+                let i = usize::try_from(rand::random::<u32>()).unwrap_or(0) % LINK_CONNECTIONS;
+                match link.get(i) {
+                    Some(s) => s.lock().await,
+                    None => return,
+                }
+            }
+        };
         for _attempt in 0..2 {
             if conn.is_none() {
                 match postern_net::Connection::connect(addr).await {
