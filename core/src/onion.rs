@@ -34,6 +34,7 @@ pub const MAX_HOP_DELAY_MS: u64 = 10 * MAX_MEAN_DELAY_MS;
 const KIND_DELIVER: u8 = 1;
 const KIND_DELIVER_ACK: u8 = 2;
 const KIND_ACK: u8 = 3;
+const KIND_DROP: u8 = 4;
 const FINAL_BYTES: usize = 2 + QUEUE_ID_BYTES + BLOB_BYTES;
 const FINAL_ACK_BYTES: usize = FINAL_BYTES + sphinx::SURB_BYTES;
 
@@ -202,6 +203,8 @@ pub enum HopAction {
         /// Where to send the delivery acknowledgement.
         ack: Option<AckBlock>,
     },
+    /// Cover traffic: discard.
+    Drop,
     /// A delivery acknowledgement reached its creator's home relay: store
     /// [`reply_blobs`] in the queue with `queue` (the creator's
     /// acknowledgement queue).
@@ -276,6 +279,36 @@ pub fn wrap_with_ack<R: RngCore + CryptoRng>(
     payload.extend_from_slice(&surb[..]);
     let packet = sphinx::build(&hops(path), &last.id, &payload, rng)?;
     Ok((packet, PendingAck { id, recovery }))
+}
+
+/// A cover packet (Loopix "drop" traffic): indistinguishable on the wire
+/// from a real one, discarded by its last hop. `path` is random like any
+/// other; the payload is random bytes.
+pub fn cover_packet<R: RngCore + CryptoRng>(path: &Path, rng: &mut R) -> Result<Packet> {
+    let last = path.nodes.last().ok_or(Error::Bug("empty path"))?;
+    let hops: Vec<Hop> = path
+        .nodes
+        .iter()
+        .map(|n| Hop {
+            id: n.id,
+            key: n.key,
+        })
+        .collect();
+    let mut payload = vec![0u8; FINAL_ACK_BYTES];
+    rng.fill_bytes(&mut payload);
+    if let Some(h) = payload.get_mut(..2) {
+        h.copy_from_slice(&[ONION_VERSION, KIND_DROP]);
+    }
+    sphinx::build(&hops, &last.id, &payload, rng)
+}
+
+/// Draws the wait before the next cover packet: exponential with a mean
+/// of `60_000 / per_minute` ms (a Poisson process); `None` when off.
+pub fn next_cover_delay_ms<R: RngCore + CryptoRng>(per_minute: u32, rng: &mut R) -> Option<u64> {
+    if per_minute == 0 {
+        return None;
+    }
+    Some(draw_delay_ms(60_000 / u64::from(per_minute).max(1), rng).max(1))
 }
 
 /// The acknowledgement a mailbox relay sends through a reply block.
@@ -429,6 +462,9 @@ pub fn process<R: RngCore + CryptoRng>(
             let (head, rest) = p.split_first_chunk::<2>().ok_or(Error::BadPacket {
                 reason: "final payload size",
             })?;
+            if *head == [ONION_VERSION, KIND_DROP] && p.len() == FINAL_ACK_BYTES {
+                return Ok(HopAction::Drop);
+            }
             let (rest, ack) = match (*head, p.len()) {
                 ([ONION_VERSION, KIND_DELIVER], FINAL_BYTES) => (rest, None),
                 ([ONION_VERSION, KIND_DELIVER_ACK], FINAL_ACK_BYTES) => {
@@ -550,7 +586,7 @@ mod tests {
                     assert_eq!(delay_ms, 0);
                     packet = p;
                 }
-                HopAction::Reply { .. } => panic!("not a reply"),
+                HopAction::Reply { .. } | HopAction::Drop => panic!("not a delivery"),
                 HopAction::Deliver {
                     sender_id, blob: b, ..
                 } => {
@@ -626,6 +662,20 @@ mod tests {
         let (_, other) =
             wrap_with_ack(&path, &[7; 16], &blob, &ack_path, &[9; 16], &mut r).unwrap();
         assert!(open_ack(&other.recovery, &got[0].1).is_err());
+    }
+
+    #[test]
+    fn cover_packets_look_like_real_ones_and_are_dropped_at_the_end() {
+        let mut r = rng();
+        let (secrets, nodes) = network(&mut r, 5);
+        let path = choose_path(&nodes, &nodes[1].address, 3, &[], &mut r).unwrap();
+        let p = cover_packet(&path, &mut r).unwrap();
+        assert_eq!(p.len(), crate::consts::SPHINX_PACKET_BYTES);
+        let (at, done) = run(&secrets, &nodes, path.nodes[0].id, p, &mut r);
+        assert_eq!(at, nodes[1].id);
+        assert!(matches!(done, HopAction::Drop));
+        assert_eq!(next_cover_delay_ms(0, &mut r), None);
+        assert!(next_cover_delay_ms(6, &mut r).is_some());
     }
 
     #[test]

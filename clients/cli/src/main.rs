@@ -33,6 +33,9 @@ use transport::Transport;
 const PASSPHRASE_ENV: &str = "POSTERN_PASSPHRASE";
 /// How many blobs one sync fetches per request.
 const FETCH_BATCH: u32 = MAX_FETCH;
+/// Cover packets per minute `watch` sends by default (modest: about one
+/// every ten seconds).
+const DEFAULT_COVER_PER_MINUTE: u32 = 6;
 /// Messages `history` shows by default.
 const DEFAULT_HISTORY: usize = 50;
 /// How far back attachment names are looked up when a transfer completes.
@@ -128,6 +131,10 @@ enum Cmd {
         /// Where received attachments are saved (default: PROFILE/downloads).
         #[arg(long)]
         downloads: Option<PathBuf>,
+        /// Cover packets sent per minute on average (a Poisson process),
+        /// indistinguishable from real ones on the wire; 0 turns them off.
+        #[arg(long, default_value_t = DEFAULT_COVER_PER_MINUTE)]
+        cover_per_minute: u32,
     },
     /// Show the conversation with a contact.
     History {
@@ -272,10 +279,13 @@ async fn run(cli: Cli) -> Result<()> {
             sync(&mut p, &dl).await?;
             resend(&mut p, cli.ack_timeout_ms).await
         }
-        Cmd::Watch { downloads } => {
+        Cmd::Watch {
+            downloads,
+            cover_per_minute,
+        } => {
             let mut p = open(&cli)?;
             let dl = downloads_dir(&p, downloads.as_deref());
-            watch(&mut p, &dl, cli.ack_timeout_ms).await
+            watch(&mut p, &dl, cli.ack_timeout_ms, *cover_per_minute).await
         }
         Cmd::History { contact, limit } => history(&cli, contact, *limit),
         Cmd::Verify {
@@ -853,7 +863,12 @@ fn report(p: &Profile, got: Received, dl: &Path) -> Result<()> {
 }
 
 /// Stays connected, subscribed to every queue, until interrupted.
-async fn watch(p: &mut Profile, dl: &Path, ack_timeout_ms: u64) -> Result<()> {
+async fn watch(
+    p: &mut Profile,
+    dl: &Path,
+    ack_timeout_ms: u64,
+    cover_per_minute: u32,
+) -> Result<()> {
     // Listen for Ctrl-C / SIGINT / SIGTERM from the start, so a signal
     // that arrives while messages are being processed is not lost.
     let stop = stop_signal()?;
@@ -885,6 +900,19 @@ async fn watch(p: &mut Profile, dl: &Path, ack_timeout_ms: u64) -> Result<()> {
         drain(p, &mut conn, q, dl).await?;
     }
     println!("watching {} queue(s); Ctrl-C to stop", qs.len());
+    // Cover traffic goes through the onion network only.
+    let home = transport::home(p)?;
+    let mut cover = match Transport::for_profile(p, home.as_ref()).await? {
+        t if t.is_onion() && cover_per_minute > 0 => Some(t),
+        _ => None,
+    };
+    let next_cover = |per_minute: u32| {
+        std::time::Duration::from_millis(
+            postern_core::onion::next_cover_delay_ms(per_minute, &mut rand::rng())
+                .unwrap_or(u64::MAX / 4),
+        )
+    };
+    let mut cover_wait = next_cover(cover_per_minute);
     let mut resend_tick = tokio::time::interval(std::time::Duration::from_millis(
         (ack_timeout_ms / 2).max(100),
     ));
@@ -897,6 +925,12 @@ async fn watch(p: &mut Profile, dl: &Path, ack_timeout_ms: u64) -> Result<()> {
                 }
             }
             _ = resend_tick.tick() => resend(p, ack_timeout_ms).await?,
+            _ = tokio::time::sleep(cover_wait), if cover.is_some() => {
+                if let Some(t) = cover.as_mut() {
+                    t.send_cover().await?;
+                }
+                cover_wait = next_cover(cover_per_minute);
+            }
             _ = &mut stop => break,
         }
     }

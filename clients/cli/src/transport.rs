@@ -236,6 +236,55 @@ impl Transport {
         }
     }
 
+    /// Sends one cover packet (a "drop" over a random 3-hop path ending at
+    /// a random mailbox relay). Returns false when not on an onion network.
+    pub async fn send_cover(&mut self) -> Result<bool> {
+        let Transport::Onion {
+            nodes,
+            epoch,
+            hops,
+            conns,
+            down,
+            ..
+        } = self
+        else {
+            return Ok(false);
+        };
+        let mailboxes: Vec<&Node> = nodes
+            .iter()
+            .filter(|n| n.roles & onion::ROLE_MAILBOX != 0 && !down.contains(&n.id))
+            .collect();
+        let Some(last) = mailboxes
+            .get(usize::try_from(rand::random::<u32>()).unwrap_or(0) % mailboxes.len().max(1))
+            .map(|n| n.address.clone())
+        else {
+            return Ok(false);
+        };
+        let path = onion::choose_path(nodes, &last, *hops, down, &mut rand::rng())?;
+        let entry = path
+            .entry()
+            .ok_or_else(|| CliError::Usage("empty path".into()))?
+            .clone();
+        let packet = onion::cover_packet(&path, &mut rand::rng())?;
+        if !conns.contains_key(&entry.address) {
+            match Connection::connect(&entry.address).await {
+                Ok(c) => {
+                    conns.insert(entry.address.clone(), c);
+                }
+                Err(_) => {
+                    down.push(entry.id);
+                    return Ok(true);
+                }
+            }
+        }
+        if let Some(c) = conns.get_mut(&entry.address)
+            && c.forward(*epoch, &packet).await.is_err()
+        {
+            conns.remove(&entry.address);
+        }
+        Ok(true)
+    }
+
     /// Closes every connection.
     pub async fn close(self) {
         let conns = match self {

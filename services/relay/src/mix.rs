@@ -59,6 +59,8 @@ pub enum Accepted {
         /// The sender's reply block for the acknowledgement.
         ack: Option<onion::AckBlock>,
     },
+    /// Cover traffic that ended here: answer `Ok`, store nothing.
+    Dropped,
     /// Store these two blobs (an acknowledgement for one of this relay's
     /// users) in the queue.
     Reply {
@@ -167,6 +169,7 @@ impl Mix {
                 blob,
                 ack,
             }),
+            HopAction::Drop => Ok(Accepted::Dropped),
             HopAction::Reply { queue, id, payload } => Ok(Accepted::Reply {
                 queue,
                 blobs: onion::reply_blobs(&id, &payload),

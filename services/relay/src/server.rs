@@ -721,7 +721,9 @@ impl Conn {
             Command::Forward { epoch, packet } => {
                 let mix = self.shared.mix.clone().ok_or(ErrorCode::NoDirectory)?;
                 match mix.accept(epoch, &packet)? {
-                    crate::mix::Accepted::Forwarding => Ok(vec![Reply::Ok]),
+                    crate::mix::Accepted::Forwarding | crate::mix::Accepted::Dropped => {
+                        Ok(vec![Reply::Ok])
+                    }
                     crate::mix::Accepted::Deliver {
                         sender_id,
                         blob,

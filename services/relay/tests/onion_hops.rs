@@ -175,6 +175,11 @@ async fn hops_reject_bad_packets_and_deliver_good_ones() {
         );
     }
 
+    // A cover packet crosses A -> B -> C and is dropped there: accepted,
+    // nothing stored.
+    let cover = onion::cover_packet(&path, &mut rng).unwrap();
+    conn_a.forward(epoch, &cover).await.unwrap();
+
     // A good packet crosses A -> B -> C into the queue; its replay is
     // refused at A.
     let p = onion::wrap(&path, &ids.sender_id, &blob, &mut rng).unwrap();
