@@ -571,6 +571,8 @@ pub struct NetworkSettings {
     pub authorities: Vec<Vec<u8>>,
     /// Signatures required.
     pub threshold: u32,
+    /// Relays per path (3 to 5).
+    pub hops: u8,
 }
 
 /// The onion network settings, if one is configured (otherwise blobs go
@@ -580,14 +582,16 @@ pub fn network(store: &dyn KvStore) -> Result<Option<NetworkSettings>> {
         return Ok(None);
     };
     let b = r.checked(Namespace::Setting)?;
-    let (t, keys) = b
+    let (t, rest) = b
         .split_first_chunk::<4>()
         .ok_or(corrupt(Namespace::Setting))?;
+    let (&hops, keys) = rest.split_first().ok_or(corrupt(Namespace::Setting))?;
     if keys.is_empty() || keys.len() % 33 != 0 {
         return Err(corrupt(Namespace::Setting));
     }
     Ok(Some(NetworkSettings {
         threshold: u32::from_be_bytes(*t),
+        hops,
         authorities: keys.chunks_exact(33).map(<[u8]>::to_vec).collect(),
     }))
 }
@@ -598,12 +602,15 @@ pub fn set_network(n: &NetworkSettings) -> Result<ChangeSet> {
         || n.threshold == 0
         || usize::try_from(n.threshold).map_or(true, |t| t > n.authorities.len())
         || n.authorities.iter().any(|k| k.len() != 33)
+        || !(crate::onion::MIN_HOPS..=crate::crypto::sphinx::MAX_HOPS)
+            .contains(&usize::from(n.hops))
     {
         return Err(Error::Malformed {
             what: "network settings",
         });
     }
     let mut v = n.threshold.to_be_bytes().to_vec();
+    v.push(n.hops);
     for k in &n.authorities {
         v.extend_from_slice(k);
     }

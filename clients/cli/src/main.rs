@@ -83,6 +83,9 @@ enum Cmd {
         /// How many authorities must sign the directory.
         #[arg(long, default_value_t = 1)]
         threshold: u32,
+        /// Relays per path (3 to 5).
+        #[arg(long, default_value_t = 3)]
+        hops: u8,
     },
     /// Make a one-time invitation (link and QR code).
     Invite {
@@ -260,7 +263,8 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Network {
             authorities,
             threshold,
-        } => network_cmd(&cli, authorities, *threshold).await,
+            hops,
+        } => network_cmd(&cli, authorities, *threshold, *hops).await,
         Cmd::Invite { png, svg, quiet } => {
             invite(&cli, png.as_deref(), svg.as_deref(), *quiet).await
         }
@@ -336,15 +340,16 @@ fn relay_cmd(cli: &Cli, address: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-async fn network_cmd(cli: &Cli, authorities: &[String], threshold: u32) -> Result<()> {
+async fn network_cmd(cli: &Cli, authorities: &[String], threshold: u32, hops: u8) -> Result<()> {
     let mut p = open(cli)?;
     if authorities.is_empty() {
         match courier::network(&p)? {
             None => println!("direct: blobs go straight to each contact's relay"),
             Some(n) => println!(
-                "onion network: {} authority key(s), {} signature(s) required",
+                "onion network: {} authority key(s), {} signature(s) required, {} hops per path",
                 n.authorities.len(),
-                n.threshold
+                n.threshold,
+                n.hops
             ),
         }
         return Ok(());
@@ -360,12 +365,13 @@ async fn network_cmd(cli: &Cli, authorities: &[String], threshold: u32) -> Resul
     let n = courier::NetworkSettings {
         authorities: keys,
         threshold,
+        hops,
     };
     commit(&mut p, courier::set_network(&n)?)?;
     let home = home_relay(&p)?;
     match transport::directory(&mut p, &home).await? {
-        Some(d) => println!(
-            "onion network {:?}: {} relays, directory valid until {}",
+        Some((d, hops)) => println!(
+            "onion network {:?}: {} relays, {hops} hops per path, directory valid until {}",
             d.network,
             d.relays.len(),
             output::time(d.valid_until)

@@ -59,10 +59,11 @@ fn pinned(n: &courier::NetworkSettings) -> Result<Vec<AuthorityPublic>> {
 
 /// A verified directory: the cached one while it is fresh, else fetched
 /// from `from` (and cached).
-pub async fn directory(p: &mut Profile, from: &RelayAddress) -> Result<Option<Directory>> {
+pub async fn directory(p: &mut Profile, from: &RelayAddress) -> Result<Option<(Directory, usize)>> {
     let Some(n) = courier::network(p)? else {
         return Ok(None);
     };
+    let hops = usize::from(n.hops);
     let keys = pinned(&n)?;
     let threshold = usize::try_from(n.threshold).unwrap_or(usize::MAX);
     let t = now();
@@ -70,14 +71,14 @@ pub async fn directory(p: &mut Profile, from: &RelayAddress) -> Result<Option<Di
         && let Ok(d) = Directory::verify(&bytes, &keys, threshold, t)
         && d.valid_until.millis().saturating_sub(t.millis()) > DIRECTORY_REFRESH_MS
     {
-        return Ok(Some(d));
+        return Ok(Some((d, hops)));
     }
     let mut c = Connection::connect(from).await?;
     let bytes = c.get_directory().await?;
     c.close().await?;
     let d = Directory::verify(&bytes, &keys, threshold, t)?;
     commit(p, courier::cache_directory(&bytes))?;
-    Ok(Some(d))
+    Ok(Some((d, hops)))
 }
 
 impl Transport {
@@ -89,9 +90,9 @@ impl Transport {
             None => None,
         };
         Ok(match (dir, home) {
-            (Some(d), Some(h)) => {
+            (Some((d, hops)), Some(h)) => {
                 let acks = ensure_ack_queue(p, h).await?;
-                Transport::onion(&d, now(), acks)
+                Transport::onion(&d, now(), acks, hops)
             }
             _ => Transport::Direct {
                 conns: HashMap::new(),
@@ -100,13 +101,18 @@ impl Transport {
     }
 
     /// Onion transport over a verified directory.
-    pub fn onion(d: &Directory, t: UnixTime, acks: (RelayAddress, QueueId)) -> Transport {
+    pub fn onion(
+        d: &Directory,
+        t: UnixTime,
+        acks: (RelayAddress, QueueId),
+        hops: usize,
+    ) -> Transport {
         let epoch = d.epoch_at(t);
         Transport::Onion {
             acks,
             nodes: onion::nodes(d, epoch),
             epoch,
-            hops: onion::DEFAULT_HOPS,
+            hops,
             conns: HashMap::new(),
             down: Vec::new(),
         }

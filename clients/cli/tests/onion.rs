@@ -28,10 +28,22 @@ fn every_kind_crosses_three_hops_between_users_on_different_relays() {
         .unwrap();
     bob.ok(&["init", "--name", "Bob", "--relay", &net.relays[2]])
         .unwrap();
-    for u in [&alice, &bob] {
-        let out = u.ok(&["network", "--authority", &net.authority]).unwrap();
-        assert!(out.contains("5 relays"), "{out}");
-    }
+    // Alice uses 3 hops, Bob 4; fewer than 3 is refused.
+    assert!(
+        !alice
+            .run(&["network", "--authority", &net.authority, "--hops", "2"])
+            .unwrap()
+            .status
+            .success()
+    );
+    let out = alice
+        .ok(&["network", "--authority", &net.authority])
+        .unwrap();
+    assert!(out.contains("5 relays, 3 hops"), "{out}");
+    let out = bob
+        .ok(&["network", "--authority", &net.authority, "--hops", "4"])
+        .unwrap();
+    assert!(out.contains("5 relays, 4 hops"), "{out}");
     // A wrong authority key is refused and nothing is sent with it.
     let carol = User::new(&postern, "Carol", &dir.join("carol"));
     carol
