@@ -470,9 +470,52 @@ pub fn record_pending(
             blob: blob.to_vec(),
             sent_at_ms: now.millis(),
             attempts,
+            is_loop: false,
         },
     );
     Ok(cs)
+}
+
+/// Records a loop cover packet, expected back as an acknowledgement.
+pub fn record_loop(
+    store: &dyn KvStore,
+    pending: &crate::onion::PendingAck,
+    now: UnixTime,
+) -> Result<ChangeSet> {
+    if store.keys(Namespace::PendingAck)?.len() >= MAX_PENDING_ACKS {
+        return Err(Error::TooManyUnacknowledged);
+    }
+    let mut cs = ChangeSet::new();
+    save(
+        &mut cs,
+        Namespace::PendingAck,
+        &pending.id,
+        &lp::PendingAckRecord {
+            recovery: pending.recovery.to_bytes().to_vec(),
+            sent_at_ms: now.millis(),
+            attempts: 1,
+            is_loop: true,
+            ..Default::default()
+        },
+    );
+    Ok(cs)
+}
+
+/// Forgets loop packets sent at or before `cutoff` that never came back
+/// and returns how many there were (many lost loops hint at failing or
+/// hostile relays).
+pub fn lost_loops(store: &dyn KvStore, cutoff: UnixTime) -> Result<(usize, ChangeSet)> {
+    let ns = Namespace::PendingAck;
+    let mut cs = ChangeSet::new();
+    let mut lost = 0;
+    for k in store.keys(ns)? {
+        let r: lp::PendingAckRecord = load(store, ns, &k)?.ok_or(corrupt(ns))?;
+        if r.is_loop && r.sent_at_ms <= cutoff.millis() {
+            cs.delete(ns, &k);
+            lost += 1;
+        }
+    }
+    Ok((lost, cs))
 }
 
 /// Blobs sent at or before `cutoff` and still unacknowledged.
@@ -481,7 +524,7 @@ pub fn overdue(store: &dyn KvStore, cutoff: UnixTime) -> Result<Vec<Unacknowledg
     let mut out = Vec::new();
     for k in store.keys(ns)? {
         let r: lp::PendingAckRecord = load(store, ns, &k)?.ok_or(corrupt(ns))?;
-        if r.sent_at_ms > cutoff.millis() {
+        if r.is_loop || r.sent_at_ms > cutoff.millis() {
             continue;
         }
         out.push(Unacknowledged {
@@ -496,9 +539,17 @@ pub fn overdue(store: &dyn KvStore, cutoff: UnixTime) -> Result<Vec<Unacknowledg
     Ok(out)
 }
 
-/// How many blobs wait for an acknowledgement.
+/// How many blobs (not loop packets) wait for an acknowledgement.
 pub fn unacknowledged(store: &dyn KvStore) -> Result<usize> {
-    Ok(store.keys(Namespace::PendingAck)?.len())
+    let ns = Namespace::PendingAck;
+    let mut n = 0;
+    for k in store.keys(ns)? {
+        let r: lp::PendingAckRecord = load(store, ns, &k)?.ok_or(corrupt(ns))?;
+        if !r.is_loop {
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Handles blobs fetched from the acknowledgement queue: pairs them into

@@ -35,6 +35,7 @@ const KIND_DELIVER: u8 = 1;
 const KIND_DELIVER_ACK: u8 = 2;
 const KIND_ACK: u8 = 3;
 const KIND_DROP: u8 = 4;
+const KIND_LOOP: u8 = 5;
 const FINAL_BYTES: usize = 2 + QUEUE_ID_BYTES + BLOB_BYTES;
 const FINAL_ACK_BYTES: usize = FINAL_BYTES + sphinx::SURB_BYTES;
 
@@ -205,6 +206,12 @@ pub enum HopAction {
     },
     /// Cover traffic: discard.
     Drop,
+    /// A loop cover packet: discard, and acknowledge through its block
+    /// (the sender expects its loops back).
+    Loop {
+        /// Where to send the acknowledgement.
+        ack: AckBlock,
+    },
     /// A delivery acknowledgement reached its creator's home relay: store
     /// [`reply_blobs`] in the queue with `queue` (the creator's
     /// acknowledgement queue).
@@ -300,6 +307,47 @@ pub fn cover_packet<R: RngCore + CryptoRng>(path: &Path, rng: &mut R) -> Result<
         h.copy_from_slice(&[ONION_VERSION, KIND_DROP]);
     }
     sphinx::build(&hops, &last.id, &payload, rng)
+}
+
+/// A loop cover packet (Loopix "loop" traffic): over `path` to a random
+/// relay, which drops it and acknowledges through a reply block over
+/// `ack_path` into the sender's acknowledgement queue, so the sender can
+/// tell when its loops stop coming back.
+pub fn loop_packet<R: RngCore + CryptoRng>(
+    path: &Path,
+    ack_path: &Path,
+    ack_queue: &QueueId,
+    rng: &mut R,
+) -> Result<(Packet, PendingAck)> {
+    let last = path.nodes.last().ok_or(Error::Bug("empty path"))?;
+    let home = ack_path.nodes.last().ok_or(Error::Bug("empty path"))?;
+    let hops = |p: &Path| -> Vec<Hop> {
+        p.nodes
+            .iter()
+            .map(|n| Hop {
+                id: n.id,
+                key: n.key,
+            })
+            .collect()
+    };
+    let mut id = [0u8; 16];
+    while id == [0u8; 16] {
+        rng.fill_bytes(&mut id);
+    }
+    let (surb, recovery) = sphinx::build_surb(
+        &hops(ack_path),
+        &reply_destination(ack_queue, &home.id),
+        id,
+        rng,
+    )?;
+    let mut payload = vec![0u8; FINAL_BYTES];
+    rng.fill_bytes(&mut payload);
+    if let Some(h) = payload.get_mut(..2) {
+        h.copy_from_slice(&[ONION_VERSION, KIND_LOOP]);
+    }
+    payload.extend_from_slice(&surb[..]);
+    let packet = sphinx::build(&hops(path), &last.id, &payload, rng)?;
+    Ok((packet, PendingAck { id, recovery }))
 }
 
 /// Draws the wait before the next cover packet: exponential with a mean
@@ -465,6 +513,18 @@ pub fn process<R: RngCore + CryptoRng>(
             if *head == [ONION_VERSION, KIND_DROP] && p.len() == FINAL_ACK_BYTES {
                 return Ok(HopAction::Drop);
             }
+            if *head == [ONION_VERSION, KIND_LOOP] && p.len() == FINAL_ACK_BYTES {
+                let surb = p.get(FINAL_BYTES..).ok_or(Error::BadPacket {
+                    reason: "final payload size",
+                })?;
+                let surb: [u8; sphinx::SURB_BYTES] =
+                    surb.try_into().map_err(|_| Error::BadPacket {
+                        reason: "final payload size",
+                    })?;
+                return Ok(HopAction::Loop {
+                    ack: Box::new(surb),
+                });
+            }
             let (rest, ack) = match (*head, p.len()) {
                 ([ONION_VERSION, KIND_DELIVER], FINAL_BYTES) => (rest, None),
                 ([ONION_VERSION, KIND_DELIVER_ACK], FINAL_ACK_BYTES) => {
@@ -586,7 +646,9 @@ mod tests {
                     assert_eq!(delay_ms, 0);
                     packet = p;
                 }
-                HopAction::Reply { .. } | HopAction::Drop => panic!("not a delivery"),
+                HopAction::Reply { .. } | HopAction::Drop | HopAction::Loop { .. } => {
+                    panic!("not a delivery")
+                }
                 HopAction::Deliver {
                     sender_id, blob: b, ..
                 } => {
@@ -675,6 +737,19 @@ mod tests {
         assert_eq!(at, nodes[1].id);
         assert!(matches!(done, HopAction::Drop));
         assert_eq!(next_cover_delay_ms(0, &mut r), None);
+        // A loop comes back to its sender as an acknowledgement.
+        let ack_path = choose_path(&nodes, &nodes[0].address, 3, &[], &mut r).unwrap();
+        let (p, pending) = loop_packet(&path, &ack_path, &[4; 16], &mut r).unwrap();
+        let (_, done) = run(&secrets, &nodes, path.nodes[0].id, p, &mut r);
+        let HopAction::Loop { ack } = done else {
+            panic!("expected a loop")
+        };
+        let (first, reply) = ack_packet(&ack).unwrap();
+        let (_, done) = run(&secrets, &nodes, first, reply, &mut r);
+        let HopAction::Reply { payload, .. } = done else {
+            panic!("expected a reply")
+        };
+        open_ack(&pending.recovery, &payload).unwrap();
         assert!(next_cover_delay_ms(6, &mut r).is_some());
     }
 

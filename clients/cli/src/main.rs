@@ -732,7 +732,9 @@ fn process_acks(p: &mut Profile, items: &[postern_net::Item]) -> Result<Vec<u64>
 
 /// Sends again whatever the onion network has not acknowledged in time.
 async fn resend(p: &mut Profile, timeout_ms: u64) -> Result<()> {
-    if courier::unacknowledged(p)? == 0 {
+    if p.keys(postern_core::store::Namespace::PendingAck)?
+        .is_empty()
+    {
         return Ok(());
     }
     let home = transport::home(p)?;
@@ -744,6 +746,14 @@ async fn resend(p: &mut Profile, timeout_ms: u64) -> Result<()> {
     }
     if gave_up > 0 {
         eprintln!("warning: {gave_up} packet(s) could not be delivered");
+    }
+    let cutoff = UnixTime(now().millis().saturating_sub(timeout_ms.saturating_mul(2)));
+    let (lost, cs) = courier::lost_loops(p, cutoff)?;
+    commit(p, cs)?;
+    if lost > 0 {
+        eprintln!(
+            "warning: {lost} loop cover packet(s) did not come back (failing or hostile relays?)"
+        );
     }
     let waiting = courier::unacknowledged(p)?;
     if waiting > 0 {
@@ -933,7 +943,7 @@ async fn watch(
             _ = resend_tick.tick() => resend(p, ack_timeout_ms).await?,
             _ = tokio::time::sleep(cover_wait), if cover.is_some() => {
                 if let Some(t) = cover.as_mut() {
-                    t.send_cover().await?;
+                    t.send_cover(p).await?;
                 }
                 cover_wait = next_cover(cover_per_minute);
             }

@@ -242,16 +242,17 @@ impl Transport {
         }
     }
 
-    /// Sends one cover packet (a "drop" over a random 3-hop path ending at
-    /// a random mailbox relay). Returns false when not on an onion network.
-    pub async fn send_cover(&mut self) -> Result<bool> {
+    /// Sends one cover packet over a random path ending at a random
+    /// mailbox relay: a drop, or a loop that comes back to us through a
+    /// reply block. Returns false when not on an onion network.
+    pub async fn send_cover(&mut self, p: &mut Profile) -> Result<bool> {
         let Transport::Onion {
+            acks,
             nodes,
             epoch,
             hops,
             conns,
             down,
-            ..
         } = self
         else {
             return Ok(false);
@@ -271,7 +272,16 @@ impl Transport {
             .entry()
             .ok_or_else(|| CliError::Usage("empty path".into()))?
             .clone();
-        let packet = onion::cover_packet(&path, &mut rand::rng())?;
+        // Half drops, half loops (which come back as acknowledgements).
+        let packet = if rand::random::<bool>() {
+            onion::cover_packet(&path, &mut rand::rng())?
+        } else {
+            let ack_path = onion::choose_path(nodes, &acks.0, *hops, down, &mut rand::rng())?;
+            let (packet, pending) =
+                onion::loop_packet(&path, &ack_path, &acks.1, &mut rand::rng())?;
+            commit(p, courier::record_loop(p, &pending, now())?)?;
+            packet
+        };
         if !conns.contains_key(&entry.address) {
             match Connection::connect(&entry.address).await {
                 Ok(c) => {

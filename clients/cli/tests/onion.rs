@@ -156,6 +156,47 @@ fn every_kind_crosses_three_hops_between_users_on_different_relays() {
         );
     }
 
+    // Cover traffic: a watching client sends drop and loop packets; the
+    // loops come back through the network as acknowledgements.
+    let mut watcher = alice
+        .command(&["watch", "--cover-per-minute", "1200"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watcher.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut out = String::new();
+    while std::time::Instant::now() < deadline && !out.contains("confirmed delivered") {
+        if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &watcher.id().to_string()])
+        .status();
+    let done = watcher.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(
+        out.contains("confirmed delivered"),
+        "no loop came back: {out}"
+    );
+
     // Every relay took part only through onion packets: no relay log
     // names a client address, a queue id or a plaintext.
     net.stop().unwrap();

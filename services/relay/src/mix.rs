@@ -170,6 +170,10 @@ impl Mix {
                 ack,
             }),
             HopAction::Drop => Ok(Accepted::Dropped),
+            HopAction::Loop { ack } => {
+                self.acknowledge(epoch, &ack);
+                Ok(Accepted::Dropped)
+            }
             HopAction::Reply { queue, id, payload } => Ok(Accepted::Reply {
                 queue,
                 blobs: onion::reply_blobs(&id, &payload),
