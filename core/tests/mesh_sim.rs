@@ -1,0 +1,1325 @@
+//! A deterministic simulation of the relay mesh: five relays and two users
+//! in virtual time, everything drawn from one seed (quinn-proto's `Pair`
+//! is the model). The relays run the core's real onion code the way
+//! `services/relay/src/mix.rs` does (peel, replay tag, mixing delay,
+//! forward or deliver, acknowledge after storing); the users run the real
+//! courier (invitation, send, receive, acknowledgements, resends over
+//! fresh paths as `clients/cli/src/transport.rs` does). Faults: lossy
+//! links, reordering latencies, duplicated and replayed packets, a relay
+//! that is down for a while or restarts, fetches whose acknowledgement the
+//! relay loses (so blobs are handed out again).
+//!
+//! Rejections first, then the full runs over several seeds, each run twice
+//! to check that a seed always gives the same trace. Two ignored tests at
+//! the end state what the core should do and does not yet (late one-blob
+//! duplicates, a message overtaking its introduction).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    // Each run prints its figures (`-- --nocapture` shows them).
+    clippy::print_stdout
+)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::{T0, User};
+use postern_core::consts::BLOB_BYTES;
+use postern_core::courier::{self, CreatedQueue, Invitation, QueueKeys, Received};
+use postern_core::crypto::sphinx::{self, NodeId, NodeSecret, Packet};
+use postern_core::message::{Body, Text};
+use postern_core::onion::{self, HopAction, Node, Path};
+use postern_core::relay_proto::{Blob, QueueId};
+use postern_core::{KvStore as _, RelayAddress, UnixTime};
+use rand::{Rng as _, RngCore as _, SeedableRng as _};
+use rand_chacha::ChaCha20Rng;
+
+/// Relays in the mesh (every one with every role).
+const RELAYS: usize = 5;
+/// Paths tried per blob before waiting for the next resend round (as the
+/// CLI's `transport::MAX_PATH_ATTEMPTS`).
+const MAX_PATH_ATTEMPTS: usize = 4;
+/// Virtual time after which a run is declared stuck.
+const GIVE_UP_MS: u64 = 3_600_000;
+const ALICE: usize = 0;
+const BOB: usize = 1;
+
+// ---------------------------------------------------------------------------
+// Configuration and figures
+// ---------------------------------------------------------------------------
+
+/// A relay that goes away for a while.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// Down from `from` to `until` (ms): packets to it are lost, packets it
+    /// holds are lost; it comes back with its replay set and queues.
+    Down { from: u64, until: u64 },
+    /// Quick restarts at these times: only the packets held for their
+    /// mixing delay (and any that reach it in the 200 ms it is away) are
+    /// lost.
+    Restart { at: [u64; 3] },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Faults {
+    /// A relay-to-relay link loses a packet.
+    drop: f64,
+    /// A relay-to-relay link delivers a packet twice.
+    duplicate: f64,
+    /// An observer records a packet on a link and injects it again later.
+    capture: f64,
+    /// The relay loses a fetch's acknowledgement and hands the blobs out again.
+    fetch_ack_loss: f64,
+    outage: Option<Outage>,
+}
+
+impl Faults {
+    const NONE: Faults = Faults {
+        drop: 0.0,
+        duplicate: 0.0,
+        capture: 0.0,
+        fetch_ack_loss: 0.0,
+        outage: None,
+    };
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// Texts Alice sends Bob.
+    messages: usize,
+    faults: Faults,
+    /// Link latency range (ms), drawn per packet: reorders.
+    latency: (u64, u64),
+    /// Each relay's mean mixing delay (ms).
+    mean_delay_ms: u64,
+    fetch_every_ms: u64,
+    resend_every_ms: u64,
+    /// Unacknowledged for this long: sent again.
+    ack_timeout_ms: u64,
+}
+
+impl Plan {
+    fn calm() -> Plan {
+        Plan {
+            messages: 0,
+            faults: Faults::NONE,
+            latency: (5, 120),
+            mean_delay_ms: 100,
+            fetch_every_ms: 500,
+            resend_every_ms: 1_000,
+            ack_timeout_ms: 3_000,
+        }
+    }
+}
+
+/// What happened in a run. Two runs of one seed must give equal figures.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Stats {
+    /// Packets handed to an entry relay by a user.
+    packets_sent: u64,
+    /// Entries that were down when a user tried them (another path taken).
+    entry_refusals: u64,
+    forwarded: u64,
+    delivered: u64,
+    acks_stored: u64,
+    link_drops: u64,
+    link_duplicates: u64,
+    lost_at_down_relay: u64,
+    lost_in_restart: u64,
+    replays_injected: u64,
+    replays_dropped: u64,
+    bad_packets: u64,
+    unknown_queue: u64,
+    resends: u64,
+    most_attempts: u32,
+    fetch_redeliveries: u64,
+    acks_confirmed: u64,
+    /// Acknowledgements of an attempt that was already replaced by a resend.
+    stale_acks: u64,
+    /// `Received::Duplicate` at the users.
+    duplicates_received: u64,
+    /// Redeliveries of one-blob messages already received that the core
+    /// refused as `DecryptionFailed` instead of reporting `Duplicate`.
+    late_duplicates_refused: u64,
+    messages_to_bob: u64,
+    messages_to_alice: u64,
+    /// Sends put off because the contact was not established yet.
+    deferred_sends: u64,
+    end_ms: u64,
+    /// FNV-1a over every event (time, kind, place, outcome).
+    trace: u64,
+}
+
+// ---------------------------------------------------------------------------
+// The world
+// ---------------------------------------------------------------------------
+
+struct Relay {
+    node: Node,
+    secret: NodeSecret,
+    /// The replay tags this relay has seen (persisted: kept across restarts).
+    tags: BTreeSet<[u8; 32]>,
+    /// Queues by sender id, and recipient id → sender id.
+    queues: BTreeMap<QueueId, Vec<Blob>>,
+    recipients: BTreeMap<QueueId, QueueId>,
+    /// One-time invitation payloads (`PutInvite` / `TakeInvite`).
+    invites: BTreeMap<QueueId, Vec<Blob>>,
+    up: bool,
+    /// Bumped at every crash: packets held by an earlier life are gone.
+    life: u32,
+    forwarded: u64,
+    delivered: u64,
+    replays_dropped: u64,
+    /// Independent audit: tags this relay acted on (forwarded, delivered,
+    /// stored as a reply), never reset. A repeat is a replay let through.
+    acted: BTreeSet<[u8; 32]>,
+}
+
+struct Party {
+    user: User,
+    name: &'static str,
+    home: usize,
+    ack: (RelayAddress, QueueId),
+    /// Envelope id → (times received as `Received::Message`, text).
+    got: BTreeMap<[u8; 16], (u32, String)>,
+    /// Envelope id → text, for what this party sent.
+    sent: BTreeMap<[u8; 16], String>,
+    errors: Vec<String>,
+    new_contacts: u32,
+}
+
+enum Ev {
+    /// A packet reaches a relay (from a user, a relay, or an observer).
+    Arrive {
+        relay: usize,
+        packet: Packet,
+    },
+    /// A relay sends a packet on after its mixing delay.
+    Depart {
+        from: usize,
+        life: u32,
+        next: usize,
+        packet: Packet,
+    },
+    /// Alice sends her message `n`.
+    Send {
+        n: usize,
+    },
+    /// Bob answers Alice's message `n`.
+    Reply {
+        n: usize,
+        to: [u8; 16],
+    },
+    Fetch {
+        user: usize,
+    },
+    Resend {
+        user: usize,
+    },
+    Down {
+        relay: usize,
+    },
+    Up {
+        relay: usize,
+    },
+}
+
+impl Ev {
+    /// Periodic ticks do not keep a run alive; everything else does.
+    fn is_work(&self) -> bool {
+        !matches!(self, Ev::Fetch { .. } | Ev::Resend { .. })
+    }
+}
+
+struct Sim {
+    now: u64,
+    seq: u64,
+    events: BTreeMap<(u64, u64), Ev>,
+    work: usize,
+    /// Faults, latencies, paths and delays.
+    net: ChaCha20Rng,
+    /// Keys, nonces, reply blocks, ratchets.
+    crypto: ChaCha20Rng,
+    relays: Vec<Relay>,
+    nodes: Vec<Node>,
+    users: Vec<Party>,
+    plan: Plan,
+    stats: Stats,
+    violations: Vec<String>,
+    alice_sent: usize,
+    bob_sent: usize,
+    /// Relay indices for the next forward path (tests force a path).
+    force_path: Option<Vec<usize>>,
+    /// Records every packet a relay accepted, with the relay (tests).
+    tap: Option<Vec<(usize, Packet)>>,
+    /// Which message (id, fragment, fragments) a blob carries (diagnostics).
+    origin: BTreeMap<[u8; 32], ([u8; 16], usize, usize)>,
+}
+
+fn digest(b: &Blob) -> [u8; 32] {
+    postern_core::crypto::hash::sha256(&[&b[..]])
+}
+
+fn now_at(ms: u64) -> UnixTime {
+    UnixTime(T0.millis() + ms)
+}
+
+/// Alice's text number `n`; every tenth (from 7) is long enough to need
+/// several blobs.
+fn alice_text(n: usize) -> String {
+    let mut s = format!("m{n}:");
+    if n % 10 == 7 {
+        let len = 2_500 + (n * 977) % 4_500;
+        while s.len() < len {
+            s.push_str("the quick brown fox jumps over the lazy dog; ");
+        }
+    } else {
+        s.push_str(&format!(" hello number {n}"));
+    }
+    s
+}
+
+/// Bob answers messages 1, 3, 6, 8, 11, ... (20 of 50); some answers are long.
+fn bob_answers(n: usize) -> bool {
+    n % 5 == 1 || n % 5 == 3
+}
+
+fn bob_text(n: usize) -> String {
+    let mut s = format!("r{n}:");
+    if n % 10 == 3 {
+        let len = 2_100 + (n * 531) % 3_000;
+        while s.len() < len {
+            s.push_str("pack my box with five dozen liquor jugs. ");
+        }
+    } else {
+        s.push_str(" got it");
+    }
+    s
+}
+
+fn alice_number(text: &str) -> Option<usize> {
+    text.strip_prefix('m')?.split(':').next()?.parse().ok()
+}
+
+impl Sim {
+    /// The mesh and two users who became contacts through a real
+    /// invitation: Alice's payload sits on her home relay, Bob takes it,
+    /// accepts, and sends his introduction through the onion network.
+    fn new(seed: u64, plan: Plan) -> Sim {
+        let mut net = ChaCha20Rng::seed_from_u64(seed);
+        let mut crypto = ChaCha20Rng::seed_from_u64(seed ^ 0x5eed_c0de_5eed_c0de);
+        let mut relays = Vec::new();
+        for i in 0..RELAYS {
+            let secret = NodeSecret::generate(&mut crypto);
+            let mut id: NodeId = [0; 32];
+            crypto.fill_bytes(&mut id);
+            let node = Node {
+                id,
+                address: RelayAddress::new("10.0.0.1", 7000 + u16::try_from(i).unwrap(), None)
+                    .unwrap(),
+                roles: onion::ROLE_ENTRY | onion::ROLE_MIX | onion::ROLE_MAILBOX,
+                key: secret.public(),
+            };
+            relays.push(Relay {
+                node,
+                secret,
+                tags: BTreeSet::new(),
+                queues: BTreeMap::new(),
+                recipients: BTreeMap::new(),
+                invites: BTreeMap::new(),
+                up: true,
+                life: 0,
+                forwarded: 0,
+                delivered: 0,
+                replays_dropped: 0,
+                acted: BTreeSet::new(),
+            });
+        }
+        let nodes = relays.iter().map(|r| r.node.clone()).collect();
+        // Two distinct homes, drawn from the seed.
+        let a_home = net.random_range(0..RELAYS);
+        let b_home = (a_home + net.random_range(1..RELAYS)) % RELAYS;
+        let mut sim = Sim {
+            now: 0,
+            seq: 0,
+            events: BTreeMap::new(),
+            work: 0,
+            net,
+            crypto,
+            relays,
+            nodes,
+            users: Vec::new(),
+            plan,
+            stats: Stats::default(),
+            violations: Vec::new(),
+            alice_sent: 0,
+            bob_sent: 0,
+            force_path: None,
+            tap: None,
+            origin: BTreeMap::new(),
+        };
+        for (name, home) in [("Alice", a_home), ("Bob", b_home)] {
+            let mut user = User::new(&mut sim.crypto);
+            let q = sim.create_queue(home);
+            user.apply(courier::register_ack_queue(&q, now_at(0)));
+            let ack = courier::ack_queue(&user.store).unwrap().unwrap();
+            assert_eq!(ack, (q.relay.clone(), q.sender_id));
+            sim.users.push(Party {
+                user,
+                name,
+                home,
+                ack,
+                got: BTreeMap::new(),
+                sent: BTreeMap::new(),
+                errors: Vec::new(),
+                new_contacts: 0,
+            });
+        }
+
+        // Alice invites: a queue on her home relay, the payload put there.
+        let aq = sim.create_queue(a_home);
+        let (inv, payload, cs) = courier::create_invitation(
+            &sim.users[ALICE].user.store,
+            &aq,
+            "Alice",
+            now_at(0),
+            &mut sim.crypto,
+        )
+        .unwrap();
+        sim.users[ALICE].user.apply(cs);
+        sim.relays[a_home].invites.insert(aq.sender_id, payload);
+        // Bob scans the link, takes the payload (once), accepts.
+        let parsed = Invitation::parse(&inv.to_link(), now_at(0)).unwrap();
+        let relay = sim.relay_index(&parsed.relay);
+        let payload = sim.relays[relay].invites.remove(&parsed.sender_id).unwrap();
+        assert!(!sim.relays[relay].invites.contains_key(&parsed.sender_id));
+        let bq = sim.create_queue(b_home);
+        let (peer, intro, cs) = courier::accept_invitation(
+            &sim.users[BOB].user.store,
+            &parsed,
+            &payload,
+            &bq,
+            "Bob",
+            now_at(0),
+            &mut sim.crypto,
+        )
+        .unwrap();
+        assert_eq!(peer, sim.users[ALICE].user.addr);
+        sim.users[BOB].user.apply(cs);
+        for blob in &intro.blobs {
+            sim.put(BOB, &intro.relay, &intro.sender_id, blob, 1, None);
+        }
+
+        // Ticks, staggered.
+        sim.schedule(97, Ev::Fetch { user: ALICE });
+        sim.schedule(311, Ev::Fetch { user: BOB });
+        sim.schedule(plan.resend_every_ms, Ev::Resend { user: ALICE });
+        sim.schedule(plan.resend_every_ms + 13, Ev::Resend { user: BOB });
+        // Alice's texts, a random gap apart.
+        let mut t = 500;
+        for n in 0..plan.messages {
+            t += sim.net.random_range(0..800);
+            sim.schedule(t, Ev::Send { n });
+        }
+        match plan.faults.outage {
+            Some(Outage::Down { from, until }) => {
+                let r = sim.spare_relay();
+                sim.schedule(from, Ev::Down { relay: r });
+                sim.schedule(until, Ev::Up { relay: r });
+            }
+            Some(Outage::Restart { at }) => {
+                let r = sim.spare_relay();
+                for t in at {
+                    sim.schedule(t, Ev::Down { relay: r });
+                    sim.schedule(t + 200, Ev::Up { relay: r });
+                }
+            }
+            None => {}
+        }
+        sim
+    }
+
+    /// A relay that is neither user's home (drawn from the seed).
+    fn spare_relay(&mut self) -> usize {
+        let homes = [self.users[ALICE].home, self.users[BOB].home];
+        let spare: Vec<usize> = (0..RELAYS).filter(|r| !homes.contains(r)).collect();
+        spare[self.net.random_range(0..spare.len())]
+    }
+
+    fn create_queue(&mut self, relay: usize) -> CreatedQueue {
+        let keys = QueueKeys::generate(&mut self.crypto);
+        let (mut recipient_id, mut sender_id) = ([0u8; 16], [0u8; 16]);
+        self.crypto.fill_bytes(&mut recipient_id);
+        self.crypto.fill_bytes(&mut sender_id);
+        let r = &mut self.relays[relay];
+        r.queues.insert(sender_id, Vec::new());
+        r.recipients.insert(recipient_id, sender_id);
+        CreatedQueue {
+            relay: r.node.address.clone(),
+            keys,
+            recipient_id,
+            sender_id,
+        }
+    }
+
+    fn relay_index(&self, addr: &RelayAddress) -> usize {
+        self.relays
+            .iter()
+            .position(|r| r.node.address == *addr)
+            .unwrap()
+    }
+
+    fn relay_by_id(&self, id: &NodeId) -> Option<usize> {
+        self.relays.iter().position(|r| r.node.id == *id)
+    }
+
+    fn note(&mut self, kind: u64, place: u64, outcome: u64) {
+        for v in [self.now, kind, place, outcome] {
+            for b in v.to_le_bytes() {
+                self.stats.trace ^= u64::from(b);
+                self.stats.trace = self.stats.trace.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+
+    fn schedule(&mut self, at: u64, ev: Ev) {
+        if ev.is_work() {
+            self.work += 1;
+        }
+        self.seq += 1;
+        self.events.insert((at, self.seq), ev);
+    }
+
+    fn latency(&mut self) -> u64 {
+        let (lo, hi) = self.plan.latency;
+        self.net.random_range(lo..=hi)
+    }
+
+    fn courier_now(&self) -> UnixTime {
+        now_at(self.now)
+    }
+
+    // -- the user's transport ----------------------------------------------
+
+    /// Sends one blob as `transport::put_attempt` does: a fresh path and
+    /// acknowledgement path, the pending record committed before the packet
+    /// leaves (replacing `previous`), another entry when one is down.
+    fn put(
+        &mut self,
+        user: usize,
+        relay: &RelayAddress,
+        sender_id: &QueueId,
+        blob: &Blob,
+        attempts: u32,
+        previous: Option<[u8; 16]>,
+    ) {
+        let mut avoid = Vec::new();
+        let mut previous = previous;
+        self.stats.most_attempts = self.stats.most_attempts.max(attempts);
+        for _ in 0..MAX_PATH_ATTEMPTS {
+            let path = match self.force_path.take() {
+                Some(p) => Path {
+                    nodes: p.iter().map(|i| self.nodes[*i].clone()).collect(),
+                },
+                None => match onion::choose_path(
+                    &self.nodes,
+                    relay,
+                    onion::DEFAULT_HOPS,
+                    &avoid,
+                    &mut self.net,
+                ) {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let ack_relay = self.users[user].ack.0.clone();
+            let ack_queue = self.users[user].ack.1;
+            let ack_path = onion::choose_path(
+                &self.nodes,
+                &ack_relay,
+                onion::DEFAULT_HOPS,
+                &[],
+                &mut self.net,
+            )
+            .unwrap();
+            let (packet, pending) = onion::wrap_with_ack(
+                &path,
+                sender_id,
+                blob,
+                &ack_path,
+                &ack_queue,
+                &mut self.crypto,
+            )
+            .unwrap();
+            let u = &mut self.users[user];
+            let cs = courier::record_pending(
+                &u.user.store,
+                &pending,
+                relay,
+                sender_id,
+                blob,
+                now_at(self.now),
+                attempts,
+                previous.as_ref(),
+            )
+            .unwrap();
+            u.user.apply(cs);
+            previous = Some(pending.id);
+            let entry = self.relay_by_id(&path.nodes[0].id).unwrap();
+            if !self.relays[entry].up {
+                // The connection is refused: the client knows, and tries
+                // another entry.
+                self.stats.entry_refusals += 1;
+                self.note(1, entry as u64, 0);
+                avoid.push(path.nodes[0].id);
+                continue;
+            }
+            self.stats.packets_sent += 1;
+            self.note(1, entry as u64, 1);
+            let at = self.now + self.latency();
+            self.schedule(
+                at,
+                Ev::Arrive {
+                    relay: entry,
+                    packet,
+                },
+            );
+            return;
+        }
+        // Every entry tried was down: the record stays, a resend follows.
+    }
+
+    fn send_text(&mut self, user: usize, text: String, reply_to: Option<[u8; 16]>) -> bool {
+        let peer = self.users[1 - user].user.addr;
+        let now = self.courier_now();
+        let u = &mut self.users[user];
+        if courier::route(&u.user.store, &peer).unwrap().is_none() {
+            return false;
+        }
+        let (env, out, cs) = courier::send(
+            &u.user.store,
+            &peer,
+            Body::Text(Text(text.clone())),
+            reply_to,
+            now,
+            &mut self.crypto,
+        )
+        .unwrap();
+        u.user.apply(cs);
+        u.sent.insert(env.id, text);
+        for (i, blob) in out.blobs.iter().enumerate() {
+            self.origin
+                .insert(digest(blob), (env.id, i, out.blobs.len()));
+        }
+        for blob in &out.blobs {
+            self.put(user, &out.relay, &out.sender_id, blob, 1, None);
+        }
+        true
+    }
+
+    fn resend(&mut self, user: usize) {
+        let Some(cutoff) = self.now.checked_sub(self.plan.ack_timeout_ms) else {
+            return;
+        };
+        let overdue = courier::overdue(&self.users[user].user.store, now_at(cutoff)).unwrap();
+        for u in overdue {
+            // No give-up here: resends go on until acknowledged.
+            self.stats.resends += 1;
+            self.note(2, user as u64, u.attempts.into());
+            self.put(
+                user,
+                &u.relay,
+                &u.sender_id,
+                &u.blob,
+                u.attempts + 1,
+                Some(u.id),
+            );
+        }
+    }
+
+    /// Fetches every blob from the user's queues, hands them to the
+    /// courier, then acknowledges them to the relay (unless the relay loses
+    /// that acknowledgement: then they come again next time).
+    fn fetch(&mut self, user: usize) {
+        let queues = courier::own_queues(&self.users[user].user.store).unwrap();
+        for q in queues {
+            let r = self.relay_index(&q.relay);
+            let sender = self.relays[r].recipients[&q.recipient_id];
+            let blobs = self.relays[r].queues[&sender].clone();
+            if blobs.is_empty() {
+                continue;
+            }
+            let now = self.courier_now();
+            if q.acks {
+                let refs: Vec<&[u8; BLOB_BYTES]> = blobs.iter().map(|b| &**b).collect();
+                let pairs = onion::pair_replies(&refs).len();
+                let (n, cs) = courier::receive_acks(&self.users[user].user.store, &refs).unwrap();
+                self.users[user].user.apply(cs);
+                self.stats.acks_confirmed += n as u64;
+                self.stats.stale_acks += (pairs - n) as u64;
+            } else {
+                for b in &blobs {
+                    let res = courier::receive(
+                        &self.users[user].user.store,
+                        &q.recipient_id,
+                        b,
+                        now,
+                        &mut self.crypto,
+                    );
+                    match res {
+                        Ok((got, cs)) => {
+                            self.users[user].user.apply(cs);
+                            self.received(user, got);
+                        }
+                        Err(e) => {
+                            let o = self.origin.get(&digest(b)).copied();
+                            let seen = o.map(|(id, _, _)| self.users[user].got.contains_key(&id));
+                            if seen == Some(true)
+                                && matches!(e, postern_core::Error::DecryptionFailed { .. })
+                            {
+                                // A redelivery of a message already received,
+                                // past libsignal's receiver chains (see
+                                // `a_late_duplicate_after_five_ratchet_turns_..`).
+                                self.stats.late_duplicates_refused += 1;
+                                continue;
+                            }
+                            self.users[user].errors.push(format!(
+                                "{e:?} at {} (blob {:?} of a message received before: {seen:?})",
+                                self.now,
+                                o.map(|(_, i, n)| (i, n))
+                            ));
+                        }
+                    }
+                }
+            }
+            self.note(3, user as u64, blobs.len() as u64);
+            if self.net.random_bool(self.plan.faults.fetch_ack_loss) {
+                self.stats.fetch_redeliveries += blobs.len() as u64;
+            } else if let Some(queue) = self.relays[r].queues.get_mut(&sender) {
+                queue.drain(..blobs.len());
+            }
+        }
+    }
+
+    /// What the user makes of one received blob.
+    fn received(&mut self, user: usize, got: Received) {
+        match got {
+            Received::Message { envelope, .. } => {
+                let Body::Text(Text(text)) = envelope.body else {
+                    panic!("only texts are sent here")
+                };
+                let e = self.users[user]
+                    .got
+                    .entry(envelope.id)
+                    .or_insert((0, text.clone()));
+                e.0 += 1;
+                let first = e.0 == 1;
+                if user == BOB {
+                    self.stats.messages_to_bob += 1;
+                    if first
+                        && let Some(n) = alice_number(&text)
+                        && bob_answers(n)
+                    {
+                        let think = self.net.random_range(100..2_000);
+                        self.schedule(self.now + think, Ev::Reply { n, to: envelope.id });
+                    }
+                } else {
+                    self.stats.messages_to_alice += 1;
+                }
+            }
+            Received::Duplicate => self.stats.duplicates_received += 1,
+            Received::NewContact { .. } => self.users[user].new_contacts += 1,
+            Received::Partial => {}
+            other => self.users[user]
+                .errors
+                .push(format!("unexpected {other:?}")),
+        }
+    }
+
+    // -- the relay ---------------------------------------------------------
+
+    /// What `Mix::accept` and the server do with a packet.
+    fn arrive(&mut self, r: usize, packet: &Packet) {
+        if !self.relays[r].up {
+            self.stats.lost_at_down_relay += 1;
+            self.note(4, r as u64, 0);
+            return;
+        }
+        let mean = self.plan.mean_delay_ms;
+        let relay = &mut self.relays[r];
+        // Peel first, then the tag (only authentic packets take cache space).
+        let action =
+            match onion::process(packet, &relay.secret, &relay.node.id, mean, &mut self.net) {
+                Ok(a) => a,
+                Err(_) => {
+                    self.stats.bad_packets += 1;
+                    self.note(4, r as u64, 1);
+                    return;
+                }
+            };
+        let tag = sphinx::replay_tag(packet);
+        if !relay.tags.insert(tag) {
+            relay.replays_dropped += 1;
+            self.stats.replays_dropped += 1;
+            self.note(4, r as u64, 2);
+            return;
+        }
+        if !relay.acted.insert(tag) {
+            self.violations.push(format!(
+                "relay {r} acted twice on one packet at {}",
+                self.now
+            ));
+        }
+        if let Some(tap) = &mut self.tap {
+            tap.push((r, packet.clone()));
+        }
+        let life = relay.life;
+        match action {
+            HopAction::Forward {
+                next,
+                delay_ms,
+                packet,
+            } => {
+                let Some(next) = self.relay_by_id(&next) else {
+                    self.stats.bad_packets += 1;
+                    return;
+                };
+                self.relays[r].forwarded += 1;
+                self.stats.forwarded += 1;
+                self.note(4, r as u64, 3);
+                self.schedule(
+                    self.now + delay_ms,
+                    Ev::Depart {
+                        from: r,
+                        life,
+                        next,
+                        packet,
+                    },
+                );
+            }
+            HopAction::Deliver {
+                sender_id,
+                blob,
+                ack,
+            } => {
+                let Some(queue) = relay.queues.get_mut(&sender_id) else {
+                    self.stats.unknown_queue += 1;
+                    return;
+                };
+                // Stored (durably, in the real relay) before acknowledging.
+                queue.push(blob);
+                relay.delivered += 1;
+                self.stats.delivered += 1;
+                self.note(4, r as u64, 4);
+                if let Some(block) = ack {
+                    let (first, packet) = onion::ack_packet(&block).unwrap();
+                    let Some(next) = self.relay_by_id(&first) else {
+                        self.stats.bad_packets += 1;
+                        return;
+                    };
+                    self.schedule(
+                        self.now,
+                        Ev::Depart {
+                            from: r,
+                            life,
+                            next,
+                            packet,
+                        },
+                    );
+                }
+            }
+            // Cover traffic (the users here send none): discarded; a loop
+            // is acknowledged through its block, as `Mix::accept` does.
+            HopAction::Drop => self.note(4, r as u64, 6),
+            HopAction::Loop { ack } => {
+                let (first, packet) = onion::ack_packet(&ack).unwrap();
+                let Some(next) = self.relay_by_id(&first) else {
+                    self.stats.bad_packets += 1;
+                    return;
+                };
+                self.schedule(
+                    self.now,
+                    Ev::Depart {
+                        from: r,
+                        life,
+                        next,
+                        packet,
+                    },
+                );
+            }
+            HopAction::Reply { queue, id, payload } => {
+                let Some(q) = relay.queues.get_mut(&queue) else {
+                    self.stats.unknown_queue += 1;
+                    return;
+                };
+                q.extend(onion::reply_blobs(&id, &payload));
+                relay.delivered += 1;
+                self.stats.acks_stored += 1;
+                self.note(4, r as u64, 5);
+            }
+        }
+    }
+
+    /// A held packet leaves `from` for `next` over a faulty link.
+    fn depart(&mut self, from: usize, life: u32, next: usize, packet: Packet) {
+        if !self.relays[from].up || self.relays[from].life != life {
+            // The relay crashed while holding it.
+            self.stats.lost_in_restart += 1;
+            self.note(5, from as u64, 0);
+            return;
+        }
+        let f = self.plan.faults;
+        if self.net.random_bool(f.drop) {
+            self.stats.link_drops += 1;
+            self.note(5, from as u64, 1);
+            return;
+        }
+        if self.net.random_bool(f.duplicate) {
+            self.stats.link_duplicates += 1;
+            let at = self.now + self.latency();
+            self.schedule(
+                at,
+                Ev::Arrive {
+                    relay: next,
+                    packet: packet.clone(),
+                },
+            );
+        }
+        if self.net.random_bool(f.capture) {
+            self.stats.replays_injected += 1;
+            let at = self.now + self.net.random_range(1_000..30_000);
+            self.schedule(
+                at,
+                Ev::Arrive {
+                    relay: next,
+                    packet: packet.clone(),
+                },
+            );
+        }
+        self.note(5, from as u64, next as u64 + 2);
+        let at = self.now + self.latency();
+        self.schedule(
+            at,
+            Ev::Arrive {
+                relay: next,
+                packet,
+            },
+        );
+    }
+
+    // -- the loop ----------------------------------------------------------
+
+    fn step(&mut self) -> bool {
+        let Some(((at, _), ev)) = self.events.pop_first() else {
+            return false;
+        };
+        self.now = at;
+        if ev.is_work() {
+            self.work -= 1;
+        }
+        match ev {
+            Ev::Arrive { relay, packet } => self.arrive(relay, &packet),
+            Ev::Depart {
+                from,
+                life,
+                next,
+                packet,
+            } => self.depart(from, life, next, packet),
+            Ev::Send { n } => {
+                if self.send_text(ALICE, alice_text(n), None) {
+                    self.alice_sent += 1;
+                    self.note(6, n as u64, 0);
+                } else {
+                    // Bob's introduction has not arrived yet.
+                    self.stats.deferred_sends += 1;
+                    self.schedule(self.now + 500, Ev::Send { n });
+                }
+            }
+            Ev::Reply { n, to } => {
+                assert!(self.send_text(BOB, bob_text(n), Some(to)));
+                self.bob_sent += 1;
+                self.note(7, n as u64, 0);
+            }
+            Ev::Fetch { user } => {
+                self.fetch(user);
+                self.schedule(self.now + self.plan.fetch_every_ms, Ev::Fetch { user });
+            }
+            Ev::Resend { user } => {
+                self.resend(user);
+                self.schedule(self.now + self.plan.resend_every_ms, Ev::Resend { user });
+            }
+            Ev::Down { relay } => {
+                let r = &mut self.relays[relay];
+                r.up = false;
+                r.life += 1;
+                self.note(8, relay as u64, 0);
+            }
+            Ev::Up { relay } => {
+                self.relays[relay].up = true;
+                self.note(8, relay as u64, 1);
+            }
+        }
+        true
+    }
+
+    fn quiescent(&self) -> bool {
+        let answers = (0..self.plan.messages).filter(|n| bob_answers(*n)).count();
+        self.work == 0
+            && self.alice_sent == self.plan.messages
+            && self.bob_sent == answers
+            && self
+                .relays
+                .iter()
+                .all(|r| r.queues.values().all(Vec::is_empty))
+            && self
+                .users
+                .iter()
+                .all(|u| courier::unacknowledged(&u.user.store).unwrap() == 0)
+    }
+
+    /// Runs virtual time until nothing is in flight, every message went
+    /// out and every blob is acknowledged and fetched.
+    fn run(&mut self) {
+        while !self.quiescent() {
+            assert!(self.step(), "event queue ran dry");
+            assert!(
+                self.now < GIVE_UP_MS,
+                "not quiescent after {GIVE_UP_MS} ms: {:?}",
+                self.stats
+            );
+        }
+        self.stats.end_ms = self.now;
+    }
+
+    /// The invariants every run must keep.
+    fn check(&self) {
+        assert!(self.violations.is_empty(), "{:?}", self.violations);
+        for (i, p) in self.users.iter().enumerate() {
+            let other = &self.users[1 - i];
+            let missing = other
+                .sent
+                .keys()
+                .filter(|id| !p.got.contains_key(*id))
+                .count();
+            assert!(
+                p.errors.is_empty(),
+                "{}: {:?}; {missing} missing",
+                p.name,
+                p.errors
+            );
+            let other = &self.users[1 - i];
+            // Everything the other side sent arrived exactly once, intact.
+            for (id, text) in &other.sent {
+                let Some((n, got)) = p.got.get(id) else {
+                    panic!("{} never got a message from {}", p.name, other.name)
+                };
+                assert_eq!(*n, 1, "{} got a message {n} times", p.name);
+                assert_eq!(got, text);
+            }
+            assert_eq!(
+                p.got.len(),
+                other.sent.len(),
+                "{} got extra messages",
+                p.name
+            );
+            assert_eq!(courier::unacknowledged(&p.user.store).unwrap(), 0);
+        }
+        assert_eq!(self.users[ALICE].new_contacts, 1);
+        assert_eq!(self.stats.unknown_queue, 0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Rejections
+// ---------------------------------------------------------------------------
+
+/// Two contacts on a calm mesh, the introduction already through.
+fn connected(seed: u64) -> Sim {
+    let mut sim = Sim::new(seed, Plan::calm());
+    sim.run();
+    sim.check();
+    assert_eq!(sim.users[ALICE].new_contacts, 1);
+    sim
+}
+
+#[test]
+fn rejects_replayed_packets_at_every_hop_without_forwarding_them() {
+    let mut sim = connected(11);
+    sim.tap = Some(Vec::new());
+    assert!(sim.send_text(ALICE, "once only".into(), None));
+    sim.run();
+    sim.check();
+    let tapped = sim.tap.take().unwrap();
+    // The blob's three hops and its acknowledgement's three.
+    assert_eq!(tapped.len(), 6);
+    let before: Vec<(u64, u64)> = sim
+        .relays
+        .iter()
+        .map(|r| (r.forwarded, r.delivered))
+        .collect();
+    let stats = sim.stats.clone();
+
+    // Every packet is injected again into the relay that took it, and a
+    // tampered copy too (a changed byte must not pass as a new packet).
+    for (r, p) in &tapped {
+        sim.schedule(
+            sim.now + 50,
+            Ev::Arrive {
+                relay: *r,
+                packet: p.clone(),
+            },
+        );
+        let mut tampered = p.clone();
+        tampered[200] ^= 0x40;
+        sim.schedule(
+            sim.now + 60,
+            Ev::Arrive {
+                relay: *r,
+                packet: tampered,
+            },
+        );
+    }
+    sim.run();
+    sim.check();
+    assert_eq!(sim.stats.replays_dropped, stats.replays_dropped + 6);
+    // A tampered header fails its MAC before its tag is looked at.
+    assert_eq!(sim.stats.bad_packets, 6);
+    let after: Vec<(u64, u64)> = sim
+        .relays
+        .iter()
+        .map(|r| (r.forwarded, r.delivered))
+        .collect();
+    assert_eq!(before, after, "a replay was forwarded or stored");
+    assert_eq!(sim.users[BOB].got.len(), 1);
+    assert_eq!(sim.stats.duplicates_received, stats.duplicates_received);
+}
+
+#[test]
+fn a_packet_for_a_relay_that_is_down_is_lost_and_recovered_by_a_resend() {
+    let mut sim = connected(12);
+    let homes = [sim.users[ALICE].home, sim.users[BOB].home];
+    let spare: Vec<usize> = (0..RELAYS).filter(|r| !homes.contains(r)).collect();
+    let (entry, down) = (spare[0], spare[1]);
+    sim.schedule(sim.now, Ev::Down { relay: down });
+    sim.schedule(sim.now + 10_000, Ev::Up { relay: down });
+    sim.step();
+    assert!(!sim.relays[down].up);
+    // The first attempt goes entry → the down relay → Bob's home.
+    sim.force_path = Some(vec![entry, down, homes[1]]);
+    assert!(sim.send_text(ALICE, "are you there?".into(), None));
+    let before = sim.stats.clone();
+    sim.run();
+    sim.check();
+    assert!(sim.stats.lost_at_down_relay > before.lost_at_down_relay);
+    assert!(sim.stats.resends > before.resends);
+    assert!(sim.relays[down].up);
+    let got: Vec<&String> = sim.users[BOB].got.values().map(|(_, t)| t).collect();
+    assert_eq!(got, ["are you there?"]);
+}
+
+// ---------------------------------------------------------------------------
+// Full runs
+// ---------------------------------------------------------------------------
+
+fn faulty(outage: Outage) -> Plan {
+    Plan {
+        messages: 50,
+        faults: Faults {
+            drop: 0.10,
+            duplicate: 0.02,
+            capture: 0.03,
+            fetch_ack_loss: 0.05,
+            outage: Some(outage),
+        },
+        ..Plan::calm()
+    }
+}
+
+fn run_seed(seed: u64, plan: Plan) -> Stats {
+    let mut sim = Sim::new(seed, plan);
+    sim.run();
+    sim.check();
+    let s = &sim.stats;
+    assert_eq!(s.bad_packets, 0);
+    assert_eq!(sim.users[ALICE].sent.len(), plan.messages);
+    assert_eq!(sim.users[BOB].got.len(), 50);
+    assert_eq!(sim.users[ALICE].got.len(), 20);
+    // Some of the faults must actually have happened.
+    assert!(s.link_drops > 0 && s.resends > 0, "{s:?}");
+    // Replays were refused, and only copies were taken for replays.
+    assert!(s.replays_dropped > 0, "{s:?}");
+    assert!(
+        s.replays_dropped <= s.link_duplicates + s.replays_injected,
+        "{s:?}"
+    );
+    println!("seed {seed}: {s:?}");
+    s.clone()
+}
+
+/// Runs each seed twice: the same seed must give the same trace. Returns
+/// the packets lost to the outage over all seeds.
+fn seeds(seeds: &[u64], plan: Plan) -> u64 {
+    let mut lost = 0;
+    for &seed in seeds {
+        let a = run_seed(seed, plan);
+        let b = run_seed(seed, plan);
+        assert_eq!(a, b, "seed {seed} is not deterministic");
+        lost += a.lost_at_down_relay + a.lost_in_restart;
+    }
+    lost
+}
+
+#[test]
+fn every_message_arrives_exactly_once_through_drops_reorders_and_an_outage() {
+    let lost = seeds(
+        &[1, 2, 3],
+        faulty(Outage::Down {
+            from: 5_000,
+            until: 20_000,
+        }),
+    );
+    assert!(lost > 0, "the outage cost no packet");
+}
+
+#[test]
+fn every_message_arrives_exactly_once_when_a_mix_restarts() {
+    let lost = seeds(
+        &[4, 5],
+        faulty(Outage::Restart {
+            at: [6_000, 12_000, 18_000],
+        }),
+    );
+    assert!(lost > 0, "no restart cost a packet");
+}
+
+/// One-blob messages skip the fragment completion markers, so only
+/// libsignal recognises their duplicates, and only on the 5 receiver chains
+/// it keeps: after five ratchet round trips a redelivered blob (a resend
+/// whose acknowledgement was lost, a relay handing a fetch out again) is
+/// refused as `DecryptionFailed` instead of being reported as `Duplicate`.
+/// Nothing is lost or shown twice, but a benign redelivery looks like a
+/// hostile blob. Expected behaviour, ignored until the core keeps its own
+/// record of processed blobs.
+#[test]
+#[ignore = "core bug: a late one-blob duplicate is DecryptionFailed, not Duplicate"]
+fn a_late_duplicate_after_five_ratchet_turns_is_recognised_as_a_duplicate() {
+    let mut sim = connected(13);
+    let inbox = |sim: &Sim, u: usize| {
+        courier::own_queues(&sim.users[u].user.store)
+            .unwrap()
+            .into_iter()
+            .find(|q| !q.acks)
+            .unwrap()
+            .recipient_id
+    };
+    let queues = [inbox(&sim, ALICE), inbox(&sim, BOB)];
+    // `from` sends a short text; the other side receives it at once.
+    let exchange = |sim: &mut Sim, from: usize, text: &str| {
+        let to = sim.users[1 - from].user.addr;
+        let (_, out, cs) = courier::send(
+            &sim.users[from].user.store,
+            &to,
+            Body::Text(Text(text.into())),
+            None,
+            T0,
+            &mut sim.crypto,
+        )
+        .unwrap();
+        sim.users[from].user.apply(cs);
+        assert_eq!(out.blobs.len(), 1);
+        let (got, cs) = courier::receive(
+            &sim.users[1 - from].user.store,
+            &queues[1 - from],
+            &out.blobs[0],
+            T0,
+            &mut sim.crypto,
+        )
+        .unwrap();
+        sim.users[1 - from].user.apply(cs);
+        assert!(matches!(got, Received::Message { .. }));
+        out.blobs[0].clone()
+    };
+    let first = exchange(&mut sim, ALICE, "first");
+    // Up to four round trips the duplicate is recognised (checked on a copy).
+    for _ in 0..5 {
+        let copy = sim.users[BOB].user.store.clone();
+        let again = courier::receive(&copy, &queues[BOB], &first, T0, &mut sim.crypto);
+        assert!(matches!(again, Ok((Received::Duplicate, _))));
+        exchange(&mut sim, BOB, "pong");
+        exchange(&mut sim, ALICE, "ping");
+    }
+    let again = courier::receive(
+        &sim.users[BOB].user.store,
+        &queues[BOB],
+        &first,
+        T0,
+        &mut sim.crypto,
+    );
+    assert!(
+        matches!(again, Ok((Received::Duplicate, _))),
+        "{:?}",
+        again.map(|(g, _)| g)
+    );
+}
+
+/// Bob may write as soon as he has accepted, and in a mix network his
+/// first message can overtake his introduction (several blobs, each on its
+/// own path with its own delays). Alice's invitation queue refuses sealed
+/// messages until the introduction is in (`UnexpectedMessage`); by then
+/// the mailbox relay has acknowledged the delivery to Bob (so he never
+/// sends again) and Alice's client acknowledges the refused blob (so the
+/// relay never hands it out again): the message is lost. Expected
+/// behaviour, ignored until the core keeps such a message until the
+/// introduction arrives.
+#[test]
+#[ignore = "core bug: a message that overtakes the introduction is refused and lost"]
+fn a_message_that_overtakes_the_introduction_is_not_lost() {
+    let mut r = common::rng(21);
+    let (mut alice, mut bob) = (User::new(&mut r), User::new(&mut r));
+    let relay = RelayAddress::new("10.0.0.1", 7000, None).unwrap();
+    let queue = |r: &mut ChaCha20Rng, n: u8| CreatedQueue {
+        relay: relay.clone(),
+        keys: QueueKeys::generate(r),
+        recipient_id: [n; 16],
+        sender_id: [n + 100; 16],
+    };
+    let aq = queue(&mut r, 1);
+    let (inv, payload, cs) =
+        courier::create_invitation(&alice.store, &aq, "Alice", T0, &mut r).unwrap();
+    alice.apply(cs);
+    let bq = queue(&mut r, 2);
+    let (_, intro, cs) =
+        courier::accept_invitation(&bob.store, &inv, &payload, &bq, "Bob", T0, &mut r).unwrap();
+    bob.apply(cs);
+    let (env, out, cs) = courier::send(
+        &bob.store,
+        &alice.addr,
+        Body::Text(Text("hi, it's Bob".into())),
+        None,
+        T0,
+        &mut r,
+    )
+    .unwrap();
+    bob.apply(cs);
+    // Every blob reaches Alice once: the message's first, then the
+    // introduction's. She acknowledges each, whatever came of it.
+    let mut got = Vec::new();
+    for b in out.blobs.iter().chain(&intro.blobs) {
+        match courier::receive(&alice.store, &aq.recipient_id, b, T0, &mut r) {
+            Ok((g, cs)) => {
+                alice.apply(cs);
+                got.push(g);
+            }
+            Err(e) => assert!(matches!(e, postern_core::Error::UnexpectedMessage)),
+        }
+    }
+    assert!(
+        got.iter()
+            .any(|g| matches!(g, Received::NewContact { peer, .. } if *peer == bob.addr))
+    );
+    let history = alice.store.history(&bob.addr, 10).unwrap();
+    assert_eq!(history.len(), 1, "Bob's message {:?} was lost", env.id);
+}
