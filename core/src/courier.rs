@@ -1042,6 +1042,9 @@ pub enum Received {
         peer: Address,
         /// The name it suggested.
         display_name: String,
+        /// Messages from it that arrived before the introduction (already
+        /// stored).
+        early: Vec<Envelope>,
     },
     /// An attachment chunk was stored.
     Chunk {
@@ -1083,23 +1086,22 @@ pub fn receive<R: RngCore + CryptoRng>(
             data,
         } => {
             let mut cs = ChangeSet::new();
-            let msg = if total == 1 {
-                Zeroizing::new(data.to_vec())
-            } else {
-                match collect(
-                    store,
-                    recipient_id,
-                    msg_ref,
-                    index,
-                    total,
-                    data,
-                    now,
-                    &mut cs,
-                )? {
-                    Collected::Partial => return Ok((Received::Partial, cs)),
-                    Collected::Duplicate => return Ok((Received::Duplicate, cs)),
-                    Collected::Complete(m) => m,
-                }
+            // One-fragment messages get a completion marker too, so that a
+            // late redelivery is recognised before decryption (libsignal
+            // keeps only a few old chains).
+            let msg = match collect(
+                store,
+                recipient_id,
+                msg_ref,
+                index,
+                total,
+                data,
+                now,
+                &mut cs,
+            )? {
+                Collected::Partial => return Ok((Received::Partial, cs)),
+                Collected::Duplicate => return Ok((Received::Duplicate, cs)),
+                Collected::Complete(m) => m,
             };
             let (&t, body) = msg.split_first().ok_or(malformed(WHAT_BLOB))?;
             let (got, more) = match t {
@@ -1275,7 +1277,12 @@ fn receive_sealed<R: RngCore + CryptoRng>(
     rng: &mut R,
 ) -> Result<(Received, ChangeSet)> {
     let Some(expected) = Address::from_slice(&q.contact) else {
-        // An invitation queue accepts only introductions until used.
+        // An invitation queue takes an introduction first; a message of
+        // the new contact that overtook it on the onion network waits
+        // (bounded) and is opened right after it.
+        if q.invitation && !q.invite_used {
+            return park_early(store, q, sealed, now);
+        }
         return Err(Error::UnexpectedMessage);
     };
     let (from, plain, mut cs) = match e2e::open(store, sealed, now, rng) {
@@ -1310,6 +1317,44 @@ fn receive_sealed<R: RngCore + CryptoRng>(
         },
         cs,
     ))
+}
+
+/// Most messages kept per invitation queue while its introduction is on
+/// its way.
+pub const MAX_EARLY_MESSAGES: usize = 16;
+const EARLY_TAG: &[u8] = b"early";
+
+fn early_prefix(queue: &[u8]) -> Vec<u8> {
+    let mut k = queue.to_vec();
+    k.extend_from_slice(EARLY_TAG);
+    k
+}
+
+fn park_early(
+    store: &dyn KvStore,
+    q: &lp::QueueRecord,
+    sealed: &[u8],
+    now: UnixTime,
+) -> Result<(Received, ChangeSet)> {
+    let ns = Namespace::Fragment;
+    let prefix = early_prefix(&q.recipient_id);
+    let parked = store
+        .keys(ns)?
+        .into_iter()
+        .filter(|k| k.starts_with(&prefix))
+        .count();
+    if parked >= MAX_EARLY_MESSAGES || now.millis() >= q.invite_expires_at_ms {
+        return Err(Error::UnexpectedMessage);
+    }
+    let mut key = prefix;
+    key.extend_from_slice(
+        crate::crypto::hash::sha256(&[sealed])
+            .get(..16)
+            .unwrap_or_default(),
+    );
+    let mut cs = ChangeSet::new();
+    cs.put(ns, &key, Record::current(ns, sealed.to_vec()));
+    Ok((Received::Partial, cs))
 }
 
 /// Side effects of a body: announced attachments are remembered, control
@@ -1402,12 +1447,37 @@ fn receive_introduction<R: RngCore + CryptoRng>(
     rec.invite_used = true;
     rec.contact = peer.as_bytes().to_vec();
     save(&mut cs, Namespace::Queue, &ours, &rec);
+    // Messages that overtook the introduction: open them now.
+    let mut early = Vec::new();
+    let ns = Namespace::Fragment;
+    let prefix = early_prefix(&ours);
+    let mut o = Overlay::new(store);
+    o.apply(cs);
+    for k in store
+        .keys(ns)?
+        .into_iter()
+        .filter(|k| k.starts_with(&prefix))
+    {
+        let sealed = store
+            .get(ns, &k)?
+            .map(|r| r.checked(ns).map(<[u8]>::to_vec))
+            .transpose()?;
+        o.delete(ns, &k);
+        if let Some(sealed) = sealed
+            && let Ok((Received::Message { envelope, .. }, more)) =
+                receive_sealed(&o, &rec, &sealed, now, rng)
+        {
+            o.apply(more);
+            early.push(envelope);
+        }
+    }
     Ok((
         Received::NewContact {
             peer,
             display_name: card.display_name,
+            early,
         },
-        cs,
+        o.into_changes(),
     ))
 }
 

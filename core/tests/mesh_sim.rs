@@ -10,9 +10,9 @@
 //! relay loses (so blobs are handed out again).
 //!
 //! Rejections first, then the full runs over several seeds, each run twice
-//! to check that a seed always gives the same trace. Two ignored tests at
-//! the end state what the core should do and does not yet (late one-blob
-//! duplicates, a message overtaking its introduction).
+//! to check that a seed always gives the same trace. Two regression tests
+//! at the end cover what the simulation found broken: late one-blob
+//! duplicates, and a message overtaking its introduction.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -1195,16 +1195,12 @@ fn every_message_arrives_exactly_once_when_a_mix_restarts() {
     assert!(lost > 0, "no restart cost a packet");
 }
 
-/// One-blob messages skip the fragment completion markers, so only
-/// libsignal recognises their duplicates, and only on the 5 receiver chains
-/// it keeps: after five ratchet round trips a redelivered blob (a resend
-/// whose acknowledgement was lost, a relay handing a fetch out again) is
-/// refused as `DecryptionFailed` instead of being reported as `Duplicate`.
-/// Nothing is lost or shown twice, but a benign redelivery looks like a
-/// hostile blob. Expected behaviour, ignored until the core keeps its own
-/// record of processed blobs.
+/// Regression: one-blob messages skipped the fragment completion markers,
+/// so only libsignal recognised their duplicates, and only on the 5
+/// receiver chains it keeps: after five ratchet round trips a redelivered
+/// blob (a resend whose acknowledgement was lost, a relay handing a fetch
+/// out again) was refused as `DecryptionFailed` instead of `Duplicate`.
 #[test]
-#[ignore = "core bug: a late one-blob duplicate is DecryptionFailed, not Duplicate"]
 fn a_late_duplicate_after_five_ratchet_turns_is_recognised_as_a_duplicate() {
     let mut sim = connected(13);
     let inbox = |sim: &Sim, u: usize| {
@@ -1271,11 +1267,9 @@ fn a_late_duplicate_after_five_ratchet_turns_is_recognised_as_a_duplicate() {
 /// messages until the introduction is in (`UnexpectedMessage`); by then
 /// the mailbox relay has acknowledged the delivery to Bob (so he never
 /// sends again) and Alice's client acknowledges the refused blob (so the
-/// relay never hands it out again): the message is lost. Expected
-/// behaviour, ignored until the core keeps such a message until the
-/// introduction arrives.
+/// relay never hands it out again): the message was lost. Regression: it
+/// now waits (bounded) in the invitation queue until the introduction.
 #[test]
-#[ignore = "core bug: a message that overtakes the introduction is refused and lost"]
 fn a_message_that_overtakes_the_introduction_is_not_lost() {
     let mut r = common::rng(21);
     let (mut alice, mut bob) = (User::new(&mut r), User::new(&mut r));

@@ -815,11 +815,18 @@ fn process(
 
 fn report(p: &Profile, got: Received, dl: &Path) -> Result<()> {
     match got {
-        Received::NewContact { peer, display_name } => {
-            println!(
-                "{} accepted your invitation ({peer})",
-                output::name_or(&display_name, &peer)
-            );
+        Received::NewContact {
+            peer,
+            display_name,
+            early,
+        } => {
+            let who = output::name_or(&display_name, &peer);
+            println!("{who} accepted your invitation ({peer})");
+            for e in early {
+                if let Some(line) = output::describe(&e.body) {
+                    println!("{who} → you: {line}");
+                }
+            }
         }
         Received::Message { from, envelope } => {
             let name = courier::route(p, &from)?
