@@ -29,8 +29,10 @@ use crate::replay::{ReplayCache, Seen};
 /// Packets waiting for their delay or their next hop, beyond which new
 /// ones are refused (`RateLimited`): memory stays bounded.
 pub const MAX_PACKETS_IN_FLIGHT: usize = 100_000;
-/// How often buffered replay tags are synced to disk.
-pub const REPLAY_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// How often buffered replay tags are synced to disk. A packet is sent on
+/// only after its tag is on disk, so a crash cannot reopen the replay
+/// window; this bounds the extra delay per hop.
+pub const REPLAY_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// What the mix needs to know about the network and its own keys.
 pub trait Topology: Send + Sync {
@@ -86,6 +88,11 @@ pub struct Mix {
     links: Mutex<HashMap<RelayAddress, Link>>,
     in_flight: std::sync::atomic::AtomicUsize,
     metrics: Arc<Metrics>,
+    /// Flush round in progress (tags inserted now are durable once a
+    /// later round has completed).
+    round: std::sync::atomic::AtomicU64,
+    /// The last round whose tags are on disk.
+    flushed: tokio::sync::watch::Sender<u64>,
 }
 
 impl core::fmt::Debug for Mix {
@@ -116,6 +123,8 @@ impl Mix {
             links: Mutex::new(HashMap::new()),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             metrics,
+            round: std::sync::atomic::AtomicU64::new(0),
+            flushed: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -191,12 +200,18 @@ impl Mix {
                     self.in_flight.fetch_sub(1, Ordering::Relaxed);
                     return Err(self.drop_packet(ErrorCode::RateLimited));
                 }
+                // The tag was recorded in round `r` or later: wait for a
+                // completed flush after it.
+                let r = self.round.load(Ordering::SeqCst);
+                let mut durable = self.flushed.subscribe();
                 let me = self.clone();
                 tokio::spawn(async move {
                     if delay_ms > 0 {
                         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                     }
-                    me.send_on(&addr, epoch, &packet).await;
+                    if durable.wait_for(|f| *f > r).await.is_ok() {
+                        me.send_on(&addr, epoch, &packet).await;
+                    }
                     me.in_flight.fetch_sub(1, Ordering::Relaxed);
                 });
                 Ok(Accepted::Forwarding)
@@ -289,15 +304,25 @@ impl Mix {
             };
             let t = now();
             let topo = self.topology.clone();
-            {
+            let this_round = self.round.fetch_add(1, Ordering::SeqCst) + 1;
+            let ok = {
                 let mut r = self
                     .replay
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Err(e) = r.flush() {
-                    tracing::warn!(error = %e, "replay cache flush failed");
-                }
+                let ok = match r.flush() {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replay cache flush failed");
+                        false
+                    }
+                };
                 r.prune(|e| topo.keep_epoch(e, t));
+                ok
+            };
+            // Only a successful flush releases the packets waiting on it.
+            if ok {
+                self.flushed.send_replace(this_round);
             }
             if stopping {
                 return;
