@@ -454,9 +454,16 @@ pub fn record_pending(
     previous: Option<&[u8; 16]>,
 ) -> Result<ChangeSet> {
     let mut cs = ChangeSet::new();
+    let ns = Namespace::PendingAck;
     if let Some(p) = previous {
-        cs.delete(Namespace::PendingAck, p);
-    } else if store.keys(Namespace::PendingAck)?.len() >= MAX_PENDING_ACKS {
+        // The earlier attempt stays (its acknowledgement may still come)
+        // but is no longer resent; the two are linked so that either
+        // acknowledgement settles both.
+        if let Some(mut old) = load::<lp::PendingAckRecord>(store, ns, p)? {
+            old.next = pending.id.to_vec();
+            save(&mut cs, ns, p, &old);
+        }
+    } else if store.keys(ns)?.len() >= MAX_PENDING_ACKS {
         return Err(Error::TooManyUnacknowledged);
     }
     save(
@@ -471,6 +478,8 @@ pub fn record_pending(
             sent_at_ms: now.millis(),
             attempts,
             is_loop: false,
+            prev: previous.map(|p| p.to_vec()).unwrap_or_default(),
+            next: Vec::new(),
         },
     );
     Ok(cs)
@@ -501,6 +510,23 @@ pub fn record_loop(
     Ok(cs)
 }
 
+/// Forgets a blob given up on: this attempt and every earlier one.
+pub fn forget_pending(store: &dyn KvStore, id: &[u8; 16]) -> Result<ChangeSet> {
+    let ns = Namespace::PendingAck;
+    let mut cs = ChangeSet::new();
+    let mut link = id.to_vec();
+    let mut hops = 0;
+    while !link.is_empty() && hops < 64 {
+        cs.delete(ns, &link);
+        let Some(o): Option<lp::PendingAckRecord> = load(store, ns, &link)? else {
+            break;
+        };
+        link = o.prev;
+        hops += 1;
+    }
+    Ok(cs)
+}
+
 /// Forgets loop packets sent at or before `cutoff` that never came back
 /// and returns how many there were (many lost loops hint at failing or
 /// hostile relays).
@@ -524,7 +550,7 @@ pub fn overdue(store: &dyn KvStore, cutoff: UnixTime) -> Result<Vec<Unacknowledg
     let mut out = Vec::new();
     for k in store.keys(ns)? {
         let r: lp::PendingAckRecord = load(store, ns, &k)?.ok_or(corrupt(ns))?;
-        if r.is_loop || r.sent_at_ms > cutoff.millis() {
+        if r.is_loop || !r.next.is_empty() || r.sent_at_ms > cutoff.millis() {
             continue;
         }
         out.push(Unacknowledged {
@@ -545,7 +571,7 @@ pub fn unacknowledged(store: &dyn KvStore) -> Result<usize> {
     let mut n = 0;
     for k in store.keys(ns)? {
         let r: lp::PendingAckRecord = load(store, ns, &k)?.ok_or(corrupt(ns))?;
-        if !r.is_loop {
+        if !r.is_loop && r.next.is_empty() {
             n += 1;
         }
     }
@@ -570,7 +596,20 @@ pub fn receive_acks(
         let rec = crate::crypto::sphinx::SurbRecovery::from_bytes(&r.recovery)
             .map_err(|_| corrupt(ns))?;
         if crate::onion::open_ack(&rec, &payload).is_ok() {
+            // This attempt and every other attempt of the same blob.
             cs.delete(ns, &id);
+            for (start, forward) in [(&r.prev, false), (&r.next, true)] {
+                let mut link = start.clone();
+                let mut hops = 0;
+                while !link.is_empty() && hops < 64 {
+                    cs.delete(ns, &link);
+                    let Some(o): Option<lp::PendingAckRecord> = load(store, ns, &link)? else {
+                        break;
+                    };
+                    link = if forward { o.next } else { o.prev };
+                    hops += 1;
+                }
+            }
             confirmed += 1;
         }
     }

@@ -346,9 +346,7 @@ pub async fn resend_overdue(
     let (mut resent, mut gave_up) = (0, 0);
     for u in courier::overdue(p, cutoff)? {
         if u.attempts >= MAX_SEND_ATTEMPTS {
-            let mut cs = postern_core::ChangeSet::new();
-            cs.delete(postern_core::store::Namespace::PendingAck, &u.id);
-            commit(p, cs)?;
+            commit(p, courier::forget_pending(p, &u.id)?)?;
             gave_up += 1;
             continue;
         }
