@@ -164,21 +164,50 @@ pub fn wrap<R: RngCore + CryptoRng>(
     blob: &Blob,
     rng: &mut R,
 ) -> Result<Packet> {
-    let last = path.nodes.last().ok_or(Error::Bug("empty path"))?;
-    let hops: Vec<Hop> = path
-        .nodes
-        .iter()
-        .map(|n| Hop {
-            id: n.id,
-            key: n.key,
-        })
-        .collect();
     let mut payload = Vec::with_capacity(FINAL_BYTES);
     payload.push(ONION_VERSION);
     payload.push(KIND_DELIVER);
     payload.extend_from_slice(sender_id);
     payload.extend_from_slice(&blob[..]);
-    sphinx::build(&hops, &last.id, &payload, rng)
+    build_on(path, &payload, rng)
+}
+
+/// The Sphinx hops of a path.
+fn hops_of(path: &Path) -> Vec<Hop> {
+    path.nodes
+        .iter()
+        .map(|n| Hop {
+            id: n.id,
+            key: n.key,
+        })
+        .collect()
+}
+
+/// A packet over `path` delivering `payload` to its last relay.
+fn build_on<R: RngCore + CryptoRng>(path: &Path, payload: &[u8], rng: &mut R) -> Result<Packet> {
+    let last = path.nodes.last().ok_or(Error::Bug("empty path"))?;
+    sphinx::build(&hops_of(path), &last.id, payload, rng)
+}
+
+/// A reply block over `ack_path` into the acknowledgement queue
+/// `ack_queue` on the path's last relay, with a fresh non-zero id.
+fn ack_block<R: RngCore + CryptoRng>(
+    ack_path: &Path,
+    ack_queue: &QueueId,
+    rng: &mut R,
+) -> Result<(Box<[u8; sphinx::SURB_BYTES]>, PendingAck)> {
+    let home = ack_path.nodes.last().ok_or(Error::Bug("empty path"))?;
+    let mut id = [0u8; 16];
+    while id == [0u8; 16] {
+        rng.fill_bytes(&mut id);
+    }
+    let (surb, recovery) = sphinx::build_surb(
+        &hops_of(ack_path),
+        &reply_destination(ack_queue, &home.id),
+        id,
+        rng,
+    )?;
+    Ok((surb, PendingAck { id, recovery }))
 }
 
 /// What a relay does with a packet it accepted.
@@ -257,56 +286,26 @@ pub fn wrap_with_ack<R: RngCore + CryptoRng>(
     ack_queue: &QueueId,
     rng: &mut R,
 ) -> Result<(Packet, PendingAck)> {
-    let last = path.nodes.last().ok_or(Error::Bug("empty path"))?;
-    let home = ack_path.nodes.last().ok_or(Error::Bug("empty path"))?;
-    let hops = |p: &Path| -> Vec<Hop> {
-        p.nodes
-            .iter()
-            .map(|n| Hop {
-                id: n.id,
-                key: n.key,
-            })
-            .collect()
-    };
-    let mut id = [0u8; 16];
-    while id == [0u8; 16] {
-        rng.fill_bytes(&mut id);
-    }
-    let (surb, recovery) = sphinx::build_surb(
-        &hops(ack_path),
-        &reply_destination(ack_queue, &home.id),
-        id,
-        rng,
-    )?;
+    let (surb, pending) = ack_block(ack_path, ack_queue, rng)?;
     let mut payload = Vec::with_capacity(FINAL_ACK_BYTES);
     payload.push(ONION_VERSION);
     payload.push(KIND_DELIVER_ACK);
     payload.extend_from_slice(sender_id);
     payload.extend_from_slice(&blob[..]);
     payload.extend_from_slice(&surb[..]);
-    let packet = sphinx::build(&hops(path), &last.id, &payload, rng)?;
-    Ok((packet, PendingAck { id, recovery }))
+    Ok((build_on(path, &payload, rng)?, pending))
 }
 
 /// A cover packet (Loopix "drop" traffic): indistinguishable on the wire
 /// from a real one, discarded by its last hop. `path` is random like any
 /// other; the payload is random bytes.
 pub fn cover_packet<R: RngCore + CryptoRng>(path: &Path, rng: &mut R) -> Result<Packet> {
-    let last = path.nodes.last().ok_or(Error::Bug("empty path"))?;
-    let hops: Vec<Hop> = path
-        .nodes
-        .iter()
-        .map(|n| Hop {
-            id: n.id,
-            key: n.key,
-        })
-        .collect();
     let mut payload = vec![0u8; FINAL_ACK_BYTES];
     rng.fill_bytes(&mut payload);
     if let Some(h) = payload.get_mut(..2) {
         h.copy_from_slice(&[ONION_VERSION, KIND_DROP]);
     }
-    sphinx::build(&hops, &last.id, &payload, rng)
+    build_on(path, &payload, rng)
 }
 
 /// A loop cover packet (Loopix "loop" traffic): over `path` to a random
@@ -319,35 +318,14 @@ pub fn loop_packet<R: RngCore + CryptoRng>(
     ack_queue: &QueueId,
     rng: &mut R,
 ) -> Result<(Packet, PendingAck)> {
-    let last = path.nodes.last().ok_or(Error::Bug("empty path"))?;
-    let home = ack_path.nodes.last().ok_or(Error::Bug("empty path"))?;
-    let hops = |p: &Path| -> Vec<Hop> {
-        p.nodes
-            .iter()
-            .map(|n| Hop {
-                id: n.id,
-                key: n.key,
-            })
-            .collect()
-    };
-    let mut id = [0u8; 16];
-    while id == [0u8; 16] {
-        rng.fill_bytes(&mut id);
-    }
-    let (surb, recovery) = sphinx::build_surb(
-        &hops(ack_path),
-        &reply_destination(ack_queue, &home.id),
-        id,
-        rng,
-    )?;
+    let (surb, pending) = ack_block(ack_path, ack_queue, rng)?;
     let mut payload = vec![0u8; FINAL_BYTES];
     rng.fill_bytes(&mut payload);
     if let Some(h) = payload.get_mut(..2) {
         h.copy_from_slice(&[ONION_VERSION, KIND_LOOP]);
     }
     payload.extend_from_slice(&surb[..]);
-    let packet = sphinx::build(&hops(path), &last.id, &payload, rng)?;
-    Ok((packet, PendingAck { id, recovery }))
+    Ok((build_on(path, &payload, rng)?, pending))
 }
 
 /// Draws the wait before the next cover packet: exponential with a mean
