@@ -337,6 +337,8 @@ pub struct Testnet {
     pub relays: Vec<String>,
     /// The directory authority's public key (base64url).
     pub authority: String,
+    /// Each relay's loopback admin listener (`http://127.0.0.1:PORT`).
+    pub admins: Vec<String>,
 }
 
 impl Testnet {
@@ -373,6 +375,7 @@ impl Testnet {
             dir: dir.to_path_buf(),
             relays: Vec::new(),
             authority: String::new(),
+            admins: Vec::new(),
         };
         let deadline = Instant::now() + RELAY_START_TIMEOUT;
         loop {
@@ -383,6 +386,7 @@ impl Testnet {
             let mut parts = line.split_whitespace();
             match (parts.next(), parts.next(), parts.next()) {
                 (Some("relay"), Some(_), Some(addr)) => t.relays.push(addr.to_owned()),
+                (Some("admin"), Some(_), Some(url)) => t.admins.push(url.to_owned()),
                 (Some("authority"), Some(key), None) => t.authority = key.to_owned(),
                 (Some("ready"), None, None) => break,
                 _ => {}
@@ -394,6 +398,22 @@ impl Testnet {
             ));
         }
         Ok(t)
+    }
+
+    /// Relay `i`'s (1-based) Prometheus metrics, from its admin listener.
+    pub fn metrics(&self, i: usize) -> Result<String> {
+        use std::io::{Read as _, Write as _};
+        let url = self
+            .admins
+            .get(i.wrapping_sub(1))
+            .ok_or_else(|| HarnessError::RelayStart("no such relay".into()))?;
+        let host = url.strip_prefix("http://").unwrap_or(url);
+        let mut c = std::net::TcpStream::connect(host).map_err(io("admin connect"))?;
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .map_err(io("admin request"))?;
+        let mut body = String::new();
+        c.read_to_string(&mut body).map_err(io("admin response"))?;
+        Ok(body)
     }
 
     /// Kills relay `i` (1-based) with SIGKILL.

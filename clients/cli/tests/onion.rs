@@ -124,6 +124,38 @@ fn every_kind_crosses_three_hops_between_users_on_different_relays() {
         "{out}"
     );
 
+    // What each relay saw, from its own counters: no relay received a
+    // direct `send` (every blob arrived inside an onion packet), and the
+    // relays that are nobody's home (4 and 5) saw no command naming a
+    // queue at all — only onion packets and directory requests.
+    let count = |metrics: &str, command: &str| -> u64 {
+        let key = format!("postern_relay_requests_total{{command=\"{command}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {command} counter"))
+    };
+    let mut forwards = 0;
+    for i in 1..=5 {
+        let m = net.metrics(i).unwrap();
+        assert_eq!(count(&m, "send"), 0, "relay {i} got a direct send");
+        forwards += count(&m, "forward");
+        if i >= 4 {
+            for c in [
+                "create",
+                "fetch",
+                "ack",
+                "subscribe",
+                "put_invite",
+                "take_invite",
+            ] {
+                assert_eq!(count(&m, c), 0, "relay {i} saw a {c}");
+            }
+        }
+    }
+    assert!(forwards >= 3 * 20, "{forwards} forwards");
+
     // A relay dies mid-run (neither user's home): traffic recovers over
     // other paths, and every message arrives exactly once.
     net.kill_relay(2).unwrap();

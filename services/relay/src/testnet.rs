@@ -174,7 +174,7 @@ fn start_child(
     data_dir: &Path,
     log: &Path,
     index: usize,
-) -> Result<(Child, String), TestnetError> {
+) -> Result<(Child, String, String), TestnetError> {
     let log = std::fs::File::create(log).map_err(io("relay log"))?;
     let mut child = Command::new(exe)
         .arg("run")
@@ -197,12 +197,17 @@ fn start_child(
             let Ok(line) = line else { return };
             if let Some(a) = line.strip_prefix("listening ") {
                 let _ = tx.send(a.to_owned());
+            } else if let Some(a) = line.strip_prefix("admin ") {
+                let _ = tx.send(a.to_owned());
             }
         }
     });
-    match rx.recv_timeout(START_TIMEOUT) {
-        Ok(a) => Ok((child, a)),
-        Err(_) => {
+    // The relay prints its address, then its admin listener.
+    let address = rx.recv_timeout(START_TIMEOUT);
+    let admin = rx.recv_timeout(START_TIMEOUT);
+    match (address, admin) {
+        (Ok(a), Ok(m)) => Ok((child, a, m)),
+        _ => {
             stop(&mut [child]);
             Err(TestnetError::RelayFailed(index))
         }
@@ -274,12 +279,14 @@ pub async fn run(
 
     let mut children: Vec<Child> = Vec::new();
     let mut addresses = Vec::new();
+    let mut admins = Vec::new();
     for (i, d) in data_dirs.iter().enumerate() {
         let n = i + 1;
         match start_child(&exe, d, &opts.dir.join(format!("relay-{n}.log")), n) {
-            Ok((c, a)) => {
+            Ok((c, a, m)) => {
                 children.push(c);
                 addresses.push(a);
+                admins.push(m);
             }
             Err(e) => {
                 stop(&mut children);
@@ -289,6 +296,10 @@ pub async fn run(
     }
     for (i, a) in addresses.iter().enumerate() {
         announce(&format!("relay {} {a}", i + 1));
+    }
+    // Loopback admin listeners (health and metrics), for operators and tests.
+    for (i, m) in admins.iter().enumerate() {
+        announce(&format!("admin {} {m}", i + 1));
     }
     announce(&format!("directory {}", directory_path.display()));
     announce(&format!("authority {authority}"));

@@ -51,6 +51,7 @@ async fn testnet_serves_a_verified_directory_and_stops_cleanly() {
             }
             ["directory", p] => directory = Some(std::path::PathBuf::from(p)),
             ["authority", k] => authority = Some(parse_authority_key(k).unwrap()),
+            ["admin", _, url] => assert!(url.starts_with("http://127.0.0.1:")),
             ["ready"] => break,
             _ => panic!("unexpected line {line:?}"),
         }
