@@ -512,19 +512,35 @@ pub fn record_loop(
 
 /// Forgets a blob given up on: this attempt and every earlier one.
 pub fn forget_pending(store: &dyn KvStore, id: &[u8; 16]) -> Result<ChangeSet> {
-    let ns = Namespace::PendingAck;
     let mut cs = ChangeSet::new();
-    let mut link = id.to_vec();
-    let mut hops = 0;
-    while !link.is_empty() && hops < 64 {
+    delete_attempts(store, id, false, &mut cs)?;
+    Ok(cs)
+}
+
+/// Most attempts one blob's chain can have (resends are capped well below).
+const MAX_ATTEMPT_CHAIN: usize = 64;
+
+/// Deletes the pending record `start` and the attempts linked from it,
+/// following `next` links when `forward`, else `prev` links.
+fn delete_attempts(
+    store: &dyn KvStore,
+    start: &[u8],
+    forward: bool,
+    cs: &mut ChangeSet,
+) -> Result<()> {
+    let ns = Namespace::PendingAck;
+    let mut link = start.to_vec();
+    for _ in 0..MAX_ATTEMPT_CHAIN {
+        if link.is_empty() {
+            break;
+        }
         cs.delete(ns, &link);
         let Some(o): Option<lp::PendingAckRecord> = load(store, ns, &link)? else {
             break;
         };
-        link = o.prev;
-        hops += 1;
+        link = if forward { o.next } else { o.prev };
     }
-    Ok(cs)
+    Ok(())
 }
 
 /// Forgets loop packets sent at or before `cutoff` that never came back
@@ -598,18 +614,8 @@ pub fn receive_acks(
         if crate::onion::open_ack(&rec, &payload).is_ok() {
             // This attempt and every other attempt of the same blob.
             cs.delete(ns, &id);
-            for (start, forward) in [(&r.prev, false), (&r.next, true)] {
-                let mut link = start.clone();
-                let mut hops = 0;
-                while !link.is_empty() && hops < 64 {
-                    cs.delete(ns, &link);
-                    let Some(o): Option<lp::PendingAckRecord> = load(store, ns, &link)? else {
-                        break;
-                    };
-                    link = if forward { o.next } else { o.prev };
-                    hops += 1;
-                }
-            }
+            delete_attempts(store, &r.prev, false, &mut cs)?;
+            delete_attempts(store, &r.next, true, &mut cs)?;
             confirmed += 1;
         }
     }

@@ -180,22 +180,34 @@ impl Drop for Relay {
     }
 }
 
-/// Reads the relay's stdout until it prints `listening <address>`; the
-/// rest of its stdout is drained in the background.
-fn read_address(stdout: ChildStdout) -> Result<String> {
+/// A child's stdout, line by line, read on a thread (which keeps draining
+/// the pipe so the child never blocks on it).
+pub fn lines_of(stdout: ChildStdout) -> std::sync::mpsc::Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if !sent && let Some(a) = line.strip_prefix("listening ") {
-                let _ = tx.send(a.trim().to_owned());
-                sent = true;
-            }
+        for line in BufReader::new(stdout)
+            .lines()
+            .map_while(core::result::Result::ok)
+        {
+            // A receiver that went away just means nobody reads any more.
+            let _ = tx.send(line);
         }
     });
-    rx.recv_timeout(RELAY_START_TIMEOUT)
-        .map_err(|_| HarnessError::RelayStart("no `listening` line".into()))
+    rx
+}
+
+/// Reads the relay's stdout until it prints `listening <address>`.
+fn read_address(stdout: ChildStdout) -> Result<String> {
+    let rx = lines_of(stdout);
+    let deadline = Instant::now() + RELAY_START_TIMEOUT;
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .map_err(|_| HarnessError::RelayStart("no `listening` line".into()))?;
+        if let Some(a) = line.strip_prefix("listening ") {
+            return Ok(a.trim().to_owned());
+        }
+    }
 }
 
 fn check(command: &str, out: &Output) -> Result<()> {
@@ -359,17 +371,7 @@ impl Testnet {
             .stdout
             .take()
             .ok_or_else(|| HarnessError::RelayStart("no stdout".into()))?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout)
-                .lines()
-                .map_while(core::result::Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = lines_of(stdout);
         let mut t = Testnet {
             child: Some(child),
             dir: dir.to_path_buf(),

@@ -187,16 +187,7 @@ fn every_kind_offline_across_a_relay_kill_then_scan_the_relay() {
         .spawn()
         .unwrap();
     let stdout = watcher.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = harness::lines_of(stdout);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut watching = false;
     while !watching && Instant::now() < deadline {

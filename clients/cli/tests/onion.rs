@@ -197,16 +197,7 @@ fn every_kind_crosses_three_hops_between_users_on_different_relays() {
         .spawn()
         .unwrap();
     let stdout = watcher.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = harness::lines_of(stdout);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut out = String::new();
     while std::time::Instant::now() < deadline && !out.contains("confirmed delivered") {
