@@ -206,6 +206,10 @@ pub enum Command {
     /// The network's signed directory document, as `Item`s of one blob
     /// each (4-byte big-endian length, the document, zero padding).
     GetDirectory,
+    /// Keeps an idle connection open (answered with `Ok`). A full-size
+    /// frame like every other, so keepalives look like traffic on the
+    /// wire; WebSocket pings are never sent.
+    Ping,
 }
 
 impl core::fmt::Debug for Command {
@@ -229,6 +233,7 @@ impl Command {
             Command::TakeInvite { .. } => "take_invite",
             Command::Forward { .. } => "forward",
             Command::GetDirectory => "get_directory",
+            Command::Ping => "ping",
         }
     }
 
@@ -245,7 +250,8 @@ impl Command {
             | Command::Send { .. }
             | Command::TakeInvite { .. }
             | Command::Forward { .. }
-            | Command::GetDirectory => None,
+            | Command::GetDirectory
+            | Command::Ping => None,
         }
     }
 
@@ -257,6 +263,7 @@ impl Command {
                 | Command::TakeInvite { .. }
                 | Command::Forward { .. }
                 | Command::GetDirectory
+                | Command::Ping
         )
     }
 
@@ -308,6 +315,7 @@ impl Command {
                 epoch: *epoch,
             }),
             Command::GetDirectory => C::GetDirectory(pb::GetDirectory {}),
+            Command::Ping => C::Ping(pb::Ping {}),
         }
     }
 
@@ -371,6 +379,7 @@ impl Command {
                 packet: Box::new(codec::fixed::<SPHINX_PACKET_BYTES>(&f.packet, WHAT_REQ)?),
             },
             C::GetDirectory(_) => Command::GetDirectory,
+            C::Ping(_) => Command::Ping,
         })
     }
 }
@@ -962,6 +971,7 @@ mod tests {
                 packet: Box::new([0x5A; SPHINX_PACKET_BYTES]),
             },
             Command::GetDirectory,
+            Command::Ping,
         ];
         for (i, cmd) in commands.into_iter().enumerate() {
             let (seq, f) = client.request(cmd.clone(), Some(&key), &mut r).unwrap();

@@ -191,10 +191,42 @@ struct Party {
     new_contacts: u32,
 }
 
+/// Where a packet came from, as the relay sees it: the connection it
+/// arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    User(usize),
+    Relay(usize),
+}
+
+/// What a relay learned from one packet it accepted.
+#[derive(Debug, Clone)]
+enum Learned {
+    /// The next hop and the packet to send it.
+    Forward { next: usize, packet: Packet },
+    /// A queue and a blob to store there.
+    Deliver { sender_id: QueueId, blob: Blob },
+    /// An acknowledgement for one of its own queues.
+    Reply { queue: QueueId },
+    /// Cover traffic (dropped, or a loop sent back).
+    Cover,
+}
+
+/// One packet a relay accepted: everything it had in hand.
+#[derive(Debug, Clone)]
+struct View {
+    relay: usize,
+    from: Hop,
+    packet: Packet,
+    learned: Learned,
+}
+
 enum Ev {
-    /// A packet reaches a relay (from a user, a relay, or an observer).
+    /// A packet reaches a relay (from a user, a relay, or an observer
+    /// replaying what it captured on a link).
     Arrive {
         relay: usize,
+        from: Hop,
         packet: Packet,
     },
     /// A relay sends a packet on after its mixing delay.
@@ -253,8 +285,8 @@ struct Sim {
     bob_sent: usize,
     /// Relay indices for the next forward path (tests force a path).
     force_path: Option<Vec<usize>>,
-    /// Records every packet a relay accepted, with the relay (tests).
-    tap: Option<Vec<(usize, Packet)>>,
+    /// Records every packet a relay accepted and what it learned (tests).
+    tap: Option<Vec<View>>,
     /// Which message (id, fragment, fragments) a blob carries (diagnostics).
     origin: BTreeMap<[u8; 32], ([u8; 16], usize, usize)>,
 }
@@ -584,6 +616,7 @@ impl Sim {
                 at,
                 Ev::Arrive {
                     relay: entry,
+                    from: Hop::User(user),
                     packet,
                 },
             );
@@ -742,7 +775,7 @@ impl Sim {
     // -- the relay ---------------------------------------------------------
 
     /// What `Mix::accept` and the server do with a packet.
-    fn arrive(&mut self, r: usize, packet: &Packet) {
+    fn arrive(&mut self, r: usize, from: Hop, packet: &Packet) {
         if !self.relays[r].up {
             self.stats.lost_at_down_relay += 1;
             self.note(4, r as u64, 0);
@@ -774,7 +807,30 @@ impl Sim {
             ));
         }
         if let Some(tap) = &mut self.tap {
-            tap.push((r, packet.clone()));
+            let learned = match &action {
+                HopAction::Forward { next, packet, .. } => Learned::Forward {
+                    next: self
+                        .nodes
+                        .iter()
+                        .position(|n| n.id == *next)
+                        .unwrap_or(usize::MAX),
+                    packet: packet.clone(),
+                },
+                HopAction::Deliver {
+                    sender_id, blob, ..
+                } => Learned::Deliver {
+                    sender_id: *sender_id,
+                    blob: blob.clone(),
+                },
+                HopAction::Reply { queue, .. } => Learned::Reply { queue: *queue },
+                HopAction::Drop | HopAction::Loop { .. } => Learned::Cover,
+            };
+            tap.push(View {
+                relay: r,
+                from,
+                packet: packet.clone(),
+                learned,
+            });
         }
         let life = relay.life;
         match action {
@@ -884,6 +940,7 @@ impl Sim {
                 at,
                 Ev::Arrive {
                     relay: next,
+                    from: Hop::Relay(from),
                     packet: packet.clone(),
                 },
             );
@@ -895,6 +952,7 @@ impl Sim {
                 at,
                 Ev::Arrive {
                     relay: next,
+                    from: Hop::Relay(from),
                     packet: packet.clone(),
                 },
             );
@@ -905,6 +963,7 @@ impl Sim {
             at,
             Ev::Arrive {
                 relay: next,
+                from: Hop::Relay(from),
                 packet,
             },
         );
@@ -921,7 +980,11 @@ impl Sim {
             self.work -= 1;
         }
         match ev {
-            Ev::Arrive { relay, packet } => self.arrive(relay, &packet),
+            Ev::Arrive {
+                relay,
+                from,
+                packet,
+            } => self.arrive(relay, from, &packet),
             Ev::Depart {
                 from,
                 life,
@@ -1064,20 +1127,22 @@ fn rejects_replayed_packets_at_every_hop_without_forwarding_them() {
 
     // Every packet is injected again into the relay that took it, and a
     // tampered copy too (a changed byte must not pass as a new packet).
-    for (r, p) in &tapped {
+    for v in &tapped {
         sim.schedule(
             sim.now + 50,
             Ev::Arrive {
-                relay: *r,
-                packet: p.clone(),
+                relay: v.relay,
+                from: v.from,
+                packet: v.packet.clone(),
             },
         );
-        let mut tampered = p.clone();
+        let mut tampered = v.packet.clone();
         tampered[200] ^= 0x40;
         sim.schedule(
             sim.now + 60,
             Ev::Arrive {
-                relay: *r,
+                relay: v.relay,
+                from: v.from,
                 packet: tampered,
             },
         );
@@ -1095,6 +1160,101 @@ fn rejects_replayed_packets_at_every_hop_without_forwarding_them() {
     assert_eq!(before, after, "a replay was forwarded or stored");
     assert_eq!(sim.users[BOB].got.len(), 1);
     assert_eq!(sim.stats.duplicates_received, stats.duplicates_received);
+}
+
+/// What each relay sees, from inside: every packet a relay accepted, the
+/// connection it came on, and what peeling it gave. A relay that takes a
+/// packet straight from a user (the entry) learns only a next hop, and
+/// neither it nor a mix holds a queue id or a blob in any byte it sees;
+/// a mailbox relay gets everything it stores from another relay, never
+/// over the sender's connection. (Every packet is one size by type.)
+#[test]
+fn entries_and_mixes_learn_no_queue_and_the_mailbox_never_meets_the_sender() {
+    let mut sim = connected(21);
+    sim.tap = Some(Vec::new());
+    // Texts Bob does not answer (the run ends when all is acknowledged);
+    // one spans several blobs.
+    for n in 0..12 {
+        let text = format!(
+            "observed {n} {}",
+            "words ".repeat(if n == 7 { 700 } else { 1 })
+        );
+        assert!(sim.send_text(ALICE, text, None));
+    }
+    assert!(sim.send_text(BOB, "observed back".into(), None));
+    sim.run();
+    sim.check();
+    let views = sim.tap.take().unwrap();
+    let stored: Vec<(QueueId, Blob)> = views
+        .iter()
+        .filter_map(|v| match &v.learned {
+            Learned::Deliver { sender_id, blob } => Some((*sender_id, blob.clone())),
+            _ => None,
+        })
+        .collect();
+    // 13 texts, one of them over several blobs; acknowledgements besides.
+    assert!(stored.len() >= 14, "{} blobs stored", stored.len());
+    // The acknowledgement queues their reply blocks named.
+    let ack_queues: BTreeSet<QueueId> = views
+        .iter()
+        .filter_map(|v| match &v.learned {
+            Learned::Reply { queue } => Some(*queue),
+            _ => None,
+        })
+        .collect();
+    assert!(!ack_queues.is_empty());
+    let holds = |bytes: &[u8], needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    let (mut entries, mut mixes, mut mailboxes) = (0, 0, 0);
+    for v in &views {
+        match (&v.learned, v.from) {
+            (Learned::Forward { next, packet }, from) => {
+                assert_ne!(*next, v.relay, "a relay sent a packet to itself");
+                if matches!(from, Hop::User(_)) {
+                    entries += 1;
+                } else {
+                    mixes += 1;
+                }
+                for bytes in [&v.packet[..], &packet[..]] {
+                    for queue in &ack_queues {
+                        assert!(!holds(bytes, queue), "relay {} saw an ack queue", v.relay);
+                    }
+                }
+                for (queue, blob) in &stored {
+                    for bytes in [&v.packet[..], &packet[..]] {
+                        assert!(!holds(bytes, queue), "relay {} saw a queue id", v.relay);
+                        for at in [0, BLOB_BYTES / 2, BLOB_BYTES - 32] {
+                            assert!(
+                                !holds(bytes, &blob[at..at + 32]),
+                                "relay {} saw blob bytes",
+                                v.relay
+                            );
+                        }
+                    }
+                }
+            }
+            (Learned::Deliver { .. } | Learned::Reply { .. }, from) => {
+                mailboxes += 1;
+                assert!(
+                    matches!(from, Hop::Relay(r) if r != v.relay),
+                    "relay {} stored a packet that came from {from:?}",
+                    v.relay
+                );
+            }
+            (Learned::Cover, from) => panic!("cover traffic from {from:?} in a run without any"),
+        }
+        if let Hop::User(_) = v.from {
+            assert!(
+                matches!(v.learned, Learned::Forward { .. }),
+                "an entry relay learned {:?}",
+                v.learned
+            );
+        }
+    }
+    // Each blob crossed an entry, a mix and its mailbox relay; each
+    // acknowledgement came back over three relays.
+    assert!(entries >= stored.len() / 2, "{entries} entries");
+    assert!(mixes >= entries, "{mixes} mix hops");
+    assert!(mailboxes >= stored.len(), "{mailboxes} stored");
 }
 
 #[test]

@@ -55,6 +55,10 @@ struct Cli {
     /// sending a blob again over another path (milliseconds).
     #[arg(long, env = "POSTERN_ACK_TIMEOUT_MS", global = true, default_value_t = transport::DEFAULT_ACK_TIMEOUT_MS)]
     ack_timeout_ms: u64,
+    /// Connect to relays from this local IP address (a machine with
+    /// several addresses or interfaces).
+    #[arg(long, env = "POSTERN_SOURCE_ADDR", global = true)]
+    source_addr: Option<std::net::IpAddr>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -198,6 +202,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(ip) = cli.source_addr
+        && let Err(e) = postern_net::set_source_address(ip)
+    {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -939,8 +949,13 @@ async fn watch(
     let mut resend_tick = tokio::time::interval(std::time::Duration::from_millis(
         (ack_timeout_ms / 2).max(100),
     ));
+    let mut keepalive = tokio::time::interval_at(
+        tokio::time::Instant::now() + postern_net::KEEPALIVE_INTERVAL,
+        postern_net::KEEPALIVE_INTERVAL,
+    );
     loop {
         tokio::select! {
+            _ = keepalive.tick() => conn.ping().await?,
             n = conn.next_notification() => {
                 let rid = n?;
                 if let Some(q) = qs.iter().find(|q| q.recipient_id == rid) {

@@ -1,7 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -13,7 +14,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -32,6 +33,52 @@ pub const MAX_PENDING_NOTIFICATIONS: usize = 1024;
 pub const MAX_MESSAGE_BYTES: usize = 2 * FRAME_BYTES;
 /// The WebSocket path of the relay protocol.
 pub const RELAY_PATH: &str = "/v1";
+/// How often a long-lived connection with nothing to say sends a `Ping`
+/// (a full-size frame, like all traffic) so the relay keeps it open; well
+/// under the relays' default idle timeout of 10 minutes.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+
+static SOURCE_ADDRESS: OnceLock<IpAddr> = OnceLock::new();
+
+/// Makes every later connection of this process leave from `ip` (for a
+/// machine with several addresses or interfaces). Set once, before the
+/// first connection; a second, different address is refused.
+pub fn set_source_address(ip: IpAddr) -> Result<(), NetError> {
+    let set = SOURCE_ADDRESS.get_or_init(|| ip);
+    if *set == ip {
+        Ok(())
+    } else {
+        Err(NetError::Usage("the source address is already set"))
+    }
+}
+
+async fn tcp_connect(addr: &RelayAddress) -> std::io::Result<TcpStream> {
+    let Some(ip) = SOURCE_ADDRESS.get().copied() else {
+        return TcpStream::connect(addr.socket_host()).await;
+    };
+    let mut last = None;
+    for target in tokio::net::lookup_host(addr.socket_host()).await? {
+        if target.is_ipv4() != ip.is_ipv4() {
+            continue;
+        }
+        let socket = if ip.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(ip, 0))?;
+        match socket.connect(target).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            "no relay address of the source address's family",
+        )
+    }))
+}
 
 /// The WebSocket over TLS over TCP that carries the relay protocol.
 pub type WsStream = WebSocketStream<TlsStream<TcpStream>>;
@@ -198,7 +245,7 @@ pub async fn connect_websocket(addr: &RelayAddress) -> Result<WsStream, NetError
     let config = tls_client_config(addr)?;
     let server_name = ServerName::try_from(addr.host().to_owned())
         .map_err(|_| NetError::Connect(format!("{addr}: bad host name")))?;
-    let tcp = TcpStream::connect(addr.socket_host())
+    let tcp = tcp_connect(addr)
         .await
         .map_err(|e| NetError::Connect(format!("{addr}: {e}")))?;
     tcp.set_nodelay(true)
@@ -415,6 +462,12 @@ impl Connection {
             packet: Box::new(*packet),
         };
         self.simple(command, None).await
+    }
+
+    /// Tells the relay the connection is still wanted (see
+    /// [`KEEPALIVE_INTERVAL`]).
+    pub async fn ping(&mut self) -> Result<(), NetError> {
+        self.simple(Command::Ping, None).await
     }
 
     /// Puts `blob` into the queue with this sender id. `Ok` means the

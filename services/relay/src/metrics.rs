@@ -8,7 +8,7 @@ use postern_core::consts::BLOB_BYTES;
 use postern_core::relay_proto::ErrorCode;
 
 /// The commands counted, in wire order.
-pub const COMMANDS: [&str; 10] = [
+pub const COMMANDS: [&str; 11] = [
     "create",
     "send",
     "fetch",
@@ -19,6 +19,7 @@ pub const COMMANDS: [&str; 10] = [
     "take_invite",
     "forward",
     "get_directory",
+    "ping",
 ];
 
 /// Every counter and gauge of a relay.

@@ -41,8 +41,10 @@ use crate::writer::Writer;
 pub const MAX_ERRORS_PER_CONNECTION: u32 = 32;
 /// Time for the TLS and WebSocket handshakes.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often an idle connection is pinged.
-pub const PING_INTERVAL: Duration = Duration::from_secs(60);
+/// How often a connection's idle time is checked against `idle_timeout`.
+/// The relay never sends WebSocket pings: a client keeps an idle
+/// connection open with full-size `Ping` frames (docs/relay-protocol.md).
+pub const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(15);
 /// Largest WebSocket message or frame read; a larger one breaks the
 /// connection, a smaller one of the wrong size gets `FrameSize`.
 pub const MAX_MESSAGE_BYTES: usize = 2 * FRAME_BYTES;
@@ -450,11 +452,14 @@ async fn serve_connection(
     metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// Sends each frame on its own: one WebSocket message, flushed, so one
+/// TLS record per frame and every record on the wire has the same size
+/// (frames written together would share a record whose size counts them).
 async fn send_frames(ws: &mut Ws, frames: Vec<Frame>) -> Result<(), tungstenite::Error> {
     for f in frames {
-        ws.feed(Message::Binary(f.to_vec().into())).await?;
+        ws.send(Message::Binary(f.to_vec().into())).await?;
     }
-    ws.flush().await
+    Ok(())
 }
 
 async fn conn_loop(
@@ -471,8 +476,8 @@ async fn conn_loop(
     }
     let idle_timeout = conn.shared.settings.idle_timeout;
     let mut last_heard = Instant::now();
-    let mut ping =
-        tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    let every = IDLE_CHECK_INTERVAL.min(idle_timeout);
+    let mut idle_check = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         let frames = tokio::select! {
             _ = stop.changed() => return "shutdown",
@@ -482,12 +487,9 @@ async fn conn_loop(
                     Err(_) => continue,
                 }
             }
-            _ = ping.tick() => {
+            _ = idle_check.tick() => {
                 if last_heard.elapsed() >= idle_timeout {
                     return "idle";
-                }
-                if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    return "write";
                 }
                 continue;
             }
@@ -718,6 +720,7 @@ impl Conn {
                 }
             }
             Command::GetDirectory => self.shared.directory.get_directory(),
+            Command::Ping => Ok(vec![Reply::Ok]),
             Command::Forward { epoch, packet } => {
                 let mix = self.shared.mix.clone().ok_or(ErrorCode::NoDirectory)?;
                 match mix.accept(epoch, &packet)? {

@@ -301,3 +301,26 @@ async fn wrong_pin_and_missing_pin_are_refused() {
     ));
     assert!(Connection::connect(a).await.is_ok());
 }
+
+/// A connection the client says nothing on is closed after
+/// `idle_timeout_secs`; one that sends `Ping` frames (full-size, like all
+/// traffic) stays open.
+#[tokio::test]
+async fn idle_connections_are_closed_and_pings_keep_one_open() {
+    let relay = Relay::start(&["--idle-timeout-secs", "2"]);
+    let mut idle = Connection::connect(&relay.addr).await.unwrap();
+    let mut busy = Connection::connect(&relay.addr).await.unwrap();
+    for _ in 0..17 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        busy.ping().await.unwrap();
+    }
+    // Over 5 s have passed: the idle connection was closed at a check
+    // (every 2 s here).
+    assert!(matches!(idle.ping().await, Err(NetError::Closed)));
+    busy.ping().await.unwrap();
+    let m = relay.admin_get("/metrics");
+    assert!(
+        m.contains("postern_relay_requests_total{command=\"ping\"} 18"),
+        "{m}"
+    );
+}

@@ -1,0 +1,466 @@
+//! What a network observer sees, from a packet capture of the loopback
+//! interface: `tcpdump` records every TCP segment between two users and a
+//! 5-relay onion network while they exchange messages and a file; the test
+//! reassembles each TCP stream, splits it into TLS records and checks
+//!
+//! - every record that carries traffic, on every link (user to relay and
+//!   relay to relay, both directions), has one size: one relay-protocol
+//!   frame; only the TLS/WebSocket handshake before and the close after
+//!   differ;
+//! - the sender never opens a connection to the recipient's mailbox relay:
+//!   the packets that relay stores reach it over relay links only.
+//!
+//! The users leave from their own loopback addresses (Alice 127.0.0.2,
+//! Bob 127.0.0.3, relays 127.0.0.1) so each connection's owner is visible.
+//! Needs `tcpdump` and the right to capture (root or CAP_NET_RAW), so it
+//! is ignored by a plain `cargo test`; `scripts/test` runs it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    // The figures and any capture loss go to the test output.
+    clippy::print_stderr
+)]
+
+use std::collections::BTreeMap;
+use std::io::BufRead as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use postern_cli::harness::{self, Testnet, User};
+use postern_core::RelayAddress;
+use postern_core::consts::FRAME_BYTES;
+
+const ALICE_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const BOB_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+const RELAY_IP: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// TLS 1.3 record overhead on application data: the inner content type
+/// byte and the 16-byte AEAD tag.
+const TLS_OVERHEAD: usize = 1 + 16;
+/// A frame as a WebSocket message: 2 header bytes and a 2-byte extended
+/// length; a client also sends a 4-byte mask.
+const RECORD_TO_CLIENT: usize = FRAME_BYTES + 4 + TLS_OVERHEAD;
+const RECORD_TO_RELAY: usize = FRAME_BYTES + 4 + 4 + TLS_OVERHEAD;
+/// Records a connection may carry before its first frame (TLS handshake
+/// flight, WebSocket upgrade) and after its last (WebSocket close, TLS
+/// close_notify).
+const MAX_SETUP_RECORDS: usize = 6;
+const MAX_TEARDOWN_RECORDS: usize = 2;
+
+#[test]
+#[ignore = "needs tcpdump and the right to capture on lo; scripts/test runs it"]
+fn every_record_on_every_link_has_one_size_and_the_sender_never_meets_the_mailbox() {
+    let postern = PathBuf::from(env!("CARGO_BIN_EXE_postern"));
+    let relay_bin = harness::sibling_binary(&postern, "postern-relay");
+    assert!(relay_bin.exists(), "build postern-relay first");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut net = Testnet::start(&relay_bin, &dir.join("net"), 5, 0).unwrap();
+    let ports: Vec<u16> = net
+        .relays
+        .iter()
+        .map(|a| RelayAddress::parse(a).unwrap().port())
+        .collect();
+    let relay_of = |port: u16| ports.iter().position(|p| *p == port).map(|i| i + 1);
+
+    let pcap = dir.join("lo.pcap");
+    let mut tcpdump = Tcpdump::start(&pcap, &ports);
+
+    let alice = User::new(&postern, "Alice", &dir.join("alice"))
+        .with_env("POSTERN_SOURCE_ADDR", &ALICE_IP.to_string());
+    let bob = User::new(&postern, "Bob", &dir.join("bob"))
+        .with_env("POSTERN_SOURCE_ADDR", &BOB_IP.to_string());
+    alice
+        .ok(&["init", "--name", "Alice", "--relay", &net.relays[0]])
+        .unwrap();
+    bob.ok(&["init", "--name", "Bob", "--relay", &net.relays[2]])
+        .unwrap();
+    alice
+        .ok(&["network", "--authority", &net.authority])
+        .unwrap();
+    bob.ok(&["network", "--authority", &net.authority]).unwrap();
+    // The invitation is taken from Alice's relay by Bob himself; from
+    // here on neither user touches the other's relay.
+    let link = harness::link_in(&alice.ok(&["invite", "--quiet"]).unwrap()).unwrap();
+    bob.ok(&["accept", &link]).unwrap();
+    let introduced = SystemTime::now();
+    let mut out = String::new();
+    for _ in 0..50 {
+        out.push_str(&alice.ok(&["sync"]).unwrap());
+        if out.contains("Bob accepted your invitation") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(out.contains("Bob accepted your invitation"), "{out}");
+
+    alice.ok(&["send", "Bob", "seen from the wire"]).unwrap();
+    let notes = dir.join("notes.txt");
+    let body = b"captured notes\n".repeat(700);
+    std::fs::write(&notes, &body).unwrap();
+    alice
+        .ok(&["send-file", "Bob", notes.to_str().unwrap()])
+        .unwrap();
+    let dl = dir.join("dl");
+    let mut out = String::new();
+    for _ in 0..50 {
+        out.push_str(
+            &bob.ok(&["sync", "--downloads", dl.to_str().unwrap()])
+                .unwrap(),
+        );
+        if out.contains("saved") && out.contains("seen from the wire") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(out.contains("seen from the wire"), "{out}");
+    assert_eq!(std::fs::read(dl.join("notes.txt")).unwrap(), body);
+    bob.ok(&["send", "Alice", "answer over the onion"]).unwrap();
+    let mut out = String::new();
+    for _ in 0..50 {
+        out.push_str(&alice.ok(&["sync"]).unwrap());
+        if out.contains("answer over the onion") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(out.contains("answer over the onion"), "{out}");
+    // Relays shut down cleanly, so every connection ends inside the capture.
+    net.stop().unwrap();
+    let segments = tcpdump.stop();
+
+    let conns = connections(&segments);
+    assert!(
+        conns.len() >= 10,
+        "only {} connections captured",
+        conns.len()
+    );
+    let mut frames = [0usize; 2];
+    let mut relay_links_into_bobs = 0;
+    for c in &conns {
+        let relay = relay_of(c.server.1).unwrap();
+        let who = match c.client.0 {
+            ip if ip == ALICE_IP => "Alice",
+            ip if ip == BOB_IP => "Bob",
+            ip if ip == RELAY_IP => "a relay",
+            ip => panic!("a connection from {ip}"),
+        };
+        let what = format!("{who} -> relay {relay} ({}:{})", c.client.0, c.client.1);
+        for (dir, (bytes, size)) in [
+            (&c.to_server, RECORD_TO_RELAY),
+            (&c.to_client, RECORD_TO_CLIENT),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let records = tls_records(bytes).unwrap_or_else(|e| panic!("{what}: {e}"));
+            frames[dir] += check_uniform(&records, size).unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+        // The mailbox relay never sees the sender's connection.
+        if c.client.0 == ALICE_IP {
+            assert_ne!(relay, 3, "Alice connected to Bob's mailbox relay");
+        }
+        if c.client.0 == BOB_IP && relay == 1 {
+            assert!(
+                c.opened < introduced,
+                "Bob connected to Alice's mailbox relay after the introduction"
+            );
+        }
+        if relay == 3 && c.client.0 == RELAY_IP && !c.to_server.is_empty() {
+            relay_links_into_bobs += 1;
+        }
+    }
+    // Alice's message and file reached relay 3 over relay links, and there
+    // was real traffic to look at.
+    assert!(relay_links_into_bobs >= 1);
+    assert!(
+        frames[0] >= 50 && frames[1] >= 50,
+        "{frames:?} frame records"
+    );
+    eprintln!(
+        "{} connections; {} frame records to relays ({RECORD_TO_RELAY} bytes each), {} to clients ({RECORD_TO_CLIENT} bytes each)",
+        conns.len(),
+        frames[0],
+        frames[1]
+    );
+}
+
+/// `tcpdump` writing every TCP segment to or from the relays' ports.
+struct Tcpdump {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Tcpdump {
+    fn start(file: &Path, ports: &[u16]) -> Tcpdump {
+        let filter = ports
+            .iter()
+            .map(|p| format!("tcp port {p}"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let mut child = Command::new("tcpdump")
+            .args(["-i", "lo", "-n", "-U", "-s", "0", "-B", "16384", "-w"])
+            .arg(file)
+            .arg(&filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump (scripts/setup installs it)");
+        // It says "listening on lo" once the capture runs.
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains("listening on") => break,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("tcpdump did not start capturing (root or CAP_NET_RAW needed)");
+                }
+            }
+        }
+        std::thread::spawn(move || {
+            // Keep draining: the final statistics, and a dropped-packets
+            // line if the kernel lost any.
+            while let Ok(l) = rx.recv() {
+                if l.contains("dropped by kernel") && !l.starts_with("0 ") {
+                    eprintln!("tcpdump: {l}");
+                }
+            }
+        });
+        Tcpdump {
+            child,
+            file: file.to_path_buf(),
+        }
+    }
+
+    /// Stops the capture and reads it back.
+    fn stop(&mut self) -> Vec<Segment> {
+        // Let the last segments reach the file.
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        read_pcap(&std::fs::read(&self.file).unwrap())
+    }
+}
+
+impl Drop for Tcpdump {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Endpoint = (Ipv4Addr, u16);
+
+/// One captured TCP segment.
+struct Segment {
+    at: SystemTime,
+    from: Endpoint,
+    to: Endpoint,
+    seq: u32,
+    syn: bool,
+    ack_flag: bool,
+    payload: Vec<u8>,
+}
+
+/// The classic pcap format (`tcpdump -w`): a 24-byte file header, then a
+/// 16-byte header before each packet. Ethernet framing on `lo`.
+fn read_pcap(data: &[u8]) -> Vec<Segment> {
+    let u32_at = |b: &[u8], at: usize, le: bool| {
+        let w: [u8; 4] = b[at..at + 4].try_into().unwrap();
+        if le {
+            u32::from_le_bytes(w)
+        } else {
+            u32::from_be_bytes(w)
+        }
+    };
+    assert!(data.len() >= 24, "capture file too short");
+    let le = match &data[..4] {
+        [0xd4, 0xc3, 0xb2, 0xa1] => true,
+        [0xa1, 0xb2, 0xc3, 0xd4] => false,
+        m => panic!("not a microsecond pcap file: {m:02x?}"),
+    };
+    assert_eq!(u32_at(data, 20, le), 1, "link type is not Ethernet");
+    let mut segments = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let secs = u32_at(data, at, le);
+        let micros = u32_at(data, at + 4, le);
+        let caplen = u32_at(data, at + 8, le) as usize;
+        let len = u32_at(data, at + 12, le) as usize;
+        assert_eq!(caplen, len, "a packet was truncated in the capture");
+        let packet = &data[at + 16..at + 16 + caplen];
+        at += 16 + caplen;
+        let sliced = etherparse::SlicedPacket::from_ethernet(packet).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = sliced.net else {
+            continue;
+        };
+        let Some(etherparse::TransportSlice::Tcp(tcp)) = sliced.transport else {
+            continue;
+        };
+        let h = ip.header();
+        segments.push(Segment {
+            at: SystemTime::UNIX_EPOCH
+                + Duration::from_secs(secs.into())
+                + Duration::from_micros(micros.into()),
+            from: (h.source_addr(), tcp.source_port()),
+            to: (h.destination_addr(), tcp.destination_port()),
+            seq: tcp.sequence_number(),
+            syn: tcp.syn(),
+            ack_flag: tcp.ack(),
+            payload: tcp.payload().to_vec(),
+        });
+    }
+    assert_eq!(at, data.len(), "trailing bytes in the capture file");
+    segments
+}
+
+/// One TCP connection, both byte streams reassembled.
+struct Conn {
+    client: Endpoint,
+    server: Endpoint,
+    opened: SystemTime,
+    to_server: Vec<u8>,
+    to_client: Vec<u8>,
+}
+
+/// Every connection whose opening was captured, its streams rebuilt from
+/// sequence numbers (retransmissions collapse; a gap fails the test).
+fn connections(segments: &[Segment]) -> Vec<Conn> {
+    // Initial sequence number of each direction, from its SYN.
+    let mut isn: BTreeMap<(Endpoint, Endpoint), u32> = BTreeMap::new();
+    let mut opened: BTreeMap<(Endpoint, Endpoint), SystemTime> = BTreeMap::new();
+    for s in segments.iter().filter(|s| s.syn) {
+        isn.entry((s.from, s.to)).or_insert(s.seq);
+        if !s.ack_flag {
+            opened.entry((s.from, s.to)).or_insert(s.at);
+        }
+    }
+    let stream = |from: Endpoint, to: Endpoint| -> Vec<u8> {
+        let Some(&start) = isn.get(&(from, to)) else {
+            panic!("{from:?} -> {to:?}: no SYN captured");
+        };
+        let mut pieces: BTreeMap<u32, &[u8]> = BTreeMap::new();
+        for s in segments
+            .iter()
+            .filter(|s| s.from == from && s.to == to && !s.payload.is_empty())
+        {
+            // Offsets from the ISN (+1 for the SYN); streams here are far
+            // below 4 GiB so they never wrap.
+            let off = s.seq.wrapping_sub(start).wrapping_sub(1);
+            let e = pieces.entry(off).or_insert(&s.payload);
+            if s.payload.len() > e.len() {
+                *e = &s.payload;
+            }
+        }
+        let mut out: Vec<u8> = Vec::new();
+        for (off, p) in pieces {
+            let off = off as usize;
+            assert!(
+                off <= out.len(),
+                "{from:?} -> {to:?}: bytes missing at {off}"
+            );
+            if off + p.len() > out.len() {
+                out.extend_from_slice(&p[out.len() - off..]);
+            }
+        }
+        out
+    };
+    opened
+        .into_iter()
+        // A refused connection (no SYN-ACK: a relay already stopped at the
+        // end) carries nothing.
+        .filter(|((client, server), _)| {
+            let accepted = isn.contains_key(&(*server, *client));
+            if !accepted {
+                assert!(
+                    !segments
+                        .iter()
+                        .any(|s| s.from == *client && s.to == *server && !s.payload.is_empty()),
+                    "data on a connection that was never accepted"
+                );
+            }
+            accepted
+        })
+        .map(|((client, server), at)| Conn {
+            client,
+            server,
+            opened: at,
+            to_server: stream(client, server),
+            to_client: stream(server, client),
+        })
+        .collect()
+}
+
+/// (content type, length) of each TLS record in one direction.
+fn tls_records(mut bytes: &[u8]) -> Result<Vec<(u8, usize)>, String> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let [kind, major, _minor, hi, lo, ..] = *bytes else {
+            return Err(format!("{} bytes of a partial record header", bytes.len()));
+        };
+        if !(20..=23).contains(&kind) || major != 3 {
+            return Err(format!("not a TLS record: {kind} {major}"));
+        }
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        if bytes.len() < 5 + len {
+            return Err(format!("a record of {len} bytes is cut short"));
+        }
+        out.push((kind, len));
+        bytes = &bytes[5 + len..];
+    }
+    Ok(out)
+}
+
+/// Every record between a connection's first and last frame-sized record
+/// is frame-sized; at most a few setup records come before and teardown
+/// records after. Returns the number of frame records.
+fn check_uniform(records: &[(u8, usize)], size: usize) -> Result<usize, String> {
+    const APPLICATION_DATA: u8 = 23;
+    let is_frame = |r: &(u8, usize)| *r == (APPLICATION_DATA, size);
+    let Some(first) = records.iter().position(is_frame) else {
+        // A connection that carried no frame in this direction (none is
+        // expected here, but a half-open one carries nothing at all).
+        return if records.len() <= MAX_SETUP_RECORDS + MAX_TEARDOWN_RECORDS {
+            Ok(0)
+        } else {
+            Err(format!(
+                "{} records and none of frame size: {records:?}",
+                records.len()
+            ))
+        };
+    };
+    let last = records.iter().rposition(is_frame).unwrap_or(first);
+    if first > MAX_SETUP_RECORDS {
+        return Err(format!(
+            "{first} records before the first frame: {records:?}"
+        ));
+    }
+    if records.len() - 1 - last > MAX_TEARDOWN_RECORDS {
+        return Err(format!(
+            "records after the last frame: {:?}",
+            &records[last + 1..]
+        ));
+    }
+    if let Some(odd) = records[first..=last].iter().find(|r| !is_frame(r)) {
+        return Err(format!(
+            "a record of another size among the frames: {odd:?}"
+        ));
+    }
+    Ok(last - first + 1)
+}
