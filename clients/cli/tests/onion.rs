@@ -117,8 +117,16 @@ fn every_kind_crosses_three_hops_between_users_on_different_relays() {
     assert!(out.contains("reply over the onion"), "{out}");
 
     // Alice learns that her packets arrived: acknowledgements came back
-    // through the reply blocks into her acknowledgement queue.
-    let out = alice.ok(&["sync"]).unwrap();
+    // through the reply blocks into her acknowledgement queue (the receipt
+    // she just sent for Bob's reply is acknowledged a moment later).
+    let mut out = String::new();
+    for _ in 0..50 {
+        out = alice.ok(&["sync"]).unwrap();
+        if !out.contains("wait for a delivery acknowledgement") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert!(
         !out.contains("wait for a delivery acknowledgement"),
         "{out}"
