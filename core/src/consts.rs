@@ -127,6 +127,8 @@ pub const MAX_DESCRIPTOR_SPHINX_KEYS: usize = 3;
 pub const MAX_NETWORK_NAME_BYTES: usize = 64;
 /// How far in the future a directory's `issued_at` may lie (clock skew).
 pub const MAX_DIRECTORY_CLOCK_SKEW_MS: u64 = 10 * 60 * 1000;
+/// A client fetches a fresh directory when its copy expires within this.
+pub const DIRECTORY_REFRESH_BEFORE_EXPIRY_MS: u64 = 60 * 60 * 1000;
 /// Longest validity of one directory.
 pub const MAX_DIRECTORY_VALIDITY_MS: u64 = 31 * 24 * 3600 * 1000;
 /// Shortest Sphinx key epoch.

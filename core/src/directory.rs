@@ -21,8 +21,8 @@ use rand_core::{CryptoRng, RngCore};
 
 use crate::codec::{self, directory_proto as pb};
 use crate::consts::{
-    BLOB_BYTES, DIRECTORY_VERSION, MAX_AUTHORITY_SIGNATURES, MAX_DESCRIPTOR_BYTES,
-    MAX_DESCRIPTOR_SPHINX_KEYS, MAX_DIRECTORY_BLOBS, MAX_DIRECTORY_BYTES,
+    BLOB_BYTES, DIRECTORY_REFRESH_BEFORE_EXPIRY_MS, DIRECTORY_VERSION, MAX_AUTHORITY_SIGNATURES,
+    MAX_DESCRIPTOR_BYTES, MAX_DESCRIPTOR_SPHINX_KEYS, MAX_DIRECTORY_BLOBS, MAX_DIRECTORY_BYTES,
     MAX_DIRECTORY_CLOCK_SKEW_MS, MAX_DIRECTORY_RELAYS, MAX_DIRECTORY_VALIDITY_MS, MAX_EPOCH_SECS,
     MAX_NETWORK_NAME_BYTES, MIN_EPOCH_SECS,
 };
@@ -155,6 +155,25 @@ impl Directory {
             return Err(reject("issued in the future"));
         }
         Ok(dir)
+    }
+
+    /// Whether a client holding this (verified) directory should fetch a
+    /// newer one before building packets at `now`: it expires within
+    /// [`DIRECTORY_REFRESH_BEFORE_EXPIRY_MS`], or it was signed a quarter
+    /// epoch ago or more (relays rotate their Sphinx keys every epoch and
+    /// authorities republish at least once per epoch, so an older copy
+    /// soon lacks the keys of the coming epoch), or no relay in it holds a
+    /// key for the epoch at `now`. A client that cannot fetch a newer
+    /// copy may go on using this one while it is valid.
+    pub fn is_stale(&self, now: UnixTime) -> bool {
+        let quarter_epoch_ms = self.epoch_secs.saturating_mul(1000) / 4;
+        let epoch = self.epoch_at(now);
+        self.valid_until.millis().saturating_sub(now.millis()) <= DIRECTORY_REFRESH_BEFORE_EXPIRY_MS
+            || now.millis().saturating_sub(self.issued_at.millis()) >= quarter_epoch_ms
+            || !self
+                .relays
+                .iter()
+                .any(|r| r.sphinx_keys.iter().any(|(e, _)| *e == epoch))
     }
 
     /// The Sphinx key epoch at `now` under this directory's epoch rule.

@@ -582,3 +582,111 @@ fn fixed_bytes_test_vector() {
         assert_eq!(r.address.host(), "127.0.0.1");
     }
 }
+
+/// A client refetches its cached directory before it runs out of keys:
+/// a quarter epoch after it was signed, within an hour of expiry, or when
+/// no relay in it holds a key for the epoch at hand.
+#[test]
+fn a_cached_directory_goes_stale_before_its_keys_run_out() {
+    const HOUR_MS: u64 = 3_600_000;
+    let n = net(40, 3);
+    let epoch = directory::epoch_at(86_400, UnixTime(0), NOW);
+    let mut r = rng(41);
+    let descriptors: Vec<Vec<u8>> = n
+        .relays
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let k = [i as u8 + 1; 32];
+            directory::sign_descriptor(
+                key,
+                &addr(7100 + i as u16),
+                ROLES_ALL,
+                &[(epoch, k), (epoch + 1, k)],
+                NOW,
+                &mut r,
+            )
+            .unwrap()
+        })
+        .collect();
+    let signed = directory::sign_directory(
+        "testnet",
+        &descriptors,
+        NOW,
+        NOW.plus_millis(7 * DAY_MS),
+        86_400,
+        UnixTime(0),
+        &n.authority,
+        &mut r,
+    )
+    .unwrap();
+    let d = Directory::verify(&signed, &n.pinned, 1, NOW).unwrap();
+    assert!(!d.is_stale(NOW));
+    assert!(!d.is_stale(NOW.plus_millis(6 * HOUR_MS - 1)));
+    // Daily epochs: a quarter epoch is 6 hours.
+    assert!(d.is_stale(NOW.plus_millis(6 * HOUR_MS)));
+
+    // Hourly epochs, valid for 2 hours: stale 15 minutes after signing,
+    // and within an hour of expiry whatever the epoch.
+    let hourly = directory::sign_directory(
+        "testnet",
+        &n.descriptors,
+        NOW,
+        NOW.plus_millis(2 * HOUR_MS),
+        3_600,
+        UnixTime(0),
+        &n.authority,
+        &mut r,
+    )
+    .unwrap();
+    let h = Directory::verify(&hourly, &n.pinned, 1, NOW).unwrap();
+    // Its relays hold keys for epochs 10 and 11 only: long past.
+    assert!(h.is_stale(NOW));
+    let e = h.epoch_at(NOW);
+    let fresh_keys: Vec<Vec<u8>> = n
+        .relays
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            directory::sign_descriptor(
+                key,
+                &addr(7200 + i as u16),
+                ROLES_ALL,
+                &[(e, [i as u8 + 9; 32])],
+                NOW,
+                &mut r,
+            )
+            .unwrap()
+        })
+        .collect();
+    let hourly = directory::sign_directory(
+        "testnet",
+        &fresh_keys,
+        NOW,
+        NOW.plus_millis(2 * HOUR_MS),
+        3_600,
+        UnixTime(0),
+        &n.authority,
+        &mut r,
+    )
+    .unwrap();
+    let h = Directory::verify(&hourly, &n.pinned, 1, NOW).unwrap();
+    assert!(!h.is_stale(NOW.plus_millis(HOUR_MS / 4 - 1)));
+    assert!(h.is_stale(NOW.plus_millis(HOUR_MS / 4)));
+    // Daily epochs, valid for 3 hours: the quarter epoch is far, the keys
+    // are there; an hour before expiry it is stale.
+    let short = directory::sign_directory(
+        "testnet",
+        &descriptors,
+        NOW,
+        NOW.plus_millis(3 * HOUR_MS),
+        86_400,
+        UnixTime(0),
+        &n.authority,
+        &mut r,
+    )
+    .unwrap();
+    let d = Directory::verify(&short, &n.pinned, 1, NOW).unwrap();
+    assert!(!d.is_stale(NOW.plus_millis(2 * HOUR_MS - 1)));
+    assert!(d.is_stale(NOW.plus_millis(2 * HOUR_MS)));
+}

@@ -23,8 +23,6 @@ pub const MAX_PATH_ATTEMPTS: usize = 4;
 pub const MAX_SEND_ATTEMPTS: u32 = 8;
 /// How long to wait for a delivery acknowledgement before sending again.
 pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 30_000;
-/// A cached directory is refreshed when it has less than this left.
-pub const DIRECTORY_REFRESH_MS: u64 = 3600 * 1000;
 
 /// Where blobs go.
 pub enum Transport {
@@ -67,18 +65,37 @@ pub async fn directory(p: &mut Profile, from: &RelayAddress) -> Result<Option<(D
     let keys = pinned(&n)?;
     let threshold = usize::try_from(n.threshold).unwrap_or(usize::MAX);
     let t = now();
-    if let Some(bytes) = courier::cached_directory(p)?
-        && let Ok(d) = Directory::verify(&bytes, &keys, threshold, t)
-        && d.valid_until.millis().saturating_sub(t.millis()) > DIRECTORY_REFRESH_MS
+    let cached = courier::cached_directory(p)?
+        .and_then(|bytes| Directory::verify(&bytes, &keys, threshold, t).ok());
+    if let Some(d) = &cached
+        && !d.is_stale(t)
     {
-        return Ok(Some((d, hops)));
+        return Ok(Some((d.clone(), hops)));
     }
-    let mut c = Connection::connect(from).await?;
-    let bytes = c.get_directory().await?;
-    c.close().await?;
-    let d = Directory::verify(&bytes, &keys, threshold, t)?;
-    commit(p, courier::cache_directory(&bytes))?;
-    Ok(Some((d, hops)))
+    let fetched = async {
+        let mut c = Connection::connect(from).await?;
+        let bytes = c.get_directory().await?;
+        c.close().await?;
+        let d = Directory::verify(&bytes, &keys, threshold, t)?;
+        Ok::<_, CliError>((bytes, d))
+    }
+    .await;
+    match (fetched, cached) {
+        // Keep the newer of the two: a relay may serve an older copy.
+        (Ok((bytes, d)), cached) => {
+            if let Some(c) = cached
+                && c.issued_at > d.issued_at
+            {
+                return Ok(Some((c, hops)));
+            }
+            commit(p, courier::cache_directory(&bytes))?;
+            Ok(Some((d, hops)))
+        }
+        // The home relay is unreachable or serves nothing valid: a stale
+        // but valid copy is still better than none.
+        (Err(_), Some(c)) => Ok(Some((c, hops))),
+        (Err(e), None) => Err(e),
+    }
 }
 
 impl Transport {
