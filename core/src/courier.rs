@@ -22,7 +22,8 @@ use crate::address::Address;
 use crate::attachment;
 use crate::codec::{self, local_proto as lp};
 use crate::consts::{
-    BLOB_BYTES, MAX_INVITE_BLOBS, MAX_RECORD_BYTES, MAX_SEALED_BYTES, QUEUE_ID_BYTES,
+    BLOB_BYTES, CHUNK_PLAINTEXT_BYTES, MAX_INVITE_BLOBS, MAX_RECORD_BYTES, MAX_RELAY_ADDRESS_BYTES,
+    MAX_SEALED_BYTES, MAX_STORED_MESSAGE_BYTES, QUEUE_ID_BYTES,
 };
 use crate::crypto::aead;
 use crate::crypto::signal::QueueSecret;
@@ -1061,6 +1062,56 @@ pub fn chunk_blob<R: RngCore + CryptoRng>(
     inner.extend_from_slice(&len.to_be_bytes());
     inner.extend_from_slice(&wire);
     seal_blob(&r.queue.blob_key, &inner, rng)
+}
+
+/// Most blobs in one outbox entry: an entry's payload (relay address,
+/// sender id, blobs) stays within [`MAX_STORED_MESSAGE_BYTES`].
+pub const MAX_BLOBS_PER_OUTBOX_ENTRY: usize =
+    (MAX_STORED_MESSAGE_BYTES - 2 - MAX_RELAY_ADDRESS_BYTES - QUEUE_ID_BYTES) / BLOB_BYTES;
+const _: () = assert!(
+    MAX_BLOBS_PER_OUTBOX_ENTRY >= 1
+        && 2 + MAX_RELAY_ADDRESS_BYTES + QUEUE_ID_BYTES + MAX_BLOBS_PER_OUTBOX_ENTRY * BLOB_BYTES
+            <= MAX_STORED_MESSAGE_BYTES
+);
+
+/// Seals every chunk of an attachment (`data`, laid out as `aref`
+/// describes) for `peer`'s queue, in index order, grouped into batches
+/// that each fit one outbox entry. Queue them in the same commit as the
+/// message that announces the attachment: then an interrupted transfer
+/// resumes from the outbox and never leaves a message whose chunks were
+/// never queued.
+pub fn attachment_outgoing<R: RngCore + CryptoRng>(
+    store: &dyn KvStore,
+    peer: &Address,
+    aref: &AttachmentRef,
+    data: &[u8],
+    rng: &mut R,
+) -> Result<Vec<Outgoing>> {
+    if data.len() as u64 != aref.size {
+        return Err(Error::Bug("attachment data does not match its reference"));
+    }
+    let r = route(store, peer)?.ok_or(Error::NoRoute { peer: *peer })?;
+    let total = attachment::chunk_count(aref.size)?;
+    let mut batches: Vec<Outgoing> = Vec::new();
+    let mut blobs: Vec<Blob> = Vec::with_capacity(MAX_BLOBS_PER_OUTBOX_ENTRY);
+    for (index, chunk) in (0..total).zip(data.chunks(CHUNK_PLAINTEXT_BYTES)) {
+        blobs.push(chunk_blob(store, peer, aref, index, chunk, rng)?);
+        if blobs.len() == MAX_BLOBS_PER_OUTBOX_ENTRY {
+            batches.push(Outgoing {
+                relay: r.queue.relay.clone(),
+                sender_id: r.queue.sender_id,
+                blobs: core::mem::take(&mut blobs),
+            });
+        }
+    }
+    if !blobs.is_empty() {
+        batches.push(Outgoing {
+            relay: r.queue.relay,
+            sender_id: r.queue.sender_id,
+            blobs,
+        });
+    }
+    Ok(batches)
 }
 
 // ---------------------------------------------------------------------------

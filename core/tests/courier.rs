@@ -235,7 +235,8 @@ fn attachment_chunks_travel_as_blobs() {
     let (_, _, intro, aq) = invite(&mut alice, &mut bob, &mut r);
     deliver(&mut alice, &aq, &intro.blobs, &mut r);
     let bq = [2u8; 16];
-    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+    // 40 chunks: more than one outbox entry's worth.
+    let data: Vec<u8> = (0..60_000u32).map(|i| (i * 7) as u8).collect();
     let mut h = postern_core::crypto::hash::Sha256Stream::new();
     h.update(&data);
     let aref = postern_core::attachment::prepare(data.len() as u64, h.finish(), &mut r).unwrap();
@@ -263,13 +264,28 @@ fn attachment_chunks_travel_as_blobs() {
     alice.apply(cs);
     deliver(&mut bob, &bq, &out.blobs, &mut r);
     assert_eq!(bob.store.attachment_chunks(&aref.id).unwrap(), vec![0, 1]);
-    let mut chunks: Vec<Blob> = data
-        .chunks(postern_core::consts::CHUNK_PLAINTEXT_BYTES)
-        .enumerate()
-        .map(|(i, c)| {
-            courier::chunk_blob(&alice.store, &bob.addr, &aref, i as u32, c, &mut r).unwrap()
-        })
-        .collect();
+    // Every chunk sealed at once, in batches that each fit an outbox entry.
+    assert!(matches!(
+        courier::attachment_outgoing(&alice.store, &bob.addr, &aref, &data[1..], &mut r),
+        Err(Error::Bug(_))
+    ));
+    let batches =
+        courier::attachment_outgoing(&alice.store, &bob.addr, &aref, &data, &mut r).unwrap();
+    let total = postern_core::attachment::chunk_count(aref.size).unwrap() as usize;
+    assert_eq!(
+        batches.len(),
+        total.div_ceil(courier::MAX_BLOBS_PER_OUTBOX_ENTRY)
+    );
+    assert_eq!(batches.iter().map(|b| b.blobs.len()).sum::<usize>(), total);
+    for b in &batches {
+        let bytes = b.to_bytes();
+        assert!(bytes.len() <= postern_core::consts::MAX_STORED_MESSAGE_BYTES);
+        assert_eq!(
+            courier::Outgoing::from_bytes(&bytes).unwrap().blobs,
+            b.blobs
+        );
+    }
+    let mut chunks: Vec<Blob> = batches.into_iter().flat_map(|b| b.blobs).collect();
     chunks.push(chunks[0].clone());
     chunks.shuffle(&mut r);
     let got = deliver(&mut bob, &bq, &chunks, &mut r);

@@ -136,6 +136,14 @@ impl Relay {
             c.kill().map_err(io("kill relay"))?;
             c.wait().map_err(io("wait relay"))?;
         }
+        self.start_again()
+    }
+
+    /// Starts a stopped relay again on the same port and data directory.
+    pub fn start_again(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            return Err(HarnessError::RelayStart("the relay is running".into()));
+        }
         let port = self.port;
         let before = self.address.clone();
         self.spawn(port)?;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use postern_core::consts::{CHUNK_PLAINTEXT_BYTES, MAX_FETCH};
+use postern_core::consts::MAX_FETCH;
 use postern_core::courier::{self, CreatedQueue, Invitation, Outgoing, QueueKeys, Received};
 use postern_core::crypto::kdf::KdfParams;
 use postern_core::e2e::{self, Verification};
@@ -569,8 +569,17 @@ async fn send_body(
         payload: out.to_bytes(),
     });
     commit(p, cs)?;
-    deliver(p, t, env.id, &out).await?;
+    queued_hint(deliver(p, t, env.id, &out).await)?;
     Ok(env)
+}
+
+/// Passes on a failed delivery, saying that what failed is safe in the
+/// outbox (it was committed before sending began).
+fn queued_hint(r: Result<()>) -> Result<()> {
+    if r.is_err() {
+        eprintln!("note: the message is kept in the outbox; `postern sync` sends it");
+    }
+    r
 }
 
 async fn send_text(cli: &Cli, contact: &str, text: &str) -> Result<()> {
@@ -653,19 +662,44 @@ async fn send_file(cli: &Cli, contact: &str, path: &Path, voice: bool) -> Result
     let kind = output::kind_of(&body);
     let home = transport::home(&p)?;
     let mut t = Transport::for_profile(&mut p, home.as_ref()).await?;
-    send_body(&mut p, &mut t, &peer, body).await?;
-    let route = courier::route(&p, &peer)?.ok_or(postern_core::Error::NoRoute { peer })?;
-    let total = attachment::chunk_count(aref.size)?;
-    let bar = output::progress(u64::from(total), "sending");
-    for (i, chunk) in bytes.chunks(CHUNK_PLAINTEXT_BYTES).enumerate() {
-        let index = u32::try_from(i).map_err(|_| CliError::Usage("file too large".into()))?;
-        let blob = courier::chunk_blob(&p, &peer, &aref, index, chunk, &mut rng)?;
-        t.put(&mut p, &route.queue.relay, &route.queue.sender_id, &blob)
-            .await?;
-        bar.inc(1);
+    // The message, its ratchet step and every chunk go into the outbox in
+    // one commit: an interrupted transfer is finished by `postern sync`.
+    let (env, out, mut cs) = courier::send(&p, &peer, body, None, now(), &mut rng)?;
+    let mut ids = vec![env.id];
+    cs.add_outbox(OutboxEntry {
+        id: env.id,
+        peer,
+        payload: out.to_bytes(),
+    });
+    for batch in courier::attachment_outgoing(&p, &peer, &aref, &bytes, &mut rng)? {
+        let mut id = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rng, &mut id);
+        ids.push(id);
+        cs.add_outbox(OutboxEntry {
+            id,
+            peer,
+            payload: batch.to_bytes(),
+        });
     }
+    drop(bytes);
+    commit(&mut p, cs)?;
+    let total = attachment::chunk_count(aref.size)?;
+    let bar = output::progress(u64::from(total) + out.blobs.len() as u64, "sending");
+    let sent = async {
+        for e in p.outbox()? {
+            if !ids.contains(&e.id) {
+                continue;
+            }
+            let out = Outgoing::from_bytes(&e.payload)?;
+            deliver(&mut p, &mut t, e.id, &out).await?;
+            bar.inc(out.blobs.len() as u64);
+        }
+        Ok::<(), CliError>(())
+    }
+    .await;
     bar.finish_and_clear();
     t.close().await;
+    queued_hint(sent)?;
     println!(
         "you → {}: {kind} ({} bytes, {total} chunks)",
         output::name_or(&name, &peer),

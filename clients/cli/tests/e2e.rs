@@ -299,3 +299,47 @@ fn every_kind_offline_across_a_relay_kill_then_scan_the_relay() {
         );
     }
 }
+
+/// A transfer cut short (here the relay is gone before the first chunk
+/// leaves) stays in the outbox, committed with its message: `send-file`
+/// fails and says so, and a later `postern sync` finishes it. The file
+/// arrives whole, and once.
+#[test]
+fn an_interrupted_send_file_is_finished_by_sync() {
+    let (postern, relay_bin) = bins();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut relay = Relay::start(&relay_bin, &dir.join("relay")).unwrap();
+    let (alice, bob) = pair(dir, &postern, &relay);
+    // 68 chunks: three outbox entries after the message's own.
+    let body = b"interrupted transfer 4e1b\n".repeat(4_000);
+    let notes = dir.join("notes.txt");
+    std::fs::write(&notes, &body).unwrap();
+
+    relay.stop().unwrap();
+    let out = alice
+        .run(&["send-file", "Bob", notes.to_str().unwrap()])
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("outbox") && err.contains("postern sync"),
+        "{err}"
+    );
+
+    relay.start_again().unwrap();
+    alice.ok(&["sync"]).unwrap();
+    let dl = dir.join("downloads");
+    let out = bob
+        .ok(&["sync", "--downloads", dl.to_str().unwrap()])
+        .unwrap();
+    assert_eq!(out.matches("saved").count(), 1, "{out}");
+    assert_eq!(std::fs::read(dl.join("notes.txt")).unwrap(), body);
+    // The outbox is empty now: nothing is sent twice.
+    alice.ok(&["sync"]).unwrap();
+    let out = bob
+        .ok(&["sync", "--downloads", dl.to_str().unwrap()])
+        .unwrap();
+    assert!(!out.contains("saved"), "{out}");
+    assert_eq!(files_under(&dl).len(), 1);
+}
