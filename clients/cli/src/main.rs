@@ -38,6 +38,8 @@ const FETCH_BATCH: u32 = MAX_FETCH;
 const DEFAULT_COVER_PER_MINUTE: u32 = 6;
 /// Messages `history` shows by default.
 const DEFAULT_HISTORY: usize = 50;
+/// How often `watch` fetches from relays other than the home relay (s).
+const DEFAULT_OTHER_RELAYS_POLL_SECS: u64 = 30;
 /// How far back attachment names are looked up when a transfer completes.
 const NAME_LOOKUP_MESSAGES: usize = 10_000;
 
@@ -142,6 +144,11 @@ enum Cmd {
         /// indistinguishable from real ones on the wire; 0 turns them off.
         #[arg(long, default_value_t = DEFAULT_COVER_PER_MINUTE)]
         cover_per_minute: u32,
+        /// How often queues on relays other than the home relay (left from
+        /// an earlier home) are fetched, in seconds; the home relay's
+        /// queues are watched continuously.
+        #[arg(long, default_value_t = DEFAULT_OTHER_RELAYS_POLL_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        poll_secs: u64,
     },
     /// Show the conversation with a contact.
     History {
@@ -296,10 +303,12 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Watch {
             downloads,
             cover_per_minute,
+            poll_secs,
         } => {
             let mut p = open(&cli)?;
             let dl = downloads_dir(&p, downloads.as_deref());
-            watch(&mut p, &dl, cli.ack_timeout_ms, *cover_per_minute).await
+            let poll = std::time::Duration::from_secs(*poll_secs);
+            watch(&mut p, &dl, cli.ack_timeout_ms, *cover_per_minute, poll).await
         }
         Cmd::History { contact, limit } => history(&cli, contact, *limit),
         Cmd::Verify {
@@ -935,6 +944,7 @@ async fn watch(
     dl: &Path,
     ack_timeout_ms: u64,
     cover_per_minute: u32,
+    others_poll: std::time::Duration,
 ) -> Result<()> {
     // Listen for Ctrl-C / SIGINT / SIGTERM from the start, so a signal
     // that arrives while messages are being processed is not lost.
@@ -947,14 +957,22 @@ async fn watch(
     for q in queues {
         by_relay.entry(q.relay.to_string()).or_default().push(q);
     }
-    if by_relay.len() > 1 {
-        eprintln!("note: watching the first relay only; run sync for the others");
-    }
-    let Some(qs) = by_relay.into_values().next() else {
+    // Notifications come from the home relay; queues left on other relays
+    // (from before a change of home relay) are fetched every `others_poll`.
+    let home = transport::home(p)?;
+    let watched = home
+        .as_ref()
+        .map(ToString::to_string)
+        .filter(|h| by_relay.contains_key(h))
+        .or_else(|| by_relay.keys().next().cloned());
+    let Some(qs) = watched.and_then(|w| by_relay.remove(&w)) else {
         return Err(CliError::Usage(
             "no queues yet (postern invite / postern accept)".into(),
         ));
     };
+    let others: Vec<Vec<courier::OwnQueue>> = by_relay.into_values().collect();
+    let mut others_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + others_poll, others_poll);
     let Some(first) = qs.first() else {
         return Ok(());
     };
@@ -966,9 +984,17 @@ async fn watch(
     for q in &qs {
         drain(p, &mut conn, q, dl).await?;
     }
-    println!("watching {} queue(s); Ctrl-C to stop", qs.len());
+    let elsewhere: usize = others.iter().map(Vec::len).sum();
+    if elsewhere > 0 {
+        println!(
+            "watching {} queue(s), and {elsewhere} on other relays every {} s; Ctrl-C to stop",
+            qs.len(),
+            others_poll.as_secs()
+        );
+    } else {
+        println!("watching {} queue(s); Ctrl-C to stop", qs.len());
+    }
     // Cover traffic goes through the onion network only.
-    let home = transport::home(p)?;
     let mut cover = match Transport::for_profile(p, home.as_ref()).await? {
         t if t.is_onion() && cover_per_minute > 0 => Some(t),
         _ => None,
@@ -997,6 +1023,15 @@ async fn watch(
                 }
             }
             _ = resend_tick.tick() => resend(p, ack_timeout_ms).await?,
+            _ = others_tick.tick(), if !others.is_empty() => {
+                for qs in &others {
+                    // A relay that cannot be reached now is tried again
+                    // at the next round.
+                    if let Err(e) = drain_relay(p, qs, dl).await {
+                        eprintln!("note: {e}");
+                    }
+                }
+            }
             _ = tokio::time::sleep(cover_wait), if cover.is_some() => {
                 if let Some(t) = cover.as_mut() {
                     t.send_cover(p).await?;
@@ -1035,6 +1070,20 @@ fn stop_signal() -> Result<impl core::future::Future<Output = ()>> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
     })
+}
+
+/// Connects to the relay of `qs` (queues on one relay), fetches what waits
+/// in each, and closes.
+async fn drain_relay(p: &mut Profile, qs: &[courier::OwnQueue], dl: &Path) -> Result<()> {
+    let Some(first) = qs.first() else {
+        return Ok(());
+    };
+    let mut conn = Connection::connect(&first.relay).await?;
+    for q in qs {
+        drain(p, &mut conn, q, dl).await?;
+    }
+    conn.close().await?;
+    Ok(())
 }
 
 async fn drain(

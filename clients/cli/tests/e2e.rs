@@ -343,3 +343,56 @@ fn an_interrupted_send_file_is_finished_by_sync() {
     assert!(!out.contains("saved"), "{out}");
     assert_eq!(files_under(&dl).len(), 1);
 }
+
+/// A user whose home relay changed still has a queue on the old one:
+/// `watch` follows the home relay's queues as they notify, and fetches the
+/// old relay's every `--poll-secs`.
+#[test]
+fn watch_follows_the_home_relay_and_polls_an_old_one() {
+    let (postern, relay_bin) = bins();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let old = Relay::start(&relay_bin, &dir.join("old")).unwrap();
+    let new = Relay::start(&relay_bin, &dir.join("new")).unwrap();
+    let (alice, bob) = pair(dir, &postern, &old);
+    alice.ok(&["relay", &new.address]).unwrap();
+    let carol = User::new(&postern, "Carol", &dir.join("carol"));
+    carol
+        .ok(&["init", "--name", "Carol", "--relay", &new.address])
+        .unwrap();
+    let link = harness::link_in(&alice.ok(&["invite", "--quiet"]).unwrap()).unwrap();
+    carol.ok(&["accept", &link]).unwrap();
+    assert!(alice.ok(&["sync"]).unwrap().contains("Carol accepted"));
+
+    let mut watcher = alice
+        .command(&["watch", "--poll-secs", "1", "--cover-per-minute", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = harness::lines_of(watcher.stdout.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut out = String::new();
+    while !out.contains("watching") && Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            out.push_str(&l);
+        }
+    }
+    assert!(
+        out.contains("watching 1 queue(s), and 1 on other relays every 1 s"),
+        "{out}"
+    );
+    bob.ok(&["send", "Alice", "via the old relay 51c0"])
+        .unwrap();
+    carol
+        .ok(&["send", "Alice", "via the home relay 9d2e"])
+        .unwrap();
+    while !(out.contains("51c0") && out.contains("9d2e")) && Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            out.push_str(&l);
+        }
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert!(out.contains("via the home relay 9d2e"), "{out}");
+    assert!(out.contains("via the old relay 51c0"), "{out}");
+}
