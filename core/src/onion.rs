@@ -435,9 +435,7 @@ pub fn draw_delay_ms<R: RngCore + CryptoRng>(mean_ms: u64, rng: &mut R) -> u64 {
     d.min(MAX_HOP_DELAY_MS)
 }
 
-/// Processes a packet at the relay `own_id`, with its key for the packet's
-/// epoch. The caller checks the replay tag ([`sphinx::replay_tag`])
-/// against its cache *before* calling this and records it after.
+/// [`peel`] without the replay tag (tests and tools; a relay needs it).
 pub fn process<R: RngCore + CryptoRng>(
     packet: &[u8; crate::consts::SPHINX_PACKET_BYTES],
     key: &NodeSecret,
@@ -445,7 +443,31 @@ pub fn process<R: RngCore + CryptoRng>(
     mean_delay_ms: u64,
     rng: &mut R,
 ) -> Result<HopAction> {
-    match sphinx::process(packet, key)? {
+    peel(packet, key, own_id, mean_delay_ms, rng).map(|(_, a)| a)
+}
+
+/// Processes a packet at the relay `own_id`, with its key for the packet's
+/// epoch; returns the packet's replay tag (see [`sphinx::ReplayTag`]) with
+/// what to do. The caller records the tag in its cache and acts only if it
+/// was not there yet.
+pub fn peel<R: RngCore + CryptoRng>(
+    packet: &[u8; crate::consts::SPHINX_PACKET_BYTES],
+    key: &NodeSecret,
+    own_id: &NodeId,
+    mean_delay_ms: u64,
+    rng: &mut R,
+) -> Result<(sphinx::ReplayTag, HopAction)> {
+    let (tag, processed) = sphinx::peel(packet, key)?;
+    Ok((tag, action(processed, own_id, mean_delay_ms, rng)?))
+}
+
+fn action<R: RngCore + CryptoRng>(
+    processed: sphinx::Processed,
+    own_id: &NodeId,
+    mean_delay_ms: u64,
+    rng: &mut R,
+) -> Result<HopAction> {
+    match processed {
         sphinx::Processed::Forward { next, packet } => {
             if next == *own_id {
                 return Err(Error::BadPacket {

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::{T0, User};
 use postern_core::consts::BLOB_BYTES;
 use postern_core::courier::{self, CreatedQueue, Invitation, QueueKeys, Received};
-use postern_core::crypto::sphinx::{self, NodeId, NodeSecret, Packet};
+use postern_core::crypto::sphinx::{NodeId, NodeSecret, Packet};
 use postern_core::message::{Body, Text};
 use postern_core::onion::{self, HopAction, Node, Path};
 use postern_core::relay_proto::{Blob, QueueId};
@@ -784,8 +784,8 @@ impl Sim {
         let mean = self.plan.mean_delay_ms;
         let relay = &mut self.relays[r];
         // Peel first, then the tag (only authentic packets take cache space).
-        let action =
-            match onion::process(packet, &relay.secret, &relay.node.id, mean, &mut self.net) {
+        let (tag, action) =
+            match onion::peel(packet, &relay.secret, &relay.node.id, mean, &mut self.net) {
                 Ok(a) => a,
                 Err(_) => {
                     self.stats.bad_packets += 1;
@@ -793,7 +793,6 @@ impl Sim {
                     return;
                 }
             };
-        let tag = sphinx::replay_tag(packet);
         if !relay.tags.insert(tag) {
             relay.replays_dropped += 1;
             self.stats.replays_dropped += 1;

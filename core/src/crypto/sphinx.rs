@@ -158,21 +158,39 @@ pub enum Processed {
     },
 }
 
-/// The packet's replay tag: its group element, which is fresh per packet
-/// and bound to the header MAC (a changed element fails the MAC).
-pub fn replay_tag(packet: &[u8; SPHINX_PACKET_BYTES]) -> [u8; 32] {
-    packet.first_chunk::<32>().copied().unwrap_or([0u8; 32])
+/// A packet's replay tag: derived (HKDF, inside `sphinx-packet`) from the
+/// Diffie-Hellman secret this hop shares with the packet, so every
+/// encoding of the packet's group element that yields the same secret
+/// (X25519 ignores the top bit, and non-canonical encodings exist) has the
+/// same tag. The raw element bytes must not serve as a tag: a copy with the
+/// top bit flipped would pass the header MAC as a "new" packet.
+pub type ReplayTag = [u8; 32];
+
+/// Peels one layer with this hop's key, returning the packet's replay tag
+/// with what to do next. Any tampering with the header fails its MAC here;
+/// tampering with the payload is caught at the last hop (its leading zero
+/// block no longer decrypts to zeros).
+pub fn peel(
+    packet: &[u8; SPHINX_PACKET_BYTES],
+    key: &NodeSecret,
+) -> Result<(ReplayTag, Processed)> {
+    let p = SphinxPacket::from_bytes(&packet[..]).map_err(|_| bad("undecodable"))?;
+    let secret = p.header.compute_expanded_shared_secret(&key.0);
+    let tag: ReplayTag = *secret.replay_tag();
+    let done = p
+        .process_with_expanded_secret(&secret)
+        .map_err(|_| bad("header authentication"))?;
+    Ok((tag, processed(done.data)?))
 }
 
-/// Peels one layer with this hop's key. Any tampering with the header
-/// fails its MAC here; tampering with the payload is caught at the last
-/// hop (its leading zero block no longer decrypts to zeros).
+/// [`peel`] without the tag (for building and checking packets; a relay
+/// needs the tag).
 pub fn process(packet: &[u8; SPHINX_PACKET_BYTES], key: &NodeSecret) -> Result<Processed> {
-    let p = SphinxPacket::from_bytes(&packet[..]).map_err(|_| bad("undecodable"))?;
-    let done = p
-        .process(&key.0)
-        .map_err(|_| bad("header authentication"))?;
-    match done.data {
+    peel(packet, key).map(|(_, p)| p)
+}
+
+fn processed(data: ProcessedPacketData) -> Result<Processed> {
+    match data {
         ProcessedPacketData::ForwardHop {
             next_hop_packet,
             next_hop_address,
@@ -319,6 +337,29 @@ mod tests {
         (secrets, hops)
     }
 
+    /// X25519 ignores the top bit of the packet's group element, so a copy
+    /// with that bit flipped passes the header MAC and peels exactly like
+    /// the original. Its replay tag must be the original's, or a relay
+    /// would take the copy for a new packet and forward it again.
+    #[test]
+    fn a_copy_with_the_unused_top_bit_flipped_has_the_same_replay_tag() {
+        let mut r = rng();
+        let (secrets, hops) = path(&mut r, 3);
+        let p = build(&hops, &[9; 32], b"once", &mut r).unwrap();
+        let mut copy = p.clone();
+        copy[31] ^= 0x80;
+        assert_ne!(p[..], copy[..]);
+        let (tag, a) = peel(&p, &secrets[0]).unwrap();
+        let (copy_tag, b) = peel(&copy, &secrets[0]).unwrap();
+        let (Processed::Forward { packet: pa, .. }, Processed::Forward { packet: pb, .. }) = (a, b)
+        else {
+            panic!("the first hop forwards");
+        };
+        assert_eq!(pa, pb, "the copy peels like the original");
+        assert_eq!(tag, copy_tag);
+        assert_ne!(tag[..], p[..32], "the tag is not the raw element");
+    }
+
     #[test]
     fn rejects_tampering_wrong_keys_and_bad_sizes() {
         let mut r = rng();
@@ -376,8 +417,9 @@ mod tests {
         let mut cur = build(&hops, &[9; 32], &msg, &mut r).unwrap();
         let mut seen_tags = Vec::new();
         for (i, s) in secrets.iter().enumerate() {
-            seen_tags.push(replay_tag(&cur));
-            match process(&cur, s).unwrap() {
+            let (tag, done) = peel(&cur, s).unwrap();
+            seen_tags.push(tag);
+            match done {
                 Processed::Reply { .. } => panic!("not a reply"),
                 Processed::Forward { next, packet } => {
                     assert_eq!(next, hops[i + 1].id);
@@ -394,7 +436,8 @@ mod tests {
                 }
             }
         }
-        // Tags differ per hop (the element is re-blinded at each hop).
+        // Tags differ per hop (the element is re-blinded at each hop, and
+        // each hop's secret differs).
         seen_tags.sort();
         seen_tags.dedup();
         assert_eq!(seen_tags.len(), 3);

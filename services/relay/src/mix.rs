@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use postern_core::RelayAddress;
 use postern_core::consts::SPHINX_PACKET_BYTES;
-use postern_core::crypto::sphinx::{self, NodeSecret};
+use postern_core::crypto::sphinx::NodeSecret;
 use postern_core::onion::{self, HopAction};
 use postern_core::relay_proto::{Blob, ErrorCode, QueueId};
 use postern_core::time::UnixTime;
@@ -153,14 +153,14 @@ impl Mix {
         let key = NodeSecret::from_bytes(&secret);
         // Peel first (cheap to refuse garbage without touching the cache),
         // then record the tag: only authentic packets take cache space.
-        let action = onion::process(packet, &key, &own, self.mean_delay_ms, &mut rand::rng())
+        let (tag, action) = onion::peel(packet, &key, &own, self.mean_delay_ms, &mut rand::rng())
             .map_err(|_| self.drop_packet(ErrorCode::BadPacket))?;
         let seen = {
             let mut r = self
                 .replay
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            r.insert(epoch, sphinx::replay_tag(packet))
+            r.insert(epoch, tag)
         };
         match seen {
             Ok(Seen::Fresh) => {}

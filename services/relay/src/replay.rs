@@ -64,8 +64,16 @@ impl ReplayCache {
             };
             let mut bytes = Vec::new();
             File::open(e.path())?.read_to_end(&mut bytes)?;
+            // A torn last record (crash mid-write) is cut off before
+            // anything is appended, so later tags stay aligned.
+            let whole = bytes.len() - bytes.len() % 32;
+            if whole != bytes.len() {
+                OpenOptions::new()
+                    .write(true)
+                    .open(e.path())?
+                    .set_len(whole as u64)?;
+            }
             let ep = c.epoch(epoch)?;
-            // A torn last record (crash mid-write) is ignored.
             for t in bytes.chunks_exact(32) {
                 if let Ok(tag) = <[u8; 32]>::try_from(t) {
                     ep.tags.insert(tag);
@@ -147,5 +155,29 @@ mod tests {
         c.prune(|e| e == 8);
         assert_eq!(c.insert(7, [1; 32]).unwrap(), Seen::Fresh);
         assert!(!path_for(dir.path(), 9).exists());
+    }
+
+    /// A crash mid-write leaves a torn last record: it is cut off at the
+    /// next start, so tags written after it stay aligned and are seen
+    /// after yet another restart.
+    #[test]
+    fn a_torn_record_does_not_misalign_later_tags() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = ReplayCache::open(dir.path()).unwrap();
+        assert_eq!(c.insert(7, [1; 32]).unwrap(), Seen::Fresh);
+        c.flush().unwrap();
+        drop(c);
+        let path = path_for(dir.path(), 7);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[9; 13]).unwrap();
+        drop(f);
+        let mut c = ReplayCache::open(dir.path()).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 32);
+        assert_eq!(c.insert(7, [2; 32]).unwrap(), Seen::Fresh);
+        c.flush().unwrap();
+        drop(c);
+        let mut c = ReplayCache::open(dir.path()).unwrap();
+        assert_eq!(c.insert(7, [1; 32]).unwrap(), Seen::Replay);
+        assert_eq!(c.insert(7, [2; 32]).unwrap(), Seen::Replay);
     }
 }

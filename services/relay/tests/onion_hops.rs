@@ -1,5 +1,6 @@
 //! Onion packets at a real relay (a 3-relay `testnet`): rejections first
-//! — tampered header, tampered payload, replayed packet, a key epoch the
+//! — tampered header, tampered payload, replayed packet (also with its
+//! group element re-encoded), a key epoch the
 //! relay does not hold, an unknown next hop, a packet of the wrong size —
 //! each a typed error, counted, never forwarded; then a packet that
 //! crosses three relays into a queue, fetched by its owner.
@@ -181,11 +182,18 @@ async fn hops_reject_bad_packets_and_deliver_good_ones() {
     conn_a.forward(epoch, &cover).await.unwrap();
 
     // A good packet crosses A -> B -> C into the queue; its replay is
-    // refused at A.
+    // refused at A, and so is a copy whose group element has its unused
+    // top bit flipped (same Diffie-Hellman secret, other bytes).
     let p = onion::wrap(&path, &ids.sender_id, &blob, &mut rng).unwrap();
     conn_a.forward(epoch, &p).await.unwrap();
     assert_eq!(
         refused(conn_a.forward(epoch, &p).await),
+        ErrorCode::ReplayedPacket
+    );
+    let mut copy = p.clone();
+    copy[31] ^= 0x80;
+    assert_eq!(
+        refused(conn_a.forward(epoch, &copy).await),
         ErrorCode::ReplayedPacket
     );
     let deadline = Instant::now() + Duration::from_secs(10);
