@@ -46,13 +46,24 @@ pub trait Topology: Send + Sync {
     fn keep_epoch(&self, epoch: u32, now: UnixTime) -> bool;
 }
 
-/// What the connection handler does after [`Mix::accept`].
+/// What the connection handler does after [`Mix::accept`]: answer `Ok`
+/// at once in every case. The previous hop learns nothing from the answer
+/// or its timing (a delivery, an acknowledgement and a cover packet look
+/// alike to it), and storage errors never go back to it.
 #[derive(Debug)]
 pub enum Accepted {
-    /// Scheduled for the next hop; answer `Ok`.
+    /// Scheduled for the next hop.
     Forwarding,
-    /// Put this blob into the queue (then answer `Ok`, then send the
-    /// acknowledgement with [`Mix::acknowledge`]).
+    /// Cover traffic that ended here: nothing to do.
+    Dropped,
+    /// Last-hop work to run after answering (see [`Pending::run`]).
+    Later(Pending),
+}
+
+/// What a last hop does with a packet, once its replay tag is on disk.
+#[derive(Debug)]
+pub enum Work {
+    /// Put this blob into the queue, then send the acknowledgement.
     Deliver {
         /// The queue's sender id.
         sender_id: QueueId,
@@ -61,8 +72,6 @@ pub enum Accepted {
         /// The sender's reply block for the acknowledgement.
         ack: Option<onion::AckBlock>,
     },
-    /// Cover traffic that ended here: answer `Ok`, store nothing.
-    Dropped,
     /// Store these two blobs (an acknowledgement for one of this relay's
     /// users) in the queue.
     Reply {
@@ -71,6 +80,50 @@ pub enum Accepted {
         /// The two blobs.
         blobs: [Blob; 2],
     },
+    /// A loop packet: send it back through its reply block.
+    Loop {
+        /// The reply block.
+        ack: onion::AckBlock,
+    },
+}
+
+/// Last-hop work held until the packet's replay tag is synced to disk, so
+/// a crash cannot let a replay of it be stored or acknowledged again.
+/// Counts against [`MAX_PACKETS_IN_FLIGHT`] until dropped.
+pub struct Pending {
+    /// The work.
+    pub work: Work,
+    /// The key epoch of the packet (its acknowledgement uses it too).
+    pub epoch: u32,
+    round: u64,
+    flushed: tokio::sync::watch::Receiver<u64>,
+    mix: Arc<Mix>,
+}
+
+impl core::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Pending")
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.mix.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Pending {
+    /// Waits until the packet's replay tag is on disk; false if the relay
+    /// stops first (the work must then be dropped).
+    pub async fn tag_synced(&mut self) -> bool {
+        let r = self.round;
+        self.flushed.wait_for(|f| *f > r).await.is_ok()
+    }
+
+    /// The mix, to send an acknowledgement through.
+    pub fn mix(&self) -> &Arc<Mix> {
+        &self.mix
+    }
 }
 
 /// Connections kept open to each next hop: packets to one relay are sent
@@ -168,25 +221,22 @@ impl Mix {
             Ok(Seen::Full) => return Err(self.drop_packet(ErrorCode::RateLimited)),
             Err(_) => return Err(self.drop_packet(ErrorCode::Internal)),
         }
-        match action {
+        let work = match action {
             HopAction::Deliver {
                 sender_id,
                 blob,
                 ack,
-            } => Ok(Accepted::Deliver {
+            } => Work::Deliver {
                 sender_id,
                 blob,
                 ack,
-            }),
-            HopAction::Drop => Ok(Accepted::Dropped),
-            HopAction::Loop { ack } => {
-                self.acknowledge(epoch, &ack);
-                Ok(Accepted::Dropped)
-            }
-            HopAction::Reply { queue, id, payload } => Ok(Accepted::Reply {
+            },
+            HopAction::Drop => return Ok(Accepted::Dropped),
+            HopAction::Loop { ack } => Work::Loop { ack },
+            HopAction::Reply { queue, id, payload } => Work::Reply {
                 queue,
                 blobs: onion::reply_blobs(&id, &payload),
-            }),
+            },
             HopAction::Forward {
                 next,
                 delay_ms,
@@ -196,10 +246,7 @@ impl Mix {
                     .topology
                     .address_of(&next)
                     .ok_or_else(|| self.drop_packet(ErrorCode::UnknownNextHop))?;
-                if self.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_PACKETS_IN_FLIGHT {
-                    self.in_flight.fetch_sub(1, Ordering::Relaxed);
-                    return Err(self.drop_packet(ErrorCode::RateLimited));
-                }
+                self.take_slot()?;
                 // The tag was recorded in round `r` or later: wait for a
                 // completed flush after it.
                 let r = self.round.load(Ordering::SeqCst);
@@ -214,9 +261,31 @@ impl Mix {
                     }
                     me.in_flight.fetch_sub(1, Ordering::Relaxed);
                 });
-                Ok(Accepted::Forwarding)
+                return Ok(Accepted::Forwarding);
             }
+        };
+        self.take_slot()?;
+        Ok(Accepted::Later(Pending {
+            work,
+            epoch,
+            round: self.round.load(Ordering::SeqCst),
+            flushed: self.flushed.subscribe(),
+            mix: self.clone(),
+        }))
+    }
+
+    /// One more packet in flight, or `RateLimited` when there are too many.
+    fn take_slot(&self) -> Result<(), ErrorCode> {
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_PACKETS_IN_FLIGHT {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return Err(self.drop_packet(ErrorCode::RateLimited));
         }
+        Ok(())
+    }
+
+    /// Counts a last-hop packet whose blob could not be stored.
+    pub fn count_dropped(&self) {
+        self.metrics.packets_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Sends a delivery acknowledgement through the sender's reply block

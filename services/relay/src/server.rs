@@ -99,7 +99,11 @@ fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> RelayError {
 
 /// Whether an error reply counts towards [`MAX_ERRORS_PER_CONNECTION`]:
 /// those caused by what the client sent, not by the relay's state (a
-/// full queue, a missing invitation, an internal failure).
+/// full queue, a missing invitation, an internal failure). Refused onion
+/// packets never count: the connection may be another relay's link, and
+/// a relay forwarding someone else's packet cannot check its inner layers
+/// (a sender could otherwise get honest links closed); a client sending
+/// bad packets only spends its own rate budget.
 pub fn counts_against_client(code: ErrorCode) -> bool {
     !matches!(
         code,
@@ -108,6 +112,11 @@ pub fn counts_against_client(code: ErrorCode) -> bool {
             | ErrorCode::TooManyQueues
             | ErrorCode::Internal
             | ErrorCode::ShuttingDown
+            | ErrorCode::BadPacket
+            | ErrorCode::ReplayedPacket
+            | ErrorCode::UnknownEpoch
+            | ErrorCode::UnknownNextHop
+            | ErrorCode::NoDirectory
     )
 }
 
@@ -723,53 +732,10 @@ impl Conn {
             Command::Ping => Ok(vec![Reply::Ok]),
             Command::Forward { epoch, packet } => {
                 let mix = self.shared.mix.clone().ok_or(ErrorCode::NoDirectory)?;
-                match mix.accept(epoch, &packet)? {
-                    crate::mix::Accepted::Forwarding | crate::mix::Accepted::Dropped => {
-                        Ok(vec![Reply::Ok])
-                    }
-                    crate::mix::Accepted::Deliver {
-                        sender_id,
-                        blob,
-                        ack,
-                    } => match self.call(Op::Send { sender_id, blob }).await? {
-                        Outcome::Sent { recipient_id } => {
-                            self.shared.notify(&recipient_id);
-                            self.shared
-                                .metrics
-                                .packets_delivered
-                                .fetch_add(1, Ordering::Relaxed);
-                            // Stored durably: now acknowledge.
-                            if let Some(block) = ack {
-                                mix.acknowledge(epoch, &block);
-                            }
-                            Ok(vec![Reply::Ok])
-                        }
-                        _ => unexpected,
-                    },
-                    crate::mix::Accepted::Reply { queue, blobs } => {
-                        let mut rid = None;
-                        for blob in blobs {
-                            match self
-                                .call(Op::Send {
-                                    sender_id: queue,
-                                    blob,
-                                })
-                                .await?
-                            {
-                                Outcome::Sent { recipient_id } => rid = Some(recipient_id),
-                                _ => return unexpected,
-                            }
-                        }
-                        if let Some(r) = rid {
-                            self.shared.notify(&r);
-                        }
-                        self.shared
-                            .metrics
-                            .packets_delivered
-                            .fetch_add(1, Ordering::Relaxed);
-                        Ok(vec![Reply::Ok])
-                    }
+                if let crate::mix::Accepted::Later(p) = mix.accept(epoch, &packet)? {
+                    tokio::spawn(finish_last_hop(self.shared.clone(), p));
                 }
+                Ok(vec![Reply::Ok])
             }
             _ => Err(ErrorCode::UnknownCommand),
         }
@@ -780,6 +746,59 @@ impl Conn {
             Outcome::Done => Ok(vec![Reply::Ok]),
             _ => Err(ErrorCode::Internal),
         }
+    }
+}
+
+/// A last hop's work, after the previous hop has its `Ok`: once the
+/// packet's replay tag is on disk, store the blob (durably) and notify,
+/// then send the acknowledgement; or send a loop back. A blob that cannot
+/// be stored (unknown or full queue) is counted and dropped: the sender
+/// hears nothing and sends it again.
+async fn finish_last_hop(shared: Arc<Shared>, mut p: crate::mix::Pending) {
+    if !p.tag_synced().await {
+        return;
+    }
+    let epoch = p.epoch;
+    let (stores, ack) = match &p.work {
+        crate::mix::Work::Loop { ack } => {
+            p.mix().acknowledge(epoch, ack);
+            return;
+        }
+        crate::mix::Work::Deliver {
+            sender_id,
+            blob,
+            ack,
+        } => (vec![(*sender_id, blob.clone())], ack.as_ref()),
+        crate::mix::Work::Reply { queue, blobs } => {
+            (blobs.iter().map(|b| (*queue, b.clone())).collect(), None)
+        }
+    };
+    let mut stored = None;
+    for (sender_id, blob) in stores {
+        match shared.writer.call(Op::Send { sender_id, blob }).await {
+            Ok(Outcome::Sent { recipient_id }) => stored = Some(recipient_id),
+            Ok(_) => {
+                shared.metrics.error(ErrorCode::Internal);
+                p.mix().count_dropped();
+                return;
+            }
+            Err(code) => {
+                shared.metrics.error(code);
+                p.mix().count_dropped();
+                return;
+            }
+        }
+    }
+    if let Some(rid) = stored {
+        shared.notify(&rid);
+    }
+    shared
+        .metrics
+        .packets_delivered
+        .fetch_add(1, Ordering::Relaxed);
+    // Stored durably: now acknowledge.
+    if let Some(block) = ack {
+        p.mix().acknowledge(epoch, block);
     }
 }
 

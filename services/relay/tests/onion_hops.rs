@@ -111,10 +111,15 @@ async fn hops_reject_bad_packets_and_deliver_good_ones() {
     // Tampered header: refused at the first hop.
     let mut p = onion::wrap(&path, &ids.sender_id, &blob, &mut rng).unwrap();
     p[50] ^= 1;
-    assert_eq!(
-        refused(conn_a.forward(epoch, &p).await),
-        ErrorCode::BadPacket
-    );
+    // Many of them: refused packets do not get the connection closed (it
+    // may be a relay's link carrying someone else's bad packets); the
+    // same connection carries the good packets below.
+    for _ in 0..postern_relay::server::MAX_ERRORS_PER_CONNECTION + 8 {
+        assert_eq!(
+            refused(conn_a.forward(epoch, &p).await),
+            ErrorCode::BadPacket
+        );
+    }
     // Tampered payload: only the last hop can tell; send a one-hop packet
     // straight to C.
     let direct = Path {
@@ -175,6 +180,13 @@ async fn hops_reject_bad_packets_and_deliver_good_ones() {
             postern_core::relay_proto::Reply::Error(ErrorCode::Malformed)
         );
     }
+
+    // At the last hop the answer does not depend on the packet: one for a
+    // queue C does not hold is answered `Ok` like a delivery (the previous
+    // hop learns neither whether it was cover nor whether a queue exists),
+    // then counted and dropped.
+    let p = onion::wrap(&direct, &[0x77; 16], &blob, &mut rng).unwrap();
+    conn_c.forward(epoch, &p).await.unwrap();
 
     // A cover packet crosses A -> B -> C and is dropped there: accepted,
     // nothing stored.
