@@ -582,6 +582,25 @@ pub fn overdue(store: &dyn KvStore, cutoff: UnixTime) -> Result<Vec<Unacknowledg
     Ok(out)
 }
 
+/// Counts a resend of the pending blob `id` that could not even leave
+/// (no path, no entry reachable): its attempt count grows and its clock
+/// restarts, so it is tried again after another timeout and given up
+/// after the usual number of attempts instead of being retried forever.
+pub fn count_failed_attempt(
+    store: &dyn KvStore,
+    id: &[u8; 16],
+    now: UnixTime,
+) -> Result<ChangeSet> {
+    let ns = Namespace::PendingAck;
+    let mut cs = ChangeSet::new();
+    if let Some(mut r) = load::<lp::PendingAckRecord>(store, ns, id)? {
+        r.attempts = r.attempts.saturating_add(1);
+        r.sent_at_ms = now.millis();
+        save(&mut cs, ns, id, &r);
+    }
+    Ok(cs)
+}
+
 /// How many blobs (not loop packets) wait for an acknowledgement.
 pub fn unacknowledged(store: &dyn KvStore) -> Result<usize> {
     let ns = Namespace::PendingAck;

@@ -300,3 +300,55 @@ fn attachment_chunks_travel_as_blobs() {
     }
     assert_eq!(back, data);
 }
+
+/// A resend that cannot leave (no path, no entry) still counts: the blob's
+/// attempts grow and its clock restarts, so it is not retried on every
+/// round, and it reaches the give-up limit like any other.
+#[test]
+fn a_resend_that_cannot_leave_still_counts_as_an_attempt() {
+    use postern_core::crypto::sphinx::NodeSecret;
+    use postern_core::onion::{self, Node, Path};
+    let mut r = rng(9);
+    let user = User::new(&mut r);
+    let nodes: Vec<Node> = (0..3u8)
+        .map(|i| Node {
+            id: [i + 1; 32],
+            address: RelayAddress::new("127.0.0.1", 7000 + u16::from(i), None).unwrap(),
+            roles: onion::ROLE_ENTRY | onion::ROLE_MIX | onion::ROLE_MAILBOX,
+            key: NodeSecret::generate(&mut r).public(),
+        })
+        .collect();
+    let path = Path {
+        nodes: nodes.clone(),
+    };
+    let blob: Blob = Box::new([3; postern_core::consts::BLOB_BYTES]);
+    let (_, pending) =
+        onion::wrap_with_ack(&path, &[1; 16], &blob, &path, &[2; 16], &mut r).unwrap();
+    let mut store = user.store;
+    let cs = courier::record_pending(
+        &store,
+        &pending,
+        &nodes[2].address,
+        &[1; 16],
+        &blob,
+        T0,
+        1,
+        None,
+    )
+    .unwrap();
+    store.commit(cs).unwrap();
+    let later = T0.plus_millis(60_000);
+    let due = courier::overdue(&store, later).unwrap();
+    assert_eq!((due.len(), due[0].attempts), (1, 1));
+    let cs = courier::count_failed_attempt(&store, &pending.id, later).unwrap();
+    store.commit(cs).unwrap();
+    // Not due again until another timeout has passed, one attempt more.
+    assert!(
+        courier::overdue(&store, T0.plus_millis(59_999))
+            .unwrap()
+            .is_empty()
+    );
+    let due = courier::overdue(&store, later).unwrap();
+    assert_eq!((due.len(), due[0].attempts), (1, 2));
+    assert_eq!(courier::unacknowledged(&store).unwrap(), 1);
+}

@@ -792,13 +792,22 @@ async fn resend(p: &mut Profile, timeout_ms: u64) -> Result<()> {
     }
     let home = transport::home(p)?;
     let mut t = Transport::for_profile(p, home.as_ref()).await?;
-    let (resent, gave_up) = transport::resend_overdue(p, &mut t, timeout_ms).await?;
+    let r = transport::resend_overdue(p, &mut t, timeout_ms).await?;
     t.close().await;
-    if resent > 0 {
-        println!("resent {resent} packet(s) not yet acknowledged, over new paths");
+    if r.resent > 0 {
+        println!(
+            "resent {} packet(s) not yet acknowledged, over new paths",
+            r.resent
+        );
     }
-    if gave_up > 0 {
-        eprintln!("warning: {gave_up} packet(s) could not be delivered");
+    if r.failed > 0 {
+        eprintln!(
+            "note: {} packet(s) found no working path now; tried again later",
+            r.failed
+        );
+    }
+    if r.gave_up > 0 {
+        eprintln!("warning: {} packet(s) could not be delivered", r.gave_up);
     }
     let cutoff = UnixTime(now().millis().saturating_sub(timeout_ms.saturating_mul(2)));
     let (lost, cs) = courier::lost_loops(p, cutoff)?;
@@ -1022,7 +1031,15 @@ async fn watch(
                     drain(p, &mut conn, q, dl).await?;
                 }
             }
-            _ = resend_tick.tick() => resend(p, ack_timeout_ms).await?,
+            _ = resend_tick.tick() => {
+                // The network failing now does not end `watch`.
+                if let Err(e) = resend(p, ack_timeout_ms).await {
+                    if transport::is_local_failure(&e) {
+                        return Err(e);
+                    }
+                    eprintln!("note: {e}");
+                }
+            }
             _ = others_tick.tick(), if !others.is_empty() => {
                 for qs in &others {
                     // A relay that cannot be reached now is tried again
@@ -1033,8 +1050,11 @@ async fn watch(
                 }
             }
             _ = tokio::time::sleep(cover_wait), if cover.is_some() => {
-                if let Some(t) = cover.as_mut() {
-                    t.send_cover(p).await?;
+                if let Err(e) = send_cover(p, &mut cover).await {
+                    if transport::is_local_failure(&e) {
+                        return Err(e);
+                    }
+                    eprintln!("note: cover packet not sent: {e}");
                 }
                 cover_wait = next_cover(cover_per_minute);
             }
@@ -1070,6 +1090,23 @@ fn stop_signal() -> Result<impl core::future::Future<Output = ()>> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
     })
+}
+
+/// Sends one cover packet, first replacing the transport when its key
+/// epoch has ended (cover built for an old epoch would stand out).
+async fn send_cover(p: &mut Profile, cover: &mut Option<Transport>) -> Result<()> {
+    if cover.as_ref().is_some_and(|t| t.is_outdated(now())) {
+        // The old one stays until a new one is built.
+        let home = transport::home(p)?;
+        let fresh = Transport::for_profile(p, home.as_ref()).await?;
+        if let Some(old) = cover.replace(fresh) {
+            old.close().await;
+        }
+    }
+    if let Some(t) = cover.as_mut() {
+        t.send_cover(p).await?;
+    }
+    Ok(())
 }
 
 /// Connects to the relay of `qs` (queues on one relay), fetches what waits

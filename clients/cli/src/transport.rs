@@ -45,8 +45,15 @@ pub enum Transport {
         conns: HashMap<RelayAddress, Connection>,
         /// Relays that could not be reached in this run.
         down: Vec<[u8; 32]>,
+        /// When to build a fresh transport: the end of `epoch`, or
+        /// [`ONION_TRANSPORT_MAX_AGE_MS`] after this one was built.
+        renew_at: UnixTime,
     },
 }
+
+/// A long-lived onion transport (`watch`) is rebuilt at least this often,
+/// so relays found down are tried again and the directory stays fresh.
+pub const ONION_TRANSPORT_MAX_AGE_MS: u64 = 10 * 60 * 1000;
 
 fn pinned(n: &courier::NetworkSettings) -> Result<Vec<AuthorityPublic>> {
     n.authorities
@@ -125,6 +132,12 @@ impl Transport {
         hops: usize,
     ) -> Transport {
         let epoch = d.epoch_at(t);
+        let epoch_end = d.epoch_start(epoch.saturating_add(1));
+        let renew_at = UnixTime(
+            epoch_end
+                .millis()
+                .min(t.millis().saturating_add(ONION_TRANSPORT_MAX_AGE_MS)),
+        );
         Transport::Onion {
             acks,
             nodes: onion::nodes(d, epoch),
@@ -132,6 +145,17 @@ impl Transport {
             hops,
             conns: HashMap::new(),
             down: Vec::new(),
+            renew_at,
+        }
+    }
+
+    /// Whether a long-lived transport should be replaced by a fresh one
+    /// (its key epoch has ended, or it is old): packets built for an old
+    /// epoch would stand out at the entry and soon be refused.
+    pub fn is_outdated(&self, t: UnixTime) -> bool {
+        match self {
+            Transport::Direct { .. } => false,
+            Transport::Onion { renew_at, .. } => t >= *renew_at,
         }
     }
 
@@ -187,6 +211,7 @@ impl Transport {
                 hops,
                 conns,
                 down,
+                ..
             } => {
                 // Relays found unreachable earlier in this run are avoided in
                 // every position, for packets and for acknowledgements.
@@ -270,6 +295,7 @@ impl Transport {
             hops,
             conns,
             down,
+            ..
         } = self
         else {
             return Ok(false);
@@ -348,40 +374,128 @@ async fn ensure_ack_queue(p: &mut Profile, home: &RelayAddress) -> Result<(Relay
     Ok((home.clone(), ids.sender_id))
 }
 
+/// Whether an error is about this device (the profile cannot be read or
+/// written), not about the network.
+pub fn is_local_failure(e: &CliError) -> bool {
+    match e {
+        CliError::Profile(_) => true,
+        CliError::Core(c) => c.kind() == postern_core::ErrorKind::Storage,
+        _ => false,
+    }
+}
+
+/// What [`resend_overdue`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Resent {
+    /// Blobs sent again.
+    pub resent: usize,
+    /// Blobs given up after [`MAX_SEND_ATTEMPTS`].
+    pub gave_up: usize,
+    /// Blobs that could not leave this time (no path, no entry reachable);
+    /// each such try counts as an attempt.
+    pub failed: usize,
+}
+
 /// Sends again, over fresh paths, every blob whose acknowledgement has
-/// not come within `timeout_ms`; returns how many were resent and how
-/// many were given up after [`MAX_SEND_ATTEMPTS`].
-pub async fn resend_overdue(
-    p: &mut Profile,
-    t: &mut Transport,
-    timeout_ms: u64,
-) -> Result<(usize, usize)> {
+/// not come within `timeout_ms`. A blob that cannot leave now does not
+/// stop the others; only a failure of the profile itself is an error.
+pub async fn resend_overdue(p: &mut Profile, t: &mut Transport, timeout_ms: u64) -> Result<Resent> {
+    let mut r = Resent::default();
     if !t.is_onion() {
-        return Ok((0, 0));
+        return Ok(r);
     }
     let cutoff = UnixTime(now().millis().saturating_sub(timeout_ms));
-    let (mut resent, mut gave_up) = (0, 0);
     for u in courier::overdue(p, cutoff)? {
         if u.attempts >= MAX_SEND_ATTEMPTS {
             commit(p, courier::forget_pending(p, &u.id)?)?;
-            gave_up += 1;
+            r.gave_up += 1;
             continue;
         }
-        t.put_attempt(
-            p,
-            &u.relay,
-            &u.sender_id,
-            &u.blob,
-            u.attempts + 1,
-            Some(u.id),
-        )
-        .await?;
-        resent += 1;
+        match t
+            .put_attempt(
+                p,
+                &u.relay,
+                &u.sender_id,
+                &u.blob,
+                u.attempts + 1,
+                Some(u.id),
+            )
+            .await
+        {
+            Ok(()) => r.resent += 1,
+            Err(e) if is_local_failure(&e) => return Err(e),
+            Err(_) => {
+                commit(p, courier::count_failed_attempt(p, &u.id, now())?)?;
+                r.failed += 1;
+            }
+        }
     }
-    Ok((resent, gave_up))
+    Ok(r)
 }
 
 /// Reads the home relay (for fetching the directory).
 pub fn home(p: &dyn KvStore) -> Result<Option<RelayAddress>> {
     Ok(courier::home_relay(p)?)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use postern_core::crypto::signal::AuthoritySecret;
+    use postern_core::directory::{self, ROLES_ALL};
+
+    /// An onion transport built during an epoch is outdated when that
+    /// epoch ends, or after ONION_TRANSPORT_MAX_AGE_MS, whichever is first.
+    #[test]
+    fn an_onion_transport_is_renewed_at_the_end_of_its_epoch() {
+        let mut r = rand::rng();
+        let authority = AuthoritySecret::generate(&mut r);
+        let epoch_secs = 3_600u64;
+        // 50 minutes into an hourly epoch (1.8e12 ms is a whole hour).
+        let t = UnixTime(1_800_000_000_000 + 50 * 60_000);
+        let epoch = directory::epoch_at(epoch_secs, UnixTime(0), t);
+        let descriptors: Vec<Vec<u8>> = (0..3u16)
+            .map(|i| {
+                let key = AuthoritySecret::generate(&mut r);
+                let addr = RelayAddress::new("127.0.0.1", 7000 + i, None).unwrap();
+                directory::sign_descriptor(
+                    &key,
+                    &addr,
+                    ROLES_ALL,
+                    &[(epoch, [i as u8 + 1; 32])],
+                    t,
+                    &mut r,
+                )
+                .unwrap()
+            })
+            .collect();
+        let signed = directory::sign_directory(
+            "t",
+            &descriptors,
+            t,
+            t.plus_millis(86_400_000),
+            epoch_secs,
+            UnixTime(0),
+            &authority,
+            &mut r,
+        )
+        .unwrap();
+        let d = Directory::verify(&signed, &[authority.public().unwrap()], 1, t).unwrap();
+        let acks = (RelayAddress::new("127.0.0.1", 7000, None).unwrap(), [0; 16]);
+        let tr = Transport::onion(&d, t, acks.clone(), 3);
+        assert!(!tr.is_outdated(t.plus_millis(10 * 60_000 - 1)));
+        assert!(tr.is_outdated(t.plus_millis(10 * 60_000)));
+        // Built 5 minutes before the epoch ends: renewed at its end.
+        let late = t.plus_millis(5 * 60_000);
+        let tr = Transport::onion(&d, late, acks, 3);
+        assert!(!tr.is_outdated(late.plus_millis(5 * 60_000 - 1)));
+        assert!(tr.is_outdated(late.plus_millis(5 * 60_000)));
+        assert!(
+            !Transport::Direct {
+                conns: HashMap::new()
+            }
+            .is_outdated(late)
+        );
+    }
 }
