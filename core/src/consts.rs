@@ -129,6 +129,10 @@ pub const MAX_NETWORK_NAME_BYTES: usize = 64;
 pub const MAX_DIRECTORY_CLOCK_SKEW_MS: u64 = 10 * 60 * 1000;
 /// A client fetches a fresh directory when its copy expires within this.
 pub const DIRECTORY_REFRESH_BEFORE_EXPIRY_MS: u64 = 60 * 60 * 1000;
+/// Shortest time between two directory fetches of one client while its
+/// copy is stale: a relay that keeps serving the same copy (or none) is
+/// not asked again before every send.
+pub const DIRECTORY_RECHECK_MS: u64 = 2 * 60 * 1000;
 /// Longest validity of one directory.
 pub const MAX_DIRECTORY_VALIDITY_MS: u64 = 31 * 24 * 3600 * 1000;
 /// Shortest Sphinx key epoch.

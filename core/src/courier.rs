@@ -614,17 +614,33 @@ pub fn unacknowledged(store: &dyn KvStore) -> Result<usize> {
     Ok(n)
 }
 
+/// What the acknowledgements fetched in one go confirmed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AcksReceived {
+    /// Blobs (messages, chunks, receipts) confirmed delivered.
+    pub delivered: usize,
+    /// Loop cover packets that came back.
+    pub loops: usize,
+}
+
+impl AcksReceived {
+    /// Everything confirmed, deliveries and loops.
+    pub fn total(&self) -> usize {
+        self.delivered.saturating_add(self.loops)
+    }
+}
+
 /// Handles blobs fetched from the acknowledgement queue: pairs them into
 /// replies, opens each with its pending record and forgets the record.
-/// Returns how many deliveries were confirmed and which blob indices
-/// were used (the caller acknowledges every fetched blob either way).
+/// Returns what was confirmed (the caller acknowledges every fetched blob
+/// either way).
 pub fn receive_acks(
     store: &dyn KvStore,
     blobs: &[&[u8; BLOB_BYTES]],
-) -> Result<(usize, ChangeSet)> {
+) -> Result<(AcksReceived, ChangeSet)> {
     let ns = Namespace::PendingAck;
     let mut cs = ChangeSet::new();
-    let mut confirmed = 0;
+    let mut got = AcksReceived::default();
     for (id, payload, _) in crate::onion::pair_replies(blobs) {
         let Some(r): Option<lp::PendingAckRecord> = load(store, ns, &id)? else {
             continue;
@@ -636,10 +652,14 @@ pub fn receive_acks(
             cs.delete(ns, &id);
             delete_attempts(store, &r.prev, false, &mut cs)?;
             delete_attempts(store, &r.next, true, &mut cs)?;
-            confirmed += 1;
+            if r.is_loop {
+                got.loops += 1;
+            } else {
+                got.delivered += 1;
+            }
         }
     }
-    Ok((confirmed, cs))
+    Ok((got, cs))
 }
 
 // ---------------------------------------------------------------------------
@@ -755,6 +775,30 @@ pub fn cache_directory(bytes: &[u8]) -> ChangeSet {
         Namespace::Setting,
         SETTING_DIRECTORY,
         Record::current(Namespace::Setting, bytes.to_vec()),
+    );
+    cs
+}
+
+const SETTING_DIRECTORY_FETCHED: &[u8] = b"directory_fetched_at";
+
+/// When a directory was last fetched (or a fetch was tried).
+pub fn directory_fetched_at(store: &dyn KvStore) -> Result<Option<UnixTime>> {
+    setting(store, SETTING_DIRECTORY_FETCHED)?
+        .map(|s| {
+            s.parse::<u64>()
+                .map(UnixTime)
+                .map_err(|_| corrupt(Namespace::Setting))
+        })
+        .transpose()
+}
+
+/// Records a directory fetch (or a try) at `at`.
+pub fn set_directory_fetched_at(at: UnixTime) -> ChangeSet {
+    let mut cs = ChangeSet::new();
+    cs.put(
+        Namespace::Setting,
+        SETTING_DIRECTORY_FETCHED,
+        Record::current(Namespace::Setting, at.millis().to_string().into_bytes()),
     );
     cs
 }

@@ -21,10 +21,10 @@ use rand_core::{CryptoRng, RngCore};
 
 use crate::codec::{self, directory_proto as pb};
 use crate::consts::{
-    BLOB_BYTES, DIRECTORY_REFRESH_BEFORE_EXPIRY_MS, DIRECTORY_VERSION, MAX_AUTHORITY_SIGNATURES,
-    MAX_DESCRIPTOR_BYTES, MAX_DESCRIPTOR_SPHINX_KEYS, MAX_DIRECTORY_BLOBS, MAX_DIRECTORY_BYTES,
-    MAX_DIRECTORY_CLOCK_SKEW_MS, MAX_DIRECTORY_RELAYS, MAX_DIRECTORY_VALIDITY_MS, MAX_EPOCH_SECS,
-    MAX_NETWORK_NAME_BYTES, MIN_EPOCH_SECS,
+    BLOB_BYTES, DIRECTORY_RECHECK_MS, DIRECTORY_REFRESH_BEFORE_EXPIRY_MS, DIRECTORY_VERSION,
+    MAX_AUTHORITY_SIGNATURES, MAX_DESCRIPTOR_BYTES, MAX_DESCRIPTOR_SPHINX_KEYS,
+    MAX_DIRECTORY_BLOBS, MAX_DIRECTORY_BYTES, MAX_DIRECTORY_CLOCK_SKEW_MS, MAX_DIRECTORY_RELAYS,
+    MAX_DIRECTORY_VALIDITY_MS, MAX_EPOCH_SECS, MAX_NETWORK_NAME_BYTES, MIN_EPOCH_SECS,
 };
 use crate::crypto::hash::sha256;
 use crate::crypto::signal::{AuthorityPublic, AuthoritySecret, DescriptorPublic, DescriptorSecret};
@@ -174,6 +174,19 @@ impl Directory {
                 .relays
                 .iter()
                 .any(|r| r.sphinx_keys.iter().any(|(e, _)| *e == epoch))
+    }
+
+    /// Whether to fetch a newer copy now: this one [`is_stale`], and the
+    /// last fetch (`last_fetch`, successful or not) was at least
+    /// [`DIRECTORY_RECHECK_MS`] ago, or lies in the future (the clock was
+    /// set back).
+    ///
+    /// [`is_stale`]: Directory::is_stale
+    pub fn should_refetch(&self, last_fetch: Option<UnixTime>, now: UnixTime) -> bool {
+        let recent = last_fetch.is_some_and(|at| {
+            at.millis() <= now.millis() && now.millis() - at.millis() < DIRECTORY_RECHECK_MS
+        });
+        self.is_stale(now) && !recent
     }
 
     /// The Sphinx key epoch at `now` under this directory's epoch rule.

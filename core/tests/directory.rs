@@ -673,6 +673,19 @@ fn a_cached_directory_goes_stale_before_its_keys_run_out() {
     let h = Directory::verify(&hourly, &n.pinned, 1, NOW).unwrap();
     assert!(!h.is_stale(NOW.plus_millis(HOUR_MS / 4 - 1)));
     assert!(h.is_stale(NOW.plus_millis(HOUR_MS / 4)));
+    // Stale, but a relay that serves this same copy is not asked again
+    // before every send: at most once per recheck interval.
+    let later = NOW.plus_millis(HOUR_MS / 4);
+    assert!(h.should_refetch(None, later));
+    assert!(!h.should_refetch(Some(later), later));
+    let recheck = postern_core::consts::DIRECTORY_RECHECK_MS;
+    assert!(!h.should_refetch(Some(later), later.plus_millis(recheck - 1)));
+    assert!(h.should_refetch(Some(later), later.plus_millis(recheck)));
+    // A fetch time in the future (the clock was set back) does not hold
+    // the next fetch off.
+    assert!(h.should_refetch(Some(later.plus_millis(HOUR_MS)), later));
+    // Fresh: no fetch whatever the last one.
+    assert!(!h.should_refetch(None, NOW));
     // Daily epochs, valid for 3 hours: the quarter epoch is far, the keys
     // are there; an hour before expiry it is stale.
     let short = directory::sign_directory(

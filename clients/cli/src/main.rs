@@ -760,6 +760,10 @@ async fn sync(p: &mut Profile, dl: &Path) -> Result<()> {
     send_receipts(p, delivered).await
 }
 
+/// Loop cover packets that came back during this run (reported when
+/// `watch` ends).
+static LOOPS_BACK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Confirms onion deliveries from the acknowledgement queue; returns the
 /// ids to acknowledge. A lone half of a reply waits for its other half
 /// (it is acknowledged once it is paired, or expires on the relay).
@@ -767,11 +771,15 @@ fn process_acks(p: &mut Profile, items: &[postern_net::Item]) -> Result<Vec<u64>
     let blobs: Vec<&[u8; postern_core::consts::BLOB_BYTES]> =
         items.iter().map(|i| &*i.blob).collect();
     let pairs = postern_core::onion::pair_replies(&blobs);
-    let (confirmed, cs) = courier::receive_acks(p, &blobs)?;
+    let (got, cs) = courier::receive_acks(p, &blobs)?;
     commit(p, cs)?;
-    if confirmed > 0 {
-        println!("✓ {confirmed} packet(s) confirmed delivered through the onion network");
+    if got.delivered > 0 {
+        println!(
+            "✓ {} packet(s) confirmed delivered through the onion network",
+            got.delivered
+        );
     }
+    LOOPS_BACK.fetch_add(got.loops, std::sync::atomic::Ordering::Relaxed);
     let mut ids = Vec::new();
     for (_, _, [a, b]) in pairs {
         for i in [a, b] {
@@ -982,17 +990,7 @@ async fn watch(
     let others: Vec<Vec<courier::OwnQueue>> = by_relay.into_values().collect();
     let mut others_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + others_poll, others_poll);
-    let Some(first) = qs.first() else {
-        return Ok(());
-    };
-    let mut conn = Connection::connect(&first.relay).await?;
-    for q in &qs {
-        conn.subscribe(&q.recipient_id, &q.queue_key).await?;
-    }
-    // Items that arrived between the sync and the subscriptions.
-    for q in &qs {
-        drain(p, &mut conn, q, dl).await?;
-    }
+    let mut conn = Some(connect_home(p, &qs, dl).await?);
     let elsewhere: usize = others.iter().map(Vec::len).sum();
     if elsewhere > 0 {
         println!(
@@ -1008,27 +1006,55 @@ async fn watch(
         t if t.is_onion() && cover_per_minute > 0 => Some(t),
         _ => None,
     };
-    let next_cover = |per_minute: u32| {
-        std::time::Duration::from_millis(
-            postern_core::onion::next_cover_delay_ms(per_minute, &mut rand::rng())
-                .unwrap_or(u64::MAX / 4),
-        )
+    // The next cover packet is due at a fixed instant: other events
+    // (notifications, resends, polls) must not push it back.
+    let next_cover = || {
+        postern_core::onion::next_cover_delay_ms(cover_per_minute, &mut rand::rng())
+            .map_or_else(far_future, |ms| after(std::time::Duration::from_millis(ms)))
     };
-    let mut cover_wait = next_cover(cover_per_minute);
+    let mut cover_at = next_cover();
+    let mut cover_sent: u64 = 0;
     let mut resend_tick = tokio::time::interval(std::time::Duration::from_millis(
         (ack_timeout_ms / 2).max(100),
     ));
     let mut keepalive = tokio::time::interval_at(
-        tokio::time::Instant::now() + postern_net::KEEPALIVE_INTERVAL,
+        after(postern_net::KEEPALIVE_INTERVAL),
         postern_net::KEEPALIVE_INTERVAL,
     );
+    // While the home relay is out of reach: when to try again, and the
+    // wait after that (doubling up to `RECONNECT_MAX`).
+    let mut reconnect_at = far_future();
+    let mut backoff = RECONNECT_MIN;
     loop {
-        tokio::select! {
-            _ = keepalive.tick() => conn.ping().await?,
-            n = conn.next_notification() => {
-                let rid = n?;
-                if let Some(q) = qs.iter().find(|q| q.recipient_id == rid) {
-                    drain(p, &mut conn, q, dl).await?;
+        // What happened to the home connection in this pass.
+        let home_result: Result<()> = tokio::select! {
+            _ = keepalive.tick(), if conn.is_some() => match conn.as_mut() {
+                Some(c) => c.ping().await.map_err(CliError::from),
+                None => Ok(()),
+            },
+            n = next_notification(&mut conn) => match n {
+                Ok(rid) => match (conn.as_mut(), qs.iter().find(|q| q.recipient_id == rid)) {
+                    (Some(c), Some(q)) => drain(p, c, q, dl).await,
+                    _ => Ok(()),
+                },
+                Err(e) => Err(e.into()),
+            },
+            _ = tokio::time::sleep_until(reconnect_at), if conn.is_none() => {
+                match connect_home(p, &qs, dl).await {
+                    Ok(c) => {
+                        println!("reconnected to your relay");
+                        conn = Some(c);
+                        backoff = RECONNECT_MIN;
+                        reconnect_at = far_future();
+                        Ok(())
+                    }
+                    Err(e) if transport::is_local_failure(&e) => return Err(e),
+                    Err(e) => {
+                        backoff = (backoff * 2).min(RECONNECT_MAX);
+                        reconnect_at = after(backoff);
+                        eprintln!("note: your relay is still out of reach ({e})");
+                        Ok(())
+                    }
                 }
             }
             _ = resend_tick.tick() => {
@@ -1039,30 +1065,101 @@ async fn watch(
                     }
                     eprintln!("note: {e}");
                 }
+                Ok(())
             }
             _ = others_tick.tick(), if !others.is_empty() => {
                 for qs in &others {
                     // A relay that cannot be reached now is tried again
                     // at the next round.
                     if let Err(e) = drain_relay(p, qs, dl).await {
+                        if transport::is_local_failure(&e) {
+                            return Err(e);
+                        }
                         eprintln!("note: {e}");
                     }
                 }
+                Ok(())
             }
-            _ = tokio::time::sleep(cover_wait), if cover.is_some() => {
-                if let Err(e) = send_cover(p, &mut cover).await {
-                    if transport::is_local_failure(&e) {
-                        return Err(e);
-                    }
-                    eprintln!("note: cover packet not sent: {e}");
+            _ = tokio::time::sleep_until(cover_at), if cover.is_some() => {
+                cover_at = next_cover();
+                match send_cover(p, &mut cover).await {
+                    Ok(()) => cover_sent += 1,
+                    Err(e) if transport::is_local_failure(&e) => return Err(e),
+                    Err(e) => eprintln!("note: cover packet not sent: {e}"),
                 }
-                cover_wait = next_cover(cover_per_minute);
+                Ok(())
             }
             _ = &mut stop => break,
+        };
+        match home_result {
+            Ok(()) => {}
+            Err(e) if transport::is_local_failure(&e) => return Err(e),
+            Err(e) => {
+                // Anything else from the home relay: drop the connection
+                // and reconnect, resubscribe and fetch.
+                eprintln!("note: lost the connection to your relay ({e}); reconnecting");
+                conn = None;
+                backoff = RECONNECT_MIN;
+                reconnect_at = after(backoff);
+            }
         }
     }
-    conn.close().await?;
+    if let Some(c) = conn {
+        c.close().await?;
+    }
+    if cover.is_some() {
+        println!(
+            "cover traffic: {cover_sent} packet(s) sent, {} loop(s) came back",
+            LOOPS_BACK.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
     Ok(())
+}
+
+/// First wait before reconnecting to the home relay.
+const RECONNECT_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest wait between reconnection attempts.
+const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `d` from now (or the far future if that does not fit).
+fn after(d: std::time::Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d).unwrap_or_else(far_future)
+}
+
+/// An instant that never comes in practice (a year from now).
+fn far_future() -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(std::time::Duration::from_secs(365 * 24 * 3600))
+        .unwrap_or(now)
+}
+
+/// The next notification on the home connection; never resolves while
+/// there is none.
+async fn next_notification(
+    conn: &mut Option<Connection>,
+) -> std::result::Result<postern_core::relay_proto::QueueId, postern_net::NetError> {
+    match conn.as_mut() {
+        Some(c) => c.next_notification().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Connects to the home relay, subscribes to its queues and fetches what
+/// arrived while nobody listened.
+async fn connect_home(p: &mut Profile, qs: &[courier::OwnQueue], dl: &Path) -> Result<Connection> {
+    let Some(first) = qs.first() else {
+        return Err(CliError::Usage("no queues to watch".into()));
+    };
+    let mut conn = Connection::connect(&first.relay).await?;
+    for q in qs {
+        conn.subscribe(&q.recipient_id, &q.queue_key).await?;
+    }
+    // Items that arrived before the subscriptions.
+    for q in qs {
+        drain(p, &mut conn, q, dl).await?;
+    }
+    Ok(conn)
 }
 
 /// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere). The handlers are

@@ -62,8 +62,9 @@ fn pinned(n: &courier::NetworkSettings) -> Result<Vec<AuthorityPublic>> {
         .collect()
 }
 
-/// A verified directory: the cached one while it is fresh, else fetched
-/// from `from` (and cached).
+/// A verified directory: the cached one while it is fresh (or was
+/// refetched within [`postern_core::consts::DIRECTORY_RECHECK_MS`]), else
+/// fetched from `from` (and cached).
 pub async fn directory(p: &mut Profile, from: &RelayAddress) -> Result<Option<(Directory, usize)>> {
     let Some(n) = courier::network(p)? else {
         return Ok(None);
@@ -75,10 +76,11 @@ pub async fn directory(p: &mut Profile, from: &RelayAddress) -> Result<Option<(D
     let cached = courier::cached_directory(p)?
         .and_then(|bytes| Directory::verify(&bytes, &keys, threshold, t).ok());
     if let Some(d) = &cached
-        && !d.is_stale(t)
+        && !d.should_refetch(courier::directory_fetched_at(p)?, t)
     {
         return Ok(Some((d.clone(), hops)));
     }
+    commit(p, courier::set_directory_fetched_at(t))?;
     let fetched = async {
         let mut c = Connection::connect(from).await?;
         let bytes = c.get_directory().await?;

@@ -183,6 +183,7 @@ fn every_record_on_every_link_has_one_size_and_the_sender_never_meets_the_mailbo
             ip => panic!("a connection from {ip}"),
         };
         let what = format!("{who} -> relay {relay} ({}:{})", c.client.0, c.client.1);
+        let mut here = [0usize; 2];
         for (dir, (bytes, size)) in [
             (&c.to_server, RECORD_TO_RELAY),
             (&c.to_client, RECORD_TO_CLIENT),
@@ -191,8 +192,15 @@ fn every_record_on_every_link_has_one_size_and_the_sender_never_meets_the_mailbo
         .enumerate()
         {
             let records = tls_records(bytes).unwrap_or_else(|e| panic!("{what}: {e}"));
-            frames[dir] += check_uniform(&records, size).unwrap_or_else(|e| panic!("{what}: {e}"));
+            here[dir] = check_uniform(&records, size).unwrap_or_else(|e| panic!("{what}: {e}"));
+            frames[dir] += here[dir];
         }
+        // Every command is answered with frames of the same size.
+        assert!(
+            here[0] == 0 || here[1] >= 1,
+            "{what}: {} frames sent, none came back",
+            here[0]
+        );
         // The mailbox relay never sees the sender's connection.
         if c.client.0 == ALICE_IP {
             assert!(
@@ -409,7 +417,8 @@ fn connections(segments: &[Segment]) -> Vec<Conn> {
             let off = off as usize;
             assert!(
                 off <= out.len(),
-                "{from:?} -> {to:?}: bytes missing at {off}"
+                "{from:?} -> {to:?}: bytes missing at {off} (the capture dropped \
+                 segments? tcpdump reports drops when it stops)"
             );
             if off + p.len() > out.len() {
                 out.extend_from_slice(&p[out.len() - off..]);
@@ -482,6 +491,17 @@ fn check_uniform(records: &[(u8, usize)], size: usize) -> Result<usize, String> 
         };
     };
     let last = records.iter().rposition(is_frame).unwrap_or(first);
+    // Setup and teardown records are all smaller than a frame: none of
+    // them could carry a packet of another size.
+    if let Some(big) = records[..first]
+        .iter()
+        .chain(&records[last + 1..])
+        .find(|r| r.1 >= size)
+    {
+        return Err(format!(
+            "a setup or teardown record as large as a frame: {big:?}"
+        ));
+    }
     if first > MAX_SETUP_RECORDS {
         return Err(format!(
             "{first} records before the first frame: {records:?}"

@@ -353,7 +353,7 @@ fn watch_follows_the_home_relay_and_polls_an_old_one() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let old = Relay::start(&relay_bin, &dir.join("old")).unwrap();
-    let new = Relay::start(&relay_bin, &dir.join("new")).unwrap();
+    let mut new = Relay::start(&relay_bin, &dir.join("new")).unwrap();
     let (alice, bob) = pair(dir, &postern, &old);
     alice.ok(&["relay", &new.address]).unwrap();
     let carol = User::new(&postern, "Carol", &dir.join("carol"));
@@ -391,8 +391,24 @@ fn watch_follows_the_home_relay_and_polls_an_old_one() {
             out.push_str(&l);
         }
     }
-    let _ = watcher.kill();
-    let _ = watcher.wait();
     assert!(out.contains("via the home relay 9d2e"), "{out}");
     assert!(out.contains("via the old relay 51c0"), "{out}");
+
+    // The home relay restarts: watch reconnects, resubscribes and gets
+    // what was sent while it was away or after.
+    new.stop().unwrap();
+    new.start_again().unwrap();
+    carol
+        .ok(&["send", "Alice", "after the restart 7b3a"])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(out.contains("7b3a") && out.contains("reconnected")) && Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            out.push_str(&l);
+        }
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert!(out.contains("reconnected to your relay"), "{out}");
+    assert!(out.contains("after the restart 7b3a"), "{out}");
 }

@@ -197,18 +197,27 @@ fn every_kind_crosses_three_hops_between_users_on_different_relays() {
     }
 
     // Cover traffic: a watching client sends drop and loop packets; the
-    // loops come back through the network as acknowledgements.
+    // loops come back through the network as acknowledgements. Its resend
+    // check runs every 250 ms, more often than cover is due (every 500 ms
+    // on average): cover keeps its own schedule regardless.
     let mut watcher = alice
-        .command(&["watch", "--cover-per-minute", "1200"])
+        .command(&[
+            "watch",
+            "--cover-per-minute",
+            "120",
+            "--ack-timeout-ms",
+            "500",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = watcher.stdout.take().unwrap();
     let rx = harness::lines_of(stdout);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut out = String::new();
-    while std::time::Instant::now() < deadline && !out.contains("confirmed delivered") {
+    let started = std::time::Instant::now();
+    let watching = started + std::time::Duration::from_secs(8);
+    while std::time::Instant::now() < watching {
         if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
             out.push_str(&l);
             out.push('\n');
@@ -218,15 +227,27 @@ fn every_kind_crosses_three_hops_between_users_on_different_relays() {
         .args(["-INT", &watcher.id().to_string()])
         .status();
     let done = watcher.wait_with_output().unwrap();
+    while let Ok(l) = rx.recv_timeout(std::time::Duration::from_secs(5)) {
+        out.push_str(&l);
+        out.push('\n');
+    }
     assert!(
         done.status.success(),
         "{}",
         String::from_utf8_lossy(&done.stderr)
     );
-    assert!(
-        out.contains("confirmed delivered"),
-        "no loop came back: {out}"
-    );
+    let summary = out
+        .lines()
+        .find_map(|l| l.strip_prefix("cover traffic: "))
+        .unwrap_or_else(|| panic!("no cover summary: {out}"));
+    let numbers: Vec<u64> = summary.split(' ').filter_map(|w| w.parse().ok()).collect();
+    let [sent, loops] = numbers[..] else {
+        panic!("unexpected summary: {summary}")
+    };
+    // About 16 expected in 8 s; fewer than 4 would mean cover waits on
+    // other events.
+    assert!(sent >= 4, "only {sent} cover packets in 8 s: {out}");
+    assert!(loops >= 1, "no loop came back: {out}");
 
     // Every relay took part only through onion packets: no relay log
     // names a client address, a queue id or a plaintext.

@@ -56,7 +56,7 @@ pub enum Accepted {
     Forwarding,
     /// Cover traffic that ended here: nothing to do.
     Dropped,
-    /// Last-hop work to run after answering (see [`Pending::run`]).
+    /// Last-hop work to run after answering, once [`Pending::tag_synced`].
     Later(Pending),
 }
 
@@ -96,8 +96,27 @@ pub struct Pending {
     /// The key epoch of the packet (its acknowledgement uses it too).
     pub epoch: u32,
     round: u64,
-    flushed: tokio::sync::watch::Receiver<u64>,
+    flushed: tokio::sync::watch::Receiver<Flushed>,
     mix: Arc<Mix>,
+}
+
+/// How far replay tags are on disk, and whether the relay has stopped
+/// flushing them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Flushed {
+    /// The last round whose tags are on disk.
+    round: u64,
+    /// No flush will follow: work waiting on a later round is dropped.
+    closed: bool,
+}
+
+/// Waits until tags recorded in `round` are on disk; false if the relay
+/// stopped flushing first.
+async fn durable(flushed: &mut tokio::sync::watch::Receiver<Flushed>, round: u64) -> bool {
+    match flushed.wait_for(|f| f.round > round || f.closed).await {
+        Ok(f) => f.round > round,
+        Err(_) => false,
+    }
 }
 
 impl core::fmt::Debug for Pending {
@@ -116,8 +135,7 @@ impl Pending {
     /// Waits until the packet's replay tag is on disk; false if the relay
     /// stops first (the work must then be dropped).
     pub async fn tag_synced(&mut self) -> bool {
-        let r = self.round;
-        self.flushed.wait_for(|f| *f > r).await.is_ok()
+        durable(&mut self.flushed, self.round).await
     }
 
     /// The mix, to send an acknowledgement through.
@@ -144,8 +162,8 @@ pub struct Mix {
     /// Flush round in progress (tags inserted now are durable once a
     /// later round has completed).
     round: std::sync::atomic::AtomicU64,
-    /// The last round whose tags are on disk.
-    flushed: tokio::sync::watch::Sender<u64>,
+    /// The last round whose tags are on disk, and whether flushing ended.
+    flushed: tokio::sync::watch::Sender<Flushed>,
 }
 
 impl core::fmt::Debug for Mix {
@@ -177,7 +195,7 @@ impl Mix {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             metrics,
             round: std::sync::atomic::AtomicU64::new(0),
-            flushed: tokio::sync::watch::Sender::new(0),
+            flushed: tokio::sync::watch::Sender::new(Flushed::default()),
         }
     }
 
@@ -186,9 +204,9 @@ impl Mix {
         code
     }
 
-    /// Checks and peels a packet. A forward is scheduled here (the
-    /// caller answers `Ok` at once); a delivery is returned for the
-    /// caller to store before answering.
+    /// Checks and peels a packet. A forward is scheduled here; last-hop
+    /// work is returned as [`Accepted::Later`] for the caller to run once
+    /// its tag is synced. The caller answers `Ok` at once in every case.
     pub fn accept(
         self: &Arc<Self>,
         epoch: u32,
@@ -231,7 +249,13 @@ impl Mix {
                 blob,
                 ack,
             },
-            HopAction::Drop => return Ok(Accepted::Dropped),
+            HopAction::Drop => {
+                // Refused exactly when real last-hop work would be, so a
+                // busy relay's answer does not tell cover from a message.
+                self.take_slot()?;
+                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                return Ok(Accepted::Dropped);
+            }
             HopAction::Loop { ack } => Work::Loop { ack },
             HopAction::Reply { queue, id, payload } => Work::Reply {
                 queue,
@@ -250,13 +274,13 @@ impl Mix {
                 // The tag was recorded in round `r` or later: wait for a
                 // completed flush after it.
                 let r = self.round.load(Ordering::SeqCst);
-                let mut durable = self.flushed.subscribe();
+                let mut flushed = self.flushed.subscribe();
                 let me = self.clone();
                 tokio::spawn(async move {
                     if delay_ms > 0 {
                         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                     }
-                    if durable.wait_for(|f| *f > r).await.is_ok() {
+                    if durable(&mut flushed, r).await {
                         me.send_on(&addr, epoch, &packet).await;
                     }
                     me.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -389,13 +413,145 @@ impl Mix {
                 r.prune(|e| topo.keep_epoch(e, t));
                 ok
             };
-            // Only a successful flush releases the packets waiting on it.
-            if ok {
-                self.flushed.send_replace(this_round);
-            }
+            // Only a successful flush releases the packets waiting on it;
+            // after the last one, work that came too late is dropped
+            // instead of waiting for ever.
+            self.flushed.send_modify(|f| {
+                if ok {
+                    f.round = this_round;
+                }
+                f.closed = stopping;
+            });
             if stopping {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use postern_core::consts::BLOB_BYTES;
+    use postern_core::onion::{Node, Path};
+
+    /// One relay that is the last hop of every test packet.
+    struct Alone {
+        id: [u8; 32],
+        secret: Zeroizing<[u8; 32]>,
+    }
+
+    impl Topology for Alone {
+        fn own_id(&self) -> Option<[u8; 32]> {
+            Some(self.id)
+        }
+        fn address_of(&self, _: &[u8; 32]) -> Option<RelayAddress> {
+            None
+        }
+        fn secret(&self, epoch: u32, _: UnixTime) -> Option<Zeroizing<[u8; 32]>> {
+            (epoch == 1).then(|| self.secret.clone())
+        }
+        fn keep_epoch(&self, epoch: u32, _: UnixTime) -> bool {
+            epoch == 1
+        }
+    }
+
+    struct Fixture {
+        mix: Arc<Mix>,
+        path: Path,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture() -> Fixture {
+        let mut rng = rand::rng();
+        let secret = NodeSecret::generate(&mut rng);
+        let id: [u8; 32] = rand::random();
+        let node = Node {
+            id,
+            address: RelayAddress::parse("postern-relay://127.0.0.1:4443").unwrap(),
+            roles: onion::ROLE_MAILBOX,
+            key: secret.public(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let topology = Alone {
+            id,
+            secret: secret.to_bytes(),
+        };
+        let mix = Arc::new(Mix::new(
+            Arc::new(topology),
+            0,
+            ReplayCache::open(dir.path()).unwrap(),
+            Arc::new(Metrics::default()),
+        ));
+        Fixture {
+            mix,
+            path: Path { nodes: vec![node] },
+            _dir: dir,
+        }
+    }
+
+    fn delivery(path: &Path) -> Box<[u8; SPHINX_PACKET_BYTES]> {
+        let blob = Box::new([7u8; BLOB_BYTES]);
+        onion::wrap(path, &[9u8; 16], &blob, &mut rand::rng()).unwrap()
+    }
+
+    fn cover(path: &Path) -> Box<[u8; SPHINX_PACKET_BYTES]> {
+        onion::cover_packet(path, &mut rand::rng()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_busy_last_hop_refuses_cover_and_messages_alike() {
+        let f = fixture();
+        f.mix
+            .in_flight
+            .store(MAX_PACKETS_IN_FLIGHT, Ordering::Relaxed);
+        let real = f.mix.accept(1, &delivery(&f.path));
+        let dropped = f.mix.accept(1, &cover(&f.path));
+        assert!(
+            matches!(real, Err(ErrorCode::RateLimited)),
+            "message: {real:?}"
+        );
+        assert!(
+            matches!(dropped, Err(ErrorCode::RateLimited)),
+            "cover: {dropped:?}"
+        );
+        assert_eq!(
+            f.mix.in_flight.load(Ordering::Relaxed),
+            MAX_PACKETS_IN_FLIGHT
+        );
+
+        // Not busy: both are taken, and cover holds no slot afterwards.
+        f.mix.in_flight.store(0, Ordering::Relaxed);
+        let real = f.mix.accept(1, &delivery(&f.path)).unwrap();
+        assert!(matches!(real, Accepted::Later(_)));
+        assert_eq!(f.mix.in_flight.load(Ordering::Relaxed), 1);
+        let dropped = f.mix.accept(1, &cover(&f.path)).unwrap();
+        assert!(matches!(dropped, Accepted::Dropped));
+        assert_eq!(f.mix.in_flight.load(Ordering::Relaxed), 1);
+        drop(real);
+        assert_eq!(f.mix.in_flight.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn work_that_comes_after_the_last_flush_is_dropped_not_left_waiting() {
+        let f = fixture();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let maintain = tokio::spawn(f.mix.clone().maintain(stop_rx));
+        let Accepted::Later(mut before) = f.mix.accept(1, &delivery(&f.path)).unwrap() else {
+            panic!("expected last-hop work");
+        };
+        stop_tx.send(true).unwrap();
+        maintain.await.unwrap();
+        // Its tag went to disk with the last flush: it may go on.
+        assert!(before.tag_synced().await);
+        let Accepted::Later(mut after) = f.mix.accept(1, &delivery(&f.path)).unwrap() else {
+            panic!("expected last-hop work");
+        };
+        // No flush will ever cover this one's tag.
+        let synced = tokio::time::timeout(Duration::from_secs(30), after.tag_synced())
+            .await
+            .expect("waited for a flush that will never come");
+        assert!(!synced);
     }
 }
