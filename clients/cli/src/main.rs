@@ -1021,6 +1021,11 @@ async fn watch(
         after(postern_net::KEEPALIVE_INTERVAL),
         postern_net::KEEPALIVE_INTERVAL,
     );
+    // A tick missed while busy (a long fetch, a reconnection) is not made
+    // up for with a burst.
+    for t in [&mut resend_tick, &mut keepalive, &mut others_tick] {
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
     // While the home relay is out of reach: when to try again, and the
     // wait after that (doubling up to `RECONNECT_MAX`).
     let mut reconnect_at = far_future();
