@@ -447,15 +447,11 @@ mod tests {
     use postern_core::crypto::signal::AuthoritySecret;
     use postern_core::directory::{self, ROLES_ALL};
 
-    /// An onion transport built during an epoch is outdated when that
-    /// epoch ends, or after ONION_TRANSPORT_MAX_AGE_MS, whichever is first.
-    #[test]
-    fn an_onion_transport_is_renewed_at_the_end_of_its_epoch() {
+    /// A directory of three relays holding keys for the epoch at `t`,
+    /// signed at `t` and valid for `valid_ms`, and its authority.
+    fn signed_directory(t: UnixTime, valid_ms: u64, epoch_secs: u64) -> (Vec<u8>, AuthoritySecret) {
         let mut r = rand::rng();
         let authority = AuthoritySecret::generate(&mut r);
-        let epoch_secs = 3_600u64;
-        // 50 minutes into an hourly epoch (1.8e12 ms is a whole hour).
-        let t = UnixTime(1_800_000_000_000 + 50 * 60_000);
         let epoch = directory::epoch_at(epoch_secs, UnixTime(0), t);
         let descriptors: Vec<Vec<u8>> = (0..3u16)
             .map(|i| {
@@ -476,13 +472,24 @@ mod tests {
             "t",
             &descriptors,
             t,
-            t.plus_millis(86_400_000),
+            t.plus_millis(valid_ms),
             epoch_secs,
             UnixTime(0),
             &authority,
             &mut r,
         )
         .unwrap();
+        (signed, authority)
+    }
+
+    /// An onion transport built during an epoch is outdated when that
+    /// epoch ends, or after ONION_TRANSPORT_MAX_AGE_MS, whichever is first.
+    #[test]
+    fn an_onion_transport_is_renewed_at_the_end_of_its_epoch() {
+        let epoch_secs = 3_600u64;
+        // 50 minutes into an hourly epoch (1.8e12 ms is a whole hour).
+        let t = UnixTime(1_800_000_000_000 + 50 * 60_000);
+        let (signed, authority) = signed_directory(t, 86_400_000, epoch_secs);
         let d = Directory::verify(&signed, &[authority.public().unwrap()], 1, t).unwrap();
         let acks = (RelayAddress::new("127.0.0.1", 7000, None).unwrap(), [0; 16]);
         let tr = Transport::onion(&d, t, acks.clone(), 3);
@@ -499,5 +506,65 @@ mod tests {
             }
             .is_outdated(late)
         );
+    }
+
+    /// A stale cached directory whose relay serves nothing better is asked
+    /// for once, not before every send: the next calls within
+    /// `DIRECTORY_RECHECK_MS` use the cached copy without connecting.
+    #[tokio::test]
+    async fn a_stale_directory_is_asked_for_at_most_once_per_recheck_interval() {
+        use std::sync::{Arc, Mutex};
+        // Valid for 30 more minutes: within the hour before expiry, stale.
+        let (signed, authority) = signed_directory(now(), 30 * 60_000, 3_600);
+        let tmp = tempfile::tempdir().unwrap();
+        let mut p = Profile::create(
+            tmp.path(),
+            postern_store::Unlock::Passphrase(b"pw"),
+            postern_core::crypto::kdf::KdfParams::TEST_ONLY,
+        )
+        .unwrap();
+        let settings = courier::NetworkSettings {
+            authorities: vec![authority.public().unwrap().to_bytes().to_vec()],
+            threshold: 1,
+            hops: 3,
+        };
+        commit(&mut p, courier::set_network(&settings).unwrap()).unwrap();
+        commit(&mut p, courier::cache_directory(&signed)).unwrap();
+
+        // The "relay" takes each connection and closes it: every fetch
+        // fails at once. It records who connected, in order.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen: Arc<Mutex<Vec<u16>>> = Arc::default();
+        let log = seen.clone();
+        let server = tokio::spawn(async move {
+            while let Ok((conn, peer)) = listener.accept().await {
+                log.lock().unwrap().push(peer.port());
+                drop(conn);
+            }
+        });
+        let from = RelayAddress::new("127.0.0.1", port, Some([7; 32])).unwrap();
+        for _ in 0..3 {
+            // The cached copy, stale but valid, each time.
+            let (d, hops) = directory(&mut p, &from).await.unwrap().unwrap();
+            assert_eq!((d.relays.len(), hops), (3, 3));
+        }
+        // A last connection of our own: once it is seen, every earlier
+        // one has been (they are accepted in order).
+        let marker = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mine = marker.local_addr().unwrap().port();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !seen.lock().unwrap().contains(&mine) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "marker never accepted"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        server.abort();
+        let fetches = seen.lock().unwrap().len() - 1;
+        assert_eq!(fetches, 1, "{fetches} directory fetches for 3 sends");
     }
 }
