@@ -22,8 +22,33 @@ pub enum ErrorKind {
     Storage,
     /// The caller used the API wrongly (unknown contact, limit exceeded).
     Usage,
-    /// An internal invariant was broken: a bug in Postern.
+    /// A relay or the network could not be reached, timed out or refused
+    /// for now: worth trying again later. (The core does no I/O and never
+    /// reports this itself; the network and client crates do.)
+    Network,
+    /// An internal invariant was broken: a bug in Postern. Never retried
+    /// as if it were a network failure.
     Bug,
+}
+
+/// Every error type in Postern reports a coarse [`ErrorKind`], so that a
+/// caller several crates away (a shell choosing an exit code, a loop
+/// deciding whether to retry) never has to match another crate's variants.
+pub trait HasKind {
+    /// The coarse class of this error.
+    fn kind(&self) -> ErrorKind;
+}
+
+impl HasKind for Error {
+    fn kind(&self) -> ErrorKind {
+        Error::kind(self)
+    }
+}
+
+impl HasKind for StoreError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Storage
+    }
 }
 
 /// Errors raised by the local record store.

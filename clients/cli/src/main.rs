@@ -21,10 +21,11 @@ use postern_core::consts::MAX_FETCH;
 use postern_core::courier::{self, CreatedQueue, Invitation, Outgoing, QueueKeys, Received};
 use postern_core::crypto::kdf::KdfParams;
 use postern_core::e2e::{self, Verification};
+use postern_core::error::HasKind;
 use postern_core::message::{Body, Envelope, FileInfo, Image, Text, Voice};
 use postern_core::store::{ChangeSet, OutboxEntry};
-use postern_core::{Address, KvStore, RelayAddress, UnixTime, attachment};
-use postern_net::{Connection, NetError};
+use postern_core::{Address, ErrorKind, KvStore, RelayAddress, UnixTime, attachment};
+use postern_net::{Connection, Connector, NetError};
 use postern_store::{Profile, ProfileError, Unlock};
 use transport::Transport;
 
@@ -185,6 +186,10 @@ enum CliError {
     Net(#[from] NetError),
     #[error("{0}")]
     Usage(String),
+    /// Something only the user can settle (a safety number that does not
+    /// match, a contact's identity key that changed).
+    #[error("{0}")]
+    Decision(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -198,6 +203,60 @@ impl From<postern_core::StoreError> for CliError {
     }
 }
 
+impl HasKind for CliError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            CliError::Profile(e) => e.kind(),
+            CliError::Core(e) => e.kind(),
+            CliError::Net(e) => e.kind(),
+            CliError::Usage(_) | CliError::Io { .. } => ErrorKind::Usage,
+            CliError::Decision(_) => ErrorKind::NeedsUserDecision,
+        }
+    }
+}
+
+/// The process's exit status for an error of this kind (documented in
+/// the CLI's README; scripts may rely on them).
+fn exit_status(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Usage => exit::USAGE,
+        ErrorKind::NeedsUserDecision => exit::DECISION,
+        ErrorKind::Network => exit::NETWORK,
+        ErrorKind::Storage => exit::STORAGE,
+        ErrorKind::PeerMisbehaved => exit::REJECTED,
+        _ => exit::BUG,
+    }
+}
+
+/// Exit statuses, one per kind of error.
+mod exit {
+    /// A wrong command, argument, contact name or passphrase (also clap's
+    /// status for a command line it cannot parse).
+    pub const USAGE: u8 = 2;
+    /// Needs a decision by the user: a safety number that does not match,
+    /// a contact whose identity key changed.
+    pub const DECISION: u8 = 3;
+    /// A relay could not be reached, timed out or refused for now; what
+    /// was being sent waits in the outbox.
+    pub const NETWORK: u8 = 4;
+    /// The profile could not be read or written.
+    pub const STORAGE: u8 = 5;
+    /// An input (a link, a file, a relay's answer) was invalid or hostile
+    /// and was rejected.
+    pub const REJECTED: u8 = 6;
+    /// A bug in Postern (please report it).
+    pub const BUG: u8 = 70;
+}
+
+/// What every command that talks to relays carries: how connections are
+/// made, and what `watch` counts while it runs.
+#[derive(Debug, Default)]
+struct Ctx {
+    net: Connector,
+    /// Loop cover packets that came back in this run.
+    loops_back: std::cell::Cell<usize>,
+}
+
 type Result<T> = core::result::Result<T, CliError>;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
@@ -209,12 +268,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(ip) = cli.source_addr
-        && let Err(e) = postern_net::set_source_address(ip)
-    {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
-    }
+    let cx = Ctx {
+        net: Connector {
+            source_address: cli.source_addr,
+        },
+        ..Ctx::default()
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -222,14 +281,14 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::BUG);
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(cli, &cx)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_status(e.kind()))
         }
     }
 }
@@ -273,7 +332,7 @@ fn commit(p: &mut Profile, cs: ChangeSet) -> Result<()> {
     Ok(())
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli, cx: &Ctx) -> Result<()> {
     match &cli.command {
         Cmd::Init { name, relay } => init(&cli, name, relay.as_deref()),
         Cmd::Relay { address } => relay_cmd(&cli, address.as_deref()),
@@ -281,24 +340,24 @@ async fn run(cli: Cli) -> Result<()> {
             authorities,
             threshold,
             hops,
-        } => network_cmd(&cli, authorities, *threshold, *hops).await,
+        } => network_cmd(&cli, cx, authorities, *threshold, *hops).await,
         Cmd::Invite { png, svg, quiet } => {
-            invite(&cli, png.as_deref(), svg.as_deref(), *quiet).await
+            invite(&cli, cx, png.as_deref(), svg.as_deref(), *quiet).await
         }
-        Cmd::Accept { link } => accept(&cli, link).await,
+        Cmd::Accept { link } => accept(&cli, cx, link).await,
         Cmd::Contacts => contacts(&cli),
-        Cmd::Send { contact, text } => send_text(&cli, contact, text).await,
+        Cmd::Send { contact, text } => send_text(&cli, cx, contact, text).await,
         Cmd::SendFile {
             contact,
             path,
             voice,
-        } => send_file(&cli, contact, path, *voice).await,
+        } => send_file(&cli, cx, contact, path, *voice).await,
         Cmd::Sync { downloads } => {
             let mut p = open(&cli)?;
             let dl = downloads_dir(&p, downloads.as_deref());
-            flush_outbox(&mut p).await?;
-            sync(&mut p, &dl).await?;
-            resend(&mut p, cli.ack_timeout_ms).await
+            flush_outbox(&mut p, cx).await?;
+            sync(&mut p, cx, &dl).await?;
+            resend(&mut p, cx, cli.ack_timeout_ms).await
         }
         Cmd::Watch {
             downloads,
@@ -308,7 +367,7 @@ async fn run(cli: Cli) -> Result<()> {
             let mut p = open(&cli)?;
             let dl = downloads_dir(&p, downloads.as_deref());
             let poll = std::time::Duration::from_secs(*poll_secs);
-            watch(&mut p, &dl, cli.ack_timeout_ms, *cover_per_minute, poll).await
+            watch(&mut p, cx, &dl, cli.ack_timeout_ms, *cover_per_minute, poll).await
         }
         Cmd::History { contact, limit } => history(&cli, contact, *limit),
         Cmd::Verify {
@@ -359,7 +418,13 @@ fn relay_cmd(cli: &Cli, address: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-async fn network_cmd(cli: &Cli, authorities: &[String], threshold: u32, hops: u8) -> Result<()> {
+async fn network_cmd(
+    cli: &Cli,
+    cx: &Ctx,
+    authorities: &[String],
+    threshold: u32,
+    hops: u8,
+) -> Result<()> {
     let mut p = open(cli)?;
     if authorities.is_empty() {
         match courier::network(&p)? {
@@ -388,7 +453,7 @@ async fn network_cmd(cli: &Cli, authorities: &[String], threshold: u32, hops: u8
     };
     commit(&mut p, courier::set_network(&n)?)?;
     let home = home_relay(&p)?;
-    match transport::directory(&mut p, &home).await? {
+    match transport::directory(&mut p, &home, &cx.net).await? {
         Some((d, hops)) => println!(
             "onion network {:?}: {} relays, {hops} hops per path, directory valid until {}",
             d.network,
@@ -417,10 +482,16 @@ async fn create_queue(conn: &mut Connection, relay: &RelayAddress) -> Result<Cre
     })
 }
 
-async fn invite(cli: &Cli, png: Option<&Path>, svg: Option<&Path>, quiet: bool) -> Result<()> {
+async fn invite(
+    cli: &Cli,
+    cx: &Ctx,
+    png: Option<&Path>,
+    svg: Option<&Path>,
+    quiet: bool,
+) -> Result<()> {
     let mut p = open(cli)?;
     let relay = home_relay(&p)?;
-    let mut conn = Connection::connect(&relay).await?;
+    let mut conn = cx.net.connect(&relay).await?;
     let q = create_queue(&mut conn, &relay).await?;
     let name = courier::display_name(&p)?;
     let (inv, blobs, cs) = courier::create_invitation(&p, &q, &name, now(), &mut rand::rng())?;
@@ -450,12 +521,12 @@ async fn invite(cli: &Cli, png: Option<&Path>, svg: Option<&Path>, quiet: bool) 
     Ok(())
 }
 
-async fn accept(cli: &Cli, link: &str) -> Result<()> {
+async fn accept(cli: &Cli, cx: &Ctx, link: &str) -> Result<()> {
     let mut p = open(cli)?;
     let t = now();
     let inv = Invitation::parse(link, t)?;
     let relay = home_relay(&p)?;
-    let mut theirs = Connection::connect(&inv.relay).await?;
+    let mut theirs = cx.net.connect(&inv.relay).await?;
     let payload = match theirs.take_invite(&inv.sender_id).await {
         Err(NetError::Relay(postern_net::ErrorCode::NoSuchInvite)) => {
             return Err(CliError::Usage(
@@ -464,7 +535,7 @@ async fn accept(cli: &Cli, link: &str) -> Result<()> {
         }
         r => r?,
     };
-    let mut home = Connection::connect(&relay).await?;
+    let mut home = cx.net.connect(&relay).await?;
     let q = create_queue(&mut home, &relay).await?;
     home.close().await?;
     let name = courier::display_name(&p)?;
@@ -479,7 +550,7 @@ async fn accept(cli: &Cli, link: &str) -> Result<()> {
     });
     commit(&mut p, cs)?;
     theirs.close().await?;
-    let mut t = Transport::for_profile(&mut p, Some(&relay)).await?;
+    let mut t = Transport::for_profile(&mut p, Some(&relay), &cx.net).await?;
     deliver(&mut p, &mut t, id, &out).await?;
     t.close().await;
     let who = courier::route(&p, &peer)?
@@ -504,13 +575,13 @@ async fn deliver(p: &mut Profile, t: &mut Transport, id: [u8; 16], out: &Outgoin
 }
 
 /// Sends whatever an earlier run committed but could not send.
-async fn flush_outbox(p: &mut Profile) -> Result<()> {
+async fn flush_outbox(p: &mut Profile, cx: &Ctx) -> Result<()> {
     let entries = p.outbox()?;
     if entries.is_empty() {
         return Ok(());
     }
     let home = transport::home(p)?;
-    let mut t = Transport::for_profile(p, home.as_ref()).await?;
+    let mut t = Transport::for_profile(p, home.as_ref(), &cx.net).await?;
     for e in entries {
         let out = Outgoing::from_bytes(&e.payload)?;
         deliver(p, &mut t, e.id, &out).await?;
@@ -591,11 +662,11 @@ fn queued_hint(r: Result<()>) -> Result<()> {
     r
 }
 
-async fn send_text(cli: &Cli, contact: &str, text: &str) -> Result<()> {
+async fn send_text(cli: &Cli, cx: &Ctx, contact: &str, text: &str) -> Result<()> {
     let mut p = open(cli)?;
     let (peer, name) = resolve(&p, contact)?;
     let home = transport::home(&p)?;
-    let mut t = Transport::for_profile(&mut p, home.as_ref()).await?;
+    let mut t = Transport::for_profile(&mut p, home.as_ref(), &cx.net).await?;
     send_body(&mut p, &mut t, &peer, Body::Text(Text(text.to_owned()))).await?;
     let via = if t.is_onion() { " (onion)" } else { "" };
     t.close().await;
@@ -603,7 +674,7 @@ async fn send_text(cli: &Cli, contact: &str, text: &str) -> Result<()> {
     Ok(())
 }
 
-async fn send_file(cli: &Cli, contact: &str, path: &Path, voice: bool) -> Result<()> {
+async fn send_file(cli: &Cli, cx: &Ctx, contact: &str, path: &Path, voice: bool) -> Result<()> {
     let mut p = open(cli)?;
     let (peer, name) = resolve(&p, contact)?;
     let raw = std::fs::read(path).map_err(io_err(path))?;
@@ -670,7 +741,7 @@ async fn send_file(cli: &Cli, contact: &str, path: &Path, voice: bool) -> Result
     let body = make(aref.clone());
     let kind = output::kind_of(&body);
     let home = transport::home(&p)?;
-    let mut t = Transport::for_profile(&mut p, home.as_ref()).await?;
+    let mut t = Transport::for_profile(&mut p, home.as_ref(), &cx.net).await?;
     // The message, its ratchet step and every chunk go into the outbox in
     // one commit: an interrupted transfer is finished by `postern sync`.
     let (env, out, mut cs) = courier::send(&p, &peer, body, None, now(), &mut rng)?;
@@ -718,7 +789,7 @@ async fn send_file(cli: &Cli, contact: &str, path: &Path, voice: bool) -> Result
 }
 
 /// Fetches and processes every queue once.
-async fn sync(p: &mut Profile, dl: &Path) -> Result<()> {
+async fn sync(p: &mut Profile, cx: &Ctx, dl: &Path) -> Result<()> {
     let queues = courier::own_queues(p)?;
     let mut by_relay: BTreeMap<String, Vec<courier::OwnQueue>> = BTreeMap::new();
     for q in queues {
@@ -728,7 +799,7 @@ async fn sync(p: &mut Profile, dl: &Path) -> Result<()> {
     let mut delivered = Delivered::new();
     for qs in by_relay.values() {
         let Some(first) = qs.first() else { continue };
-        let mut conn = Connection::connect(&first.relay).await?;
+        let mut conn = cx.net.connect(&first.relay).await?;
         for q in qs {
             loop {
                 let (items, more) = conn
@@ -738,7 +809,7 @@ async fn sync(p: &mut Profile, dl: &Path) -> Result<()> {
                     break;
                 }
                 let ids = if q.acks {
-                    process_acks(p, &items)?
+                    process_acks(p, cx, &items)?
                 } else {
                     received += items.len();
                     process(p, &q.recipient_id, items, dl, &mut delivered)?
@@ -757,17 +828,13 @@ async fn sync(p: &mut Profile, dl: &Path) -> Result<()> {
     if received == 0 {
         println!("no new messages");
     }
-    send_receipts(p, delivered).await
+    send_receipts(p, cx, delivered).await
 }
-
-/// Loop cover packets that came back during this run (reported when
-/// `watch` ends).
-static LOOPS_BACK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Confirms onion deliveries from the acknowledgement queue; returns the
 /// ids to acknowledge. A lone half of a reply waits for its other half
 /// (it is acknowledged once it is paired, or expires on the relay).
-fn process_acks(p: &mut Profile, items: &[postern_net::Item]) -> Result<Vec<u64>> {
+fn process_acks(p: &mut Profile, cx: &Ctx, items: &[postern_net::Item]) -> Result<Vec<u64>> {
     let blobs: Vec<&[u8; postern_core::consts::BLOB_BYTES]> =
         items.iter().map(|i| &*i.blob).collect();
     let pairs = postern_core::onion::pair_replies(&blobs);
@@ -779,7 +846,8 @@ fn process_acks(p: &mut Profile, items: &[postern_net::Item]) -> Result<Vec<u64>
             got.delivered
         );
     }
-    LOOPS_BACK.fetch_add(got.loops, std::sync::atomic::Ordering::Relaxed);
+    cx.loops_back
+        .set(cx.loops_back.get().saturating_add(got.loops));
     let mut ids = Vec::new();
     for (_, _, [a, b]) in pairs {
         for i in [a, b] {
@@ -792,14 +860,14 @@ fn process_acks(p: &mut Profile, items: &[postern_net::Item]) -> Result<Vec<u64>
 }
 
 /// Sends again whatever the onion network has not acknowledged in time.
-async fn resend(p: &mut Profile, timeout_ms: u64) -> Result<()> {
+async fn resend(p: &mut Profile, cx: &Ctx, timeout_ms: u64) -> Result<()> {
     if p.keys(postern_core::store::Namespace::PendingAck)?
         .is_empty()
     {
         return Ok(());
     }
     let home = transport::home(p)?;
-    let mut t = Transport::for_profile(p, home.as_ref()).await?;
+    let mut t = Transport::for_profile(p, home.as_ref(), &cx.net).await?;
     let r = transport::resend_overdue(p, &mut t, timeout_ms).await?;
     t.close().await;
     if r.resent > 0 {
@@ -837,12 +905,12 @@ type Delivered = BTreeMap<Address, Vec<[u8; 16]>>;
 
 /// Tells each contact which of its messages arrived (one receipt message
 /// per `MAX_RECEIPT_IDS` ids).
-async fn send_receipts(p: &mut Profile, delivered: Delivered) -> Result<()> {
+async fn send_receipts(p: &mut Profile, cx: &Ctx, delivered: Delivered) -> Result<()> {
     if delivered.is_empty() {
         return Ok(());
     }
     let home = transport::home(p)?;
-    let mut t = Transport::for_profile(p, home.as_ref()).await?;
+    let mut t = Transport::for_profile(p, home.as_ref(), &cx.net).await?;
     for (peer, ids) in delivered {
         for chunk in ids.chunks(postern_core::consts::MAX_RECEIPT_IDS) {
             send_body(p, &mut t, &peer, Body::Receipt(chunk.to_vec())).await?;
@@ -958,6 +1026,7 @@ fn report(p: &Profile, got: Received, dl: &Path) -> Result<()> {
 /// Stays connected, subscribed to every queue, until interrupted.
 async fn watch(
     p: &mut Profile,
+    cx: &Ctx,
     dl: &Path,
     ack_timeout_ms: u64,
     cover_per_minute: u32,
@@ -967,8 +1036,8 @@ async fn watch(
     // that arrives while messages are being processed is not lost.
     let stop = stop_signal()?;
     tokio::pin!(stop);
-    flush_outbox(p).await?;
-    sync(p, dl).await?;
+    flush_outbox(p, cx).await?;
+    sync(p, cx, dl).await?;
     let queues = courier::own_queues(p)?;
     let mut by_relay: BTreeMap<String, Vec<courier::OwnQueue>> = BTreeMap::new();
     for q in queues {
@@ -990,7 +1059,7 @@ async fn watch(
     let others: Vec<Vec<courier::OwnQueue>> = by_relay.into_values().collect();
     let mut others_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + others_poll, others_poll);
-    let mut conn = Some(connect_home(p, &qs, dl).await?);
+    let mut conn = Some(connect_home(p, cx, &qs, dl).await?);
     let elsewhere: usize = others.iter().map(Vec::len).sum();
     if elsewhere > 0 {
         println!(
@@ -1002,7 +1071,7 @@ async fn watch(
         println!("watching {} queue(s); Ctrl-C to stop", qs.len());
     }
     // Cover traffic goes through the onion network only.
-    let mut cover = match Transport::for_profile(p, home.as_ref()).await? {
+    let mut cover = match Transport::for_profile(p, home.as_ref(), &cx.net).await? {
         t if t.is_onion() && cover_per_minute > 0 => Some(t),
         _ => None,
     };
@@ -1039,13 +1108,13 @@ async fn watch(
             },
             n = next_notification(&mut conn) => match n {
                 Ok(rid) => match (conn.as_mut(), qs.iter().find(|q| q.recipient_id == rid)) {
-                    (Some(c), Some(q)) => drain(p, c, q, dl).await,
+                    (Some(c), Some(q)) => drain(p, cx, c, q, dl).await,
                     _ => Ok(()),
                 },
                 Err(e) => Err(e.into()),
             },
             _ = tokio::time::sleep_until(reconnect_at), if conn.is_none() => {
-                match connect_home(p, &qs, dl).await {
+                match connect_home(p, cx, &qs, dl).await {
                     Ok(c) => {
                         println!("reconnected to your relay");
                         conn = Some(c);
@@ -1064,7 +1133,7 @@ async fn watch(
             }
             _ = resend_tick.tick() => {
                 // The network failing now does not end `watch`.
-                if let Err(e) = resend(p, ack_timeout_ms).await {
+                if let Err(e) = resend(p, cx, ack_timeout_ms).await {
                     if transport::is_local_failure(&e) {
                         return Err(e);
                     }
@@ -1076,7 +1145,7 @@ async fn watch(
                 for qs in &others {
                     // A relay that cannot be reached now is tried again
                     // at the next round.
-                    if let Err(e) = drain_relay(p, qs, dl).await {
+                    if let Err(e) = drain_relay(p, cx, qs, dl).await {
                         if transport::is_local_failure(&e) {
                             return Err(e);
                         }
@@ -1087,7 +1156,7 @@ async fn watch(
             }
             _ = tokio::time::sleep_until(cover_at), if cover.is_some() => {
                 cover_at = next_cover();
-                match send_cover(p, &mut cover).await {
+                match send_cover(p, cx, &mut cover).await {
                     Ok(()) => cover_sent += 1,
                     Err(e) if transport::is_local_failure(&e) => return Err(e),
                     Err(e) => eprintln!("note: cover packet not sent: {e}"),
@@ -1115,7 +1184,7 @@ async fn watch(
     if cover.is_some() {
         println!(
             "cover traffic: {cover_sent} packet(s) sent, {} loop(s) came back",
-            LOOPS_BACK.load(std::sync::atomic::Ordering::Relaxed)
+            cx.loops_back.get()
         );
     }
     Ok(())
@@ -1152,17 +1221,22 @@ async fn next_notification(
 
 /// Connects to the home relay, subscribes to its queues and fetches what
 /// arrived while nobody listened.
-async fn connect_home(p: &mut Profile, qs: &[courier::OwnQueue], dl: &Path) -> Result<Connection> {
+async fn connect_home(
+    p: &mut Profile,
+    cx: &Ctx,
+    qs: &[courier::OwnQueue],
+    dl: &Path,
+) -> Result<Connection> {
     let Some(first) = qs.first() else {
         return Err(CliError::Usage("no queues to watch".into()));
     };
-    let mut conn = Connection::connect(&first.relay).await?;
+    let mut conn = cx.net.connect(&first.relay).await?;
     for q in qs {
         conn.subscribe(&q.recipient_id, &q.queue_key).await?;
     }
     // Items that arrived before the subscriptions.
     for q in qs {
-        drain(p, &mut conn, q, dl).await?;
+        drain(p, cx, &mut conn, q, dl).await?;
     }
     Ok(conn)
 }
@@ -1196,11 +1270,11 @@ fn stop_signal() -> Result<impl core::future::Future<Output = ()>> {
 
 /// Sends one cover packet, first replacing the transport when its key
 /// epoch has ended (cover built for an old epoch would stand out).
-async fn send_cover(p: &mut Profile, cover: &mut Option<Transport>) -> Result<()> {
+async fn send_cover(p: &mut Profile, cx: &Ctx, cover: &mut Option<Transport>) -> Result<()> {
     if cover.as_ref().is_some_and(|t| t.is_outdated(now())) {
         // The old one stays until a new one is built.
         let home = transport::home(p)?;
-        let fresh = Transport::for_profile(p, home.as_ref()).await?;
+        let fresh = Transport::for_profile(p, home.as_ref(), &cx.net).await?;
         if let Some(old) = cover.replace(fresh) {
             old.close().await;
         }
@@ -1213,13 +1287,13 @@ async fn send_cover(p: &mut Profile, cover: &mut Option<Transport>) -> Result<()
 
 /// Connects to the relay of `qs` (queues on one relay), fetches what waits
 /// in each, and closes.
-async fn drain_relay(p: &mut Profile, qs: &[courier::OwnQueue], dl: &Path) -> Result<()> {
+async fn drain_relay(p: &mut Profile, cx: &Ctx, qs: &[courier::OwnQueue], dl: &Path) -> Result<()> {
     let Some(first) = qs.first() else {
         return Ok(());
     };
-    let mut conn = Connection::connect(&first.relay).await?;
+    let mut conn = cx.net.connect(&first.relay).await?;
     for q in qs {
-        drain(p, &mut conn, q, dl).await?;
+        drain(p, cx, &mut conn, q, dl).await?;
     }
     conn.close().await?;
     Ok(())
@@ -1227,6 +1301,7 @@ async fn drain_relay(p: &mut Profile, qs: &[courier::OwnQueue], dl: &Path) -> Re
 
 async fn drain(
     p: &mut Profile,
+    cx: &Ctx,
     conn: &mut Connection,
     q: &courier::OwnQueue,
     dl: &Path,
@@ -1240,14 +1315,14 @@ async fn drain(
         }
         let mut delivered = Delivered::new();
         let ids = if q.acks {
-            process_acks(p, &items)?
+            process_acks(p, cx, &items)?
         } else {
             process(p, &q.recipient_id, items, dl, &mut delivered)?
         };
         if !ids.is_empty() {
             conn.ack(&q.recipient_id, &q.queue_key, &ids).await?;
         }
-        send_receipts(p, delivered).await?;
+        send_receipts(p, cx, delivered).await?;
         if !more || ids.is_empty() {
             return Ok(());
         }
@@ -1292,7 +1367,7 @@ fn verify(
                 return Ok(());
             }
         }
-        return Err(CliError::Usage(format!(
+        return Err(CliError::Decision(format!(
             "the scanned code does not match {who}'s safety number: do not trust this contact until you find out why"
         )));
     }
@@ -1312,4 +1387,35 @@ fn verify(
         println!("QR code written to {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind has its own status, none is 0 or 1, and a bug is never
+    /// reported as a network failure (which a script might retry).
+    #[test]
+    fn every_error_kind_has_a_distinct_exit_status() {
+        let kinds = [
+            ErrorKind::Usage,
+            ErrorKind::NeedsUserDecision,
+            ErrorKind::Network,
+            ErrorKind::Storage,
+            ErrorKind::PeerMisbehaved,
+            ErrorKind::Bug,
+        ];
+        let codes: Vec<u8> = kinds.iter().map(|k| exit_status(*k)).collect();
+        for (i, c) in codes.iter().enumerate() {
+            assert!(*c > 1, "{:?}", kinds.get(i));
+            assert_eq!(codes.iter().filter(|d| *d == c).count(), 1, "{c}");
+        }
+        assert_eq!(exit_status(ErrorKind::Bug), exit::BUG);
+        let bug = CliError::Core(postern_core::Error::Bug("x"));
+        assert_eq!(exit_status(bug.kind()), exit::BUG);
+        assert!(transport::is_local_failure(&bug));
+        let down = CliError::Net(NetError::Timeout);
+        assert_eq!(exit_status(down.kind()), exit::NETWORK);
+        assert!(!transport::is_local_failure(&down));
+    }
 }

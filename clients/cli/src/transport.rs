@@ -11,7 +11,7 @@ use postern_core::directory::Directory;
 use postern_core::onion::{self, Node};
 use postern_core::relay_proto::{Blob, QueueId};
 use postern_core::{KvStore, RelayAddress, UnixTime, courier};
-use postern_net::{Connection, NetError};
+use postern_net::{Connection, Connector, NetError};
 use postern_store::Profile;
 
 use crate::{CliError, Result, commit, now};
@@ -28,11 +28,15 @@ pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 30_000;
 pub enum Transport {
     /// To the queue's relay directly.
     Direct {
+        /// How connections are made.
+        net: Connector,
         /// Open connections by relay.
         conns: HashMap<RelayAddress, Connection>,
     },
     /// Through the onion network.
     Onion {
+        /// How connections are made.
+        net: Connector,
         /// Our acknowledgement queue: its relay and sender id.
         acks: (RelayAddress, QueueId),
         /// Relays with keys for `epoch`.
@@ -65,7 +69,11 @@ fn pinned(n: &courier::NetworkSettings) -> Result<Vec<AuthorityPublic>> {
 /// A verified directory: the cached one while it is fresh (or was
 /// refetched within [`postern_core::consts::DIRECTORY_RECHECK_MS`]), else
 /// fetched from `from` (and cached).
-pub async fn directory(p: &mut Profile, from: &RelayAddress) -> Result<Option<(Directory, usize)>> {
+pub async fn directory(
+    p: &mut Profile,
+    from: &RelayAddress,
+    net: &Connector,
+) -> Result<Option<(Directory, usize)>> {
     let Some(n) = courier::network(p)? else {
         return Ok(None);
     };
@@ -82,7 +90,7 @@ pub async fn directory(p: &mut Profile, from: &RelayAddress) -> Result<Option<(D
     }
     commit(p, courier::set_directory_fetched_at(t))?;
     let fetched = async {
-        let mut c = Connection::connect(from).await?;
+        let mut c = net.connect(from).await?;
         let bytes = c.get_directory().await?;
         c.close().await?;
         let d = Directory::verify(&bytes, &keys, threshold, t)?;
@@ -110,17 +118,22 @@ pub async fn directory(p: &mut Profile, from: &RelayAddress) -> Result<Option<(D
 impl Transport {
     /// The transport for this profile: onion routing when a network is
     /// configured (its directory fetched from `home`), else direct.
-    pub async fn for_profile(p: &mut Profile, home: Option<&RelayAddress>) -> Result<Transport> {
+    pub async fn for_profile(
+        p: &mut Profile,
+        home: Option<&RelayAddress>,
+        net: &Connector,
+    ) -> Result<Transport> {
         let dir = match home {
-            Some(h) => directory(p, h).await?,
+            Some(h) => directory(p, h, net).await?,
             None => None,
         };
         Ok(match (dir, home) {
             (Some((d, hops)), Some(h)) => {
-                let acks = ensure_ack_queue(p, h).await?;
-                Transport::onion(&d, now(), acks, hops)
+                let acks = ensure_ack_queue(p, h, net).await?;
+                Transport::onion(&d, now(), acks, hops, *net)
             }
             _ => Transport::Direct {
+                net: *net,
                 conns: HashMap::new(),
             },
         })
@@ -132,6 +145,7 @@ impl Transport {
         t: UnixTime,
         acks: (RelayAddress, QueueId),
         hops: usize,
+        net: Connector,
     ) -> Transport {
         let epoch = d.epoch_at(t);
         let epoch_end = d.epoch_start(epoch.saturating_add(1));
@@ -141,6 +155,7 @@ impl Transport {
                 .min(t.millis().saturating_add(ONION_TRANSPORT_MAX_AGE_MS)),
         );
         Transport::Onion {
+            net,
             acks,
             nodes: onion::nodes(d, epoch),
             epoch,
@@ -187,9 +202,9 @@ impl Transport {
         previous: Option<[u8; 16]>,
     ) -> Result<()> {
         match self {
-            Transport::Direct { conns } => {
+            Transport::Direct { net, conns } => {
                 if !conns.contains_key(relay) {
-                    conns.insert(relay.clone(), Connection::connect(relay).await?);
+                    conns.insert(relay.clone(), net.connect(relay).await?);
                 }
                 let c = conns
                     .get_mut(relay)
@@ -198,7 +213,7 @@ impl Transport {
                     Err(e @ NetError::Relay(_)) => Err(e.into()),
                     Err(_) => {
                         // One reconnect for a broken link.
-                        let mut fresh = Connection::connect(relay).await?;
+                        let mut fresh = net.connect(relay).await?;
                         fresh.send(sender_id, blob).await?;
                         conns.insert(relay.clone(), fresh);
                         Ok(())
@@ -207,6 +222,7 @@ impl Transport {
                 }
             }
             Transport::Onion {
+                net,
                 acks,
                 nodes,
                 epoch,
@@ -257,7 +273,7 @@ impl Transport {
                     commit(p, cs)?;
                     previous = Some(pending.id);
                     if !conns.contains_key(&entry.address) {
-                        match Connection::connect(&entry.address).await {
+                        match net.connect(&entry.address).await {
                             Ok(c) => {
                                 conns.insert(entry.address.clone(), c);
                             }
@@ -291,6 +307,7 @@ impl Transport {
     /// reply block. Returns false when not on an onion network.
     pub async fn send_cover(&mut self, p: &mut Profile) -> Result<bool> {
         let Transport::Onion {
+            net,
             acks,
             nodes,
             epoch,
@@ -328,7 +345,7 @@ impl Transport {
             packet
         };
         if !conns.contains_key(&entry.address) {
-            match Connection::connect(&entry.address).await {
+            match net.connect(&entry.address).await {
                 Ok(c) => {
                     conns.insert(entry.address.clone(), c);
                 }
@@ -349,7 +366,7 @@ impl Transport {
     /// Closes every connection.
     pub async fn close(self) {
         let conns = match self {
-            Transport::Direct { conns } | Transport::Onion { conns, .. } => conns,
+            Transport::Direct { conns, .. } | Transport::Onion { conns, .. } => conns,
         };
         for (_, c) in conns {
             let _ = c.close().await;
@@ -358,11 +375,15 @@ impl Transport {
 }
 
 /// Our acknowledgement queue, created on the home relay the first time.
-async fn ensure_ack_queue(p: &mut Profile, home: &RelayAddress) -> Result<(RelayAddress, QueueId)> {
+async fn ensure_ack_queue(
+    p: &mut Profile,
+    home: &RelayAddress,
+    net: &Connector,
+) -> Result<(RelayAddress, QueueId)> {
     if let Some(q) = courier::ack_queue(p)? {
         return Ok(q);
     }
-    let mut c = Connection::connect(home).await?;
+    let mut c = net.connect(home).await?;
     let keys = courier::QueueKeys::generate(&mut rand::rng());
     let ids = c.create_queue(&keys.queue_key).await?;
     c.close().await?;
@@ -377,13 +398,14 @@ async fn ensure_ack_queue(p: &mut Profile, home: &RelayAddress) -> Result<(Relay
 }
 
 /// Whether an error is about this device (the profile cannot be read or
-/// written), not about the network.
+/// written) or a bug, not about the network: such an error ends a
+/// long-running command instead of being retried like a network failure.
 pub fn is_local_failure(e: &CliError) -> bool {
-    match e {
-        CliError::Profile(_) => true,
-        CliError::Core(c) => c.kind() == postern_core::ErrorKind::Storage,
-        _ => false,
-    }
+    use postern_core::error::HasKind as _;
+    matches!(
+        e.kind(),
+        postern_core::ErrorKind::Storage | postern_core::ErrorKind::Bug
+    )
 }
 
 /// What [`resend_overdue`] did.
@@ -492,16 +514,17 @@ mod tests {
         let (signed, authority) = signed_directory(t, 86_400_000, epoch_secs);
         let d = Directory::verify(&signed, &[authority.public().unwrap()], 1, t).unwrap();
         let acks = (RelayAddress::new("127.0.0.1", 7000, None).unwrap(), [0; 16]);
-        let tr = Transport::onion(&d, t, acks.clone(), 3);
+        let tr = Transport::onion(&d, t, acks.clone(), 3, Connector::default());
         assert!(!tr.is_outdated(t.plus_millis(10 * 60_000 - 1)));
         assert!(tr.is_outdated(t.plus_millis(10 * 60_000)));
         // Built 5 minutes before the epoch ends: renewed at its end.
         let late = t.plus_millis(5 * 60_000);
-        let tr = Transport::onion(&d, late, acks, 3);
+        let tr = Transport::onion(&d, late, acks, 3, Connector::default());
         assert!(!tr.is_outdated(late.plus_millis(5 * 60_000 - 1)));
         assert!(tr.is_outdated(late.plus_millis(5 * 60_000)));
         assert!(
             !Transport::Direct {
+                net: Connector::default(),
                 conns: HashMap::new()
             }
             .is_outdated(late)
@@ -546,7 +569,10 @@ mod tests {
         let from = RelayAddress::new("127.0.0.1", port, Some([7; 32])).unwrap();
         for _ in 0..3 {
             // The cached copy, stale but valid, each time.
-            let (d, hops) = directory(&mut p, &from).await.unwrap().unwrap();
+            let (d, hops) = directory(&mut p, &from, &Connector::default())
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!((d.relays.len(), hops), (3, 3));
         }
         // A last connection of our own: once it is seen, every earlier

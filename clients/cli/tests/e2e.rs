@@ -120,11 +120,12 @@ fn every_kind_offline_across_a_relay_kill_then_scan_the_relay() {
         .ok(&["verify", "Alice", "--scan", qa.to_str().unwrap()])
         .unwrap();
     assert!(out.contains("match"));
-    // Scanning a code that is not ours fails with a non-zero exit.
+    // Scanning a code that is not ours fails with the "needs your
+    // decision" exit status.
     let out = alice
         .run(&["verify", "Bob", "--scan", qa.to_str().unwrap()])
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(bob.ok(&["contacts"]).unwrap().contains("(verified)"));
 
     // Bob is offline (no process); Alice sends every kind.

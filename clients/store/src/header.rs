@@ -148,7 +148,14 @@ impl Header {
         let json =
             serde_json::to_vec_pretty(self).map_err(|_| ProfileError::BadHeader("encoding"))?;
         let tmp = dir.join(format!("{HEADER_FILE}.tmp"));
-        let mut f = std::fs::File::create(&tmp).map_err(ProfileError::Io)?;
+        // A leftover from an interrupted write may have another mode.
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = crate::private_file()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&tmp)
+            .map_err(ProfileError::Io)?;
         f.write_all(&json).map_err(ProfileError::Io)?;
         f.sync_all().map_err(ProfileError::Io)?;
         drop(f);

@@ -91,6 +91,21 @@ pub enum ProfileError {
     Core(#[from] postern_core::Error),
 }
 
+impl postern_core::error::HasKind for ProfileError {
+    fn kind(&self) -> postern_core::ErrorKind {
+        use postern_core::ErrorKind;
+        match self {
+            ProfileError::InUse
+            | ProfileError::WrongKey
+            | ProfileError::NotFound
+            | ProfileError::AlreadyExists
+            | ProfileError::WrongUnlockMethod { .. } => ErrorKind::Usage,
+            ProfileError::Core(e) => e.kind(),
+            _ => ErrorKind::Storage,
+        }
+    }
+}
+
 /// An open, unlocked profile: a SQLCipher database holding every record,
 /// message and outbox entry of one identity. Implements the core's
 /// [`postern_core::KvStore`].
@@ -109,8 +124,38 @@ impl core::fmt::Debug for Profile {
     }
 }
 
+/// Options that create a file readable and writable by its owner only
+/// (0600 on Unix), like the relay's key files.
+pub(crate) fn private_file() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(0o600);
+    }
+    o
+}
+
+/// Creates `dir` (and missing parents) and makes it private to its owner
+/// (0700 on Unix), even when it existed already.
+pub(crate) fn private_dir(dir: &Path) -> Result<(), ProfileError> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        b.mode(0o700);
+        b.create(dir).map_err(ProfileError::Io)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(ProfileError::Io)?;
+    }
+    #[cfg(not(unix))]
+    b.create(dir).map_err(ProfileError::Io)?;
+    Ok(())
+}
+
 fn lock(dir: &Path) -> Result<File, ProfileError> {
-    let f = OpenOptions::new()
+    let f = private_file()
         .create(true)
         .truncate(false)
         .write(true)
@@ -213,11 +258,18 @@ impl Profile {
         params: KdfParams,
         schema: i64,
     ) -> Result<Profile, ProfileError> {
-        std::fs::create_dir_all(dir).map_err(ProfileError::Io)?;
+        private_dir(dir)?;
         let lock = lock(dir)?;
         if dir.join(DB_FILE).exists() || dir.join(HEADER_FILE).exists() {
             return Err(ProfileError::AlreadyExists);
         }
+        // Created here, owner-only, before SQLite opens it: SQLite gives
+        // its write-ahead log and shared-memory files the same mode.
+        private_file()
+            .create_new(true)
+            .write(true)
+            .open(dir.join(DB_FILE))
+            .map_err(ProfileError::Io)?;
         let mut id = [0u8; 16];
         rand::rng().fill_bytes(&mut id);
         let profile_id: String = id.iter().map(|b| format!("{b:02x}")).collect();
@@ -361,8 +413,11 @@ pub mod testing {
 
     /// Opens (creating if needed) an UNENCRYPTED database with the same
     /// schema, for the benchmark's SQLCipher-vs-SQLite comparison only.
+    /// Exists only with the `bench-plaintext` feature, which no shell
+    /// enables.
+    #[cfg(feature = "bench-plaintext")]
     pub fn open_plaintext_for_benchmark(dir: &Path) -> Result<Profile, crate::ProfileError> {
-        std::fs::create_dir_all(dir).map_err(crate::ProfileError::Io)?;
+        crate::private_dir(dir)?;
         let lock = crate::lock(dir)?;
         let conn = rusqlite::Connection::open(dir.join(crate::DB_FILE))
             .map_err(crate::ProfileError::Sqlite)?;

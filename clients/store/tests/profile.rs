@@ -592,3 +592,41 @@ fn encrypted_backup_moves_a_profile_and_rejects_bad_input() {
         Err(postern_core::Error::ProfileNotEmpty)
     ));
 }
+
+/// The profile directory is 0700 and every file in it 0600 (database,
+/// its write-ahead log and shared memory, header, lock), even when the
+/// directory existed with a looser mode and after the header is
+/// rewritten by a change of passphrase.
+#[cfg(unix)]
+#[test]
+fn profile_files_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("profile");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let check = |dir: &Path| {
+        assert_eq!(mode(dir), 0o700, "directory");
+        let mut seen = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+            seen += 1;
+        }
+        seen
+    };
+    {
+        let mut p = Profile::create(&dir, Unlock::Passphrase(PW), P).unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let (_, cs) = e2e::create_identity(&p, T0, &mut rng).unwrap();
+        p.commit(cs).unwrap();
+        // Open: database, log, shared memory, header and lock all exist.
+        assert!(check(&dir) >= 4);
+        p.change_protection(Unlock::Passphrase(b"another passphrase"), P)
+            .unwrap();
+        check(&dir);
+    }
+    populated(&tmp.path().join("second"));
+    check(&tmp.path().join("second"));
+}

@@ -8,8 +8,12 @@
 //! replayed on this connection or any other.
 //!
 //! The relay's I/O loop calls [`decode_request`] and [`ServerAuth::check`]
-//! and answers with [`encode_response`]; clients use [`ClientAuth`] and
-//! [`decode_response`]. Nothing here touches a socket, a clock or a disk.
+//! and answers with [`encode_response`]; clients drive a
+//! [`client::ClientSession`] (the `Hello` challenge, sequence numbers,
+//! answers matched to requests, notifications set aside). Nothing here
+//! touches a socket, a clock or a disk.
+
+pub mod client;
 
 use prost::Message as _;
 use rand_core::{CryptoRng, RngCore};

@@ -1,15 +1,15 @@
 #![doc = include_str!("../README.md")]
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use postern_core::RelayAddress;
 use postern_core::consts::{FRAME_BYTES, MAX_FETCH, MAX_INVITE_BLOBS, MAX_INVITE_TTL_SECS};
 use postern_core::crypto::signal::QueueSecret;
-use postern_core::relay_proto::{self, ClientAuth, Command, Reply, Response};
+use postern_core::relay_proto::Command;
+use postern_core::relay_proto::client::{Answer, ClientSession, Event};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -26,9 +26,7 @@ pub use postern_core::relay_proto::{Blob, ErrorCode, QueueId};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a request may wait for its complete answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most notifications held while no one calls [`Connection::next_notification`];
-/// beyond that the oldest are dropped (a notification only says "fetch").
-pub const MAX_PENDING_NOTIFICATIONS: usize = 1024;
+pub use postern_core::relay_proto::client::MAX_PENDING_NOTIFICATIONS;
 /// Largest WebSocket message or frame accepted from a relay.
 pub const MAX_MESSAGE_BYTES: usize = 2 * FRAME_BYTES;
 /// The WebSocket path of the relay protocol.
@@ -38,22 +36,24 @@ pub const RELAY_PATH: &str = "/v1";
 /// under the relays' default idle timeout of 10 minutes.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 
-static SOURCE_ADDRESS: OnceLock<IpAddr> = OnceLock::new();
+/// How this process reaches relays: passed to every connection, never
+/// kept in a process-wide static.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Connector {
+    /// Leave from this local address (a machine with several addresses or
+    /// interfaces); the system's choice when `None`.
+    pub source_address: Option<IpAddr>,
+}
 
-/// Makes every later connection of this process leave from `ip` (for a
-/// machine with several addresses or interfaces). Set once, before the
-/// first connection; a second, different address is refused.
-pub fn set_source_address(ip: IpAddr) -> Result<(), NetError> {
-    let set = SOURCE_ADDRESS.get_or_init(|| ip);
-    if *set == ip {
-        Ok(())
-    } else {
-        Err(NetError::Usage("the source address is already set"))
+impl Connector {
+    /// Connects to the relay at `addr` (see [`Connection::connect`]).
+    pub async fn connect(&self, addr: &RelayAddress) -> Result<Connection, NetError> {
+        Connection::connect_with(addr, self).await
     }
 }
 
-async fn tcp_connect(addr: &RelayAddress) -> std::io::Result<TcpStream> {
-    let Some(ip) = SOURCE_ADDRESS.get().copied() else {
+async fn tcp_connect(addr: &RelayAddress, via: &Connector) -> std::io::Result<TcpStream> {
+    let Some(ip) = via.source_address else {
         return TcpStream::connect(addr.socket_host()).await;
     };
     let mut last = None;
@@ -72,12 +72,7 @@ async fn tcp_connect(addr: &RelayAddress) -> std::io::Result<TcpStream> {
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::AddrNotAvailable,
-            "no relay address of the source address's family",
-        )
-    }))
+    Err(last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrNotAvailable)))
 }
 
 /// The WebSocket over TLS over TCP that carries the relay protocol.
@@ -87,12 +82,23 @@ pub type WsStream = WebSocketStream<TlsStream<TcpStream>>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NetError {
-    /// The relay could not be reached (TCP connect or WebSocket upgrade).
-    #[error("cannot connect to relay: {0}")]
-    Connect(String),
+    /// The relay could not be reached over TCP (the OS's reason).
+    #[error("cannot connect to relay {relay}: {reason}")]
+    Connect {
+        /// The relay as we named it (never text from the network).
+        relay: String,
+        /// What the operating system said.
+        reason: std::io::ErrorKind,
+    },
+    /// The relay's host name is not a valid TLS server name.
+    #[error("relay {0}: bad host name")]
+    BadHostName(String),
+    /// The WebSocket upgrade to the relay failed.
+    #[error("relay {0}: WebSocket upgrade refused")]
+    WebSocket(String),
     /// TLS failed (including a certificate that does not match the pin).
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(TlsFailure),
     /// The relay answered with an error code.
     #[error("relay refused: {0}")]
     Relay(ErrorCode),
@@ -108,6 +114,45 @@ pub enum NetError {
     /// The call's arguments are out of the protocol's bounds.
     #[error("bad argument: {0}")]
     Usage(&'static str),
+}
+
+/// Why TLS failed, in our own words (no text from the relay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The relay's certificate does not match the pin, or is not valid
+    /// under the web PKI.
+    #[error("the relay's certificate is not the one expected")]
+    Certificate,
+    /// The relay sent a TLS alert.
+    #[error("the relay sent an alert")]
+    Alert,
+    /// The handshake or a record was malformed or broken off.
+    #[error("handshake or record failed")]
+    Handshake,
+    /// This build could not set up TLS (a bug).
+    #[error("client configuration")]
+    Config,
+}
+
+fn tls_failure(e: &std::io::Error) -> TlsFailure {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(_)) => TlsFailure::Certificate,
+        Some(rustls::Error::AlertReceived(_)) => TlsFailure::Alert,
+        _ => TlsFailure::Handshake,
+    }
+}
+
+impl postern_core::error::HasKind for NetError {
+    fn kind(&self) -> postern_core::ErrorKind {
+        use postern_core::ErrorKind;
+        match self {
+            NetError::Protocol(_) => ErrorKind::PeerMisbehaved,
+            NetError::Usage(_) | NetError::BadHostName(_) => ErrorKind::Usage,
+            NetError::Tls(TlsFailure::Config) => ErrorKind::Bug,
+            _ => ErrorKind::Network,
+        }
+    }
 }
 
 fn protocol(what: &'static str) -> NetError {
@@ -213,7 +258,7 @@ pub fn tls_client_config(addr: &RelayAddress) -> Result<Arc<ClientConfig>, NetEr
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| NetError::Tls(e.to_string()))?;
+        .map_err(|_| NetError::Tls(TlsFailure::Config))?;
     let config = match addr.pin() {
         Some(pin) => builder
             .dangerous()
@@ -242,37 +287,53 @@ fn ws_config() -> WebSocketConfig {
 /// reading anything. For tools and tests that speak the protocol
 /// themselves; [`Connection::connect`] is the normal way in.
 pub async fn connect_websocket(addr: &RelayAddress) -> Result<WsStream, NetError> {
+    connect_websocket_with(addr, &Connector::default()).await
+}
+
+/// [`connect_websocket`] through `via`.
+pub async fn connect_websocket_with(
+    addr: &RelayAddress,
+    via: &Connector,
+) -> Result<WsStream, NetError> {
     let config = tls_client_config(addr)?;
     let server_name = ServerName::try_from(addr.host().to_owned())
-        .map_err(|_| NetError::Connect(format!("{addr}: bad host name")))?;
-    let tcp = tcp_connect(addr)
-        .await
-        .map_err(|e| NetError::Connect(format!("{addr}: {e}")))?;
-    tcp.set_nodelay(true)
-        .map_err(|e| NetError::Connect(format!("{addr}: {e}")))?;
+        .map_err(|_| NetError::BadHostName(addr.to_string()))?;
+    let connect_err = |e: std::io::Error| NetError::Connect {
+        relay: addr.to_string(),
+        reason: e.kind(),
+    };
+    let tcp = tcp_connect(addr, via).await.map_err(connect_err)?;
+    tcp.set_nodelay(true).map_err(connect_err)?;
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(server_name, tcp)
         .await
-        .map_err(|e| NetError::Tls(e.to_string()))?;
+        .map_err(|e| NetError::Tls(tls_failure(&e)))?;
     let url = format!("wss://{}{RELAY_PATH}", addr.socket_host());
     let (ws, _) = tokio_tungstenite::client_async_with_config(url, tls, Some(ws_config()))
         .await
-        .map_err(|e| NetError::Connect(format!("{addr}: websocket: {e}")))?;
+        .map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Io(io) => NetError::Connect {
+                relay: addr.to_string(),
+                reason: io.kind(),
+            },
+            tokio_tungstenite::tungstenite::Error::Tls(_) => NetError::Tls(TlsFailure::Handshake),
+            _ => NetError::WebSocket(addr.to_string()),
+        })?;
     Ok(ws)
 }
 
-/// One connection to a relay.
+/// One connection to a relay: a WebSocket carrying the frames of a
+/// [`ClientSession`] (the protocol's sans-IO client half in the core).
 pub struct Connection {
     ws: WsStream,
-    auth: ClientAuth,
-    notifications: VecDeque<QueueId>,
+    session: ClientSession,
     broken: bool,
 }
 
 impl core::fmt::Debug for Connection {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Connection")
-            .field("pending_notifications", &self.notifications.len())
+            .field("in_flight", &self.session.in_flight())
             .field("broken", &self.broken)
             .finish_non_exhaustive()
     }
@@ -287,7 +348,8 @@ async fn with_timeout<T>(
         .map_err(|_| NetError::Timeout)?
 }
 
-async fn read_response(ws: &mut WsStream) -> Result<Response, NetError> {
+/// The next binary message from the relay.
+async fn read_frame(ws: &mut WsStream) -> Result<Vec<u8>, NetError> {
     loop {
         let msg = match ws.next().await {
             None => return Err(NetError::Closed),
@@ -295,9 +357,7 @@ async fn read_response(ws: &mut WsStream) -> Result<Response, NetError> {
             Some(Ok(m)) => m,
         };
         match msg {
-            Message::Binary(b) => {
-                return relay_proto::decode_response(&b).map_err(NetError::Protocol);
-            }
+            Message::Binary(b) => return Ok(b.to_vec()),
             // tungstenite answers pings itself.
             Message::Ping(_) | Message::Pong(_) => {}
             Message::Close(_) => return Err(NetError::Closed),
@@ -311,9 +371,16 @@ fn ws_error(e: tokio_tungstenite::tungstenite::Error) -> NetError {
     match e {
         E::ConnectionClosed | E::AlreadyClosed => NetError::Closed,
         E::Capacity(_) => protocol("relay message size"),
-        E::Tls(e) => NetError::Tls(e.to_string()),
-        E::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => NetError::Tls(e.to_string()),
+        E::Tls(_) => NetError::Tls(TlsFailure::Handshake),
+        E::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => NetError::Tls(tls_failure(&e)),
         _ => NetError::Closed,
+    }
+}
+
+fn refused_or(answer: Answer, what: &'static str) -> NetError {
+    match answer {
+        Answer::Refused(code) => NetError::Relay(code),
+        _ => protocol(what),
     }
 }
 
@@ -323,33 +390,28 @@ impl Connection {
     /// still verified; otherwise the web PKI) and a WebSocket to
     /// `wss://host:port/v1`, then the relay's `Hello`.
     pub async fn connect(addr: &RelayAddress) -> Result<Connection, NetError> {
-        with_timeout(CONNECT_TIMEOUT, async {
-            let mut ws = connect_websocket(addr).await?;
-            let hello = read_response(&mut ws).await?;
-            let Reply::Hello { challenge } = hello.reply else {
-                return Err(protocol("relay hello"));
-            };
-            if hello.seq != 0 {
-                return Err(protocol("relay hello"));
-            }
-            Ok(Connection {
-                ws,
-                auth: ClientAuth::new(challenge),
-                notifications: VecDeque::new(),
-                broken: false,
-            })
-        })
-        .await
+        Connection::connect_with(addr, &Connector::default()).await
     }
 
-    fn queue_notification(&mut self, id: QueueId) {
-        if self.notifications.contains(&id) {
-            return;
-        }
-        if self.notifications.len() >= MAX_PENDING_NOTIFICATIONS {
-            self.notifications.pop_front();
-        }
-        self.notifications.push_back(id);
+    /// [`Connection::connect`] through `via` (source address).
+    pub async fn connect_with(
+        addr: &RelayAddress,
+        via: &Connector,
+    ) -> Result<Connection, NetError> {
+        with_timeout(CONNECT_TIMEOUT, async {
+            let mut ws = connect_websocket_with(addr, via).await?;
+            let mut session = ClientSession::new();
+            let frame = read_frame(&mut ws).await?;
+            match session.receive(&frame).map_err(NetError::Protocol)? {
+                Event::Ready => Ok(Connection {
+                    ws,
+                    session,
+                    broken: false,
+                }),
+                _ => Err(protocol("relay hello")),
+            }
+        })
+        .await
     }
 
     /// Sends one request; returns its sequence number.
@@ -363,7 +425,7 @@ impl Connection {
         }
         let (seq, frame) = {
             let mut rng = rand::rng();
-            self.auth
+            self.session
                 .request(command, key, &mut rng)
                 .map_err(NetError::Protocol)?
         };
@@ -374,16 +436,19 @@ impl Connection {
         Ok(seq)
     }
 
-    /// The next reply to request `seq`, queueing notifications on the way.
-    async fn reply_to(&mut self, seq: u64) -> Result<Reply, NetError> {
+    /// The complete answer to request `seq`; notifications on the way are
+    /// kept by the session.
+    async fn answer_to(&mut self, seq: u64) -> Result<Answer, NetError> {
         loop {
-            let r = read_response(&mut self.ws).await?;
-            match r.reply {
-                Reply::Notify { recipient_id } if r.seq == 0 => {
-                    self.queue_notification(recipient_id);
+            let frame = read_frame(&mut self.ws).await?;
+            match self.session.receive(&frame).map_err(NetError::Protocol)? {
+                Event::Answer { seq: s, answer } if s == seq => return Ok(answer),
+                // One request at a time on this connection: an answer to
+                // another is out of step.
+                Event::Answer { .. } | Event::Ready => {
+                    return Err(protocol("relay reply sequence"));
                 }
-                reply if r.seq == seq => return Ok(reply),
-                _ => return Err(protocol("relay reply sequence")),
+                _ => {}
             }
         }
     }
@@ -410,43 +475,44 @@ impl Connection {
         r
     }
 
+    /// One request and its complete answer.
+    async fn call(
+        &mut self,
+        command: Command,
+        key: Option<&QueueSecret>,
+    ) -> Result<Answer, NetError> {
+        self.guarded(async move |c: &mut Self| {
+            let seq = c.send_request(command, key).await?;
+            c.answer_to(seq).await
+        })
+        .await
+    }
+
     /// One request answered by `Ok`.
     async fn simple(
         &mut self,
         command: Command,
         key: Option<&QueueSecret>,
     ) -> Result<(), NetError> {
-        self.guarded(async move |c: &mut Self| {
-            let seq = c.send_request(command, key).await?;
-            match c.reply_to(seq).await? {
-                Reply::Ok => Ok(()),
-                Reply::Error(code) => Err(NetError::Relay(code)),
-                _ => Err(protocol("relay reply kind")),
-            }
-        })
-        .await
+        match self.call(command, key).await? {
+            Answer::Ok => Ok(()),
+            a => Err(refused_or(a, "relay reply kind")),
+        }
     }
 
     /// Creates a queue owned by `key`.
     pub async fn create_queue(&mut self, key: &QueueSecret) -> Result<QueueIds, NetError> {
         let queue_key = key.public().map_err(NetError::Protocol)?;
-        self.guarded(async move |c: &mut Self| {
-            let seq = c
-                .send_request(Command::Create { queue_key }, Some(key))
-                .await?;
-            match c.reply_to(seq).await? {
-                Reply::Created {
-                    recipient_id,
-                    sender_id,
-                } => Ok(QueueIds {
-                    recipient_id,
-                    sender_id,
-                }),
-                Reply::Error(code) => Err(NetError::Relay(code)),
-                _ => Err(protocol("relay reply kind")),
-            }
-        })
-        .await
+        match self.call(Command::Create { queue_key }, Some(key)).await? {
+            Answer::Created {
+                recipient_id,
+                sender_id,
+            } => Ok(QueueIds {
+                recipient_id,
+                sender_id,
+            }),
+            a => Err(refused_or(a, "relay reply kind")),
+        }
     }
 
     /// Hands an onion packet built for key epoch `epoch` to this relay.
@@ -494,23 +560,16 @@ impl Connection {
             recipient_id: *recipient_id,
             max,
         };
-        self.guarded(async move |c: &mut Self| {
-            let seq = c.send_request(command, Some(key)).await?;
-            let mut items = Vec::new();
-            loop {
-                match c.reply_to(seq).await? {
-                    Reply::Item { item_id, blob } if items.len() < max as usize => {
-                        items.push(Item { id: item_id, blob });
-                    }
-                    Reply::Done { count, more } if count as usize == items.len() => {
-                        return Ok((items, more));
-                    }
-                    Reply::Error(code) if items.is_empty() => return Err(NetError::Relay(code)),
-                    _ => return Err(protocol("relay fetch reply")),
-                }
-            }
-        })
-        .await
+        match self.call(command, Some(key)).await? {
+            Answer::Items { items, more } => Ok((
+                items
+                    .into_iter()
+                    .map(|(id, blob)| Item { id, blob })
+                    .collect(),
+                more,
+            )),
+            a => Err(refused_or(a, "relay fetch reply")),
+        }
     }
 
     /// Deletes these items (ids the relay does not hold are ignored).
@@ -547,7 +606,7 @@ impl Connection {
     /// returned here first. Waits without a time limit: wrap it in a
     /// timeout to bound it.
     pub async fn next_notification(&mut self) -> Result<QueueId, NetError> {
-        if let Some(id) = self.notifications.pop_front() {
+        if let Some(id) = self.session.take_notification() {
             return Ok(id);
         }
         if self.broken {
@@ -555,15 +614,18 @@ impl Connection {
         }
         // Cancel-safe: a dropped wait loses at most a partly read frame,
         // which tungstenite keeps buffered.
-        let r = match read_response(&mut self.ws).await {
-            Ok(r) => r,
+        let frame = match read_frame(&mut self.ws).await {
+            Ok(f) => f,
             Err(e) => {
                 self.broken = true;
                 return Err(e);
             }
         };
-        match r.reply {
-            Reply::Notify { recipient_id } if r.seq == 0 => Ok(recipient_id),
+        match self.session.receive(&frame) {
+            Ok(Event::Notify(_)) => self
+                .session
+                .take_notification()
+                .ok_or(protocol("relay notification")),
             _ => {
                 self.broken = true;
                 Err(protocol("relay notification"))
@@ -621,28 +683,10 @@ impl Connection {
         let command = Command::TakeInvite {
             sender_id: *sender_id,
         };
-        self.guarded(async move |c: &mut Self| {
-            let seq = c.send_request(command, None).await?;
-            let mut blobs: Vec<Blob> = Vec::new();
-            loop {
-                match c.reply_to(seq).await? {
-                    Reply::Item { item_id, blob }
-                        if item_id == blobs.len() as u64
-                            && blobs.len() < MAX_INVITE_BLOBS as usize =>
-                    {
-                        blobs.push(blob);
-                    }
-                    Reply::Done { count, more: false }
-                        if count as usize == blobs.len() && !blobs.is_empty() =>
-                    {
-                        return Ok(blobs);
-                    }
-                    Reply::Error(code) if blobs.is_empty() => return Err(NetError::Relay(code)),
-                    _ => return Err(protocol("relay invitation reply")),
-                }
-            }
-        })
-        .await
+        match self.call(command, None).await? {
+            Answer::Items { items, .. } => Ok(items.into_iter().map(|(_, b)| b).collect()),
+            a => Err(refused_or(a, "relay invitation reply")),
+        }
     }
 
     /// The relay's copy of the network's signed directory (the
@@ -650,31 +694,10 @@ impl Connection {
     /// here: the caller checks it with `postern_core::directory::Directory::verify`
     /// and its pinned authority keys.
     pub async fn get_directory(&mut self) -> Result<Vec<u8>, NetError> {
-        let max = postern_core::consts::MAX_DIRECTORY_BLOBS as usize;
-        let blobs = self
-            .guarded(async move |c: &mut Self| {
-                let seq = c.send_request(Command::GetDirectory, None).await?;
-                let mut blobs: Vec<Blob> = Vec::new();
-                loop {
-                    match c.reply_to(seq).await? {
-                        Reply::Item { item_id, blob }
-                            if item_id == blobs.len() as u64 && blobs.len() < max =>
-                        {
-                            blobs.push(blob);
-                        }
-                        Reply::Done { count, more: false }
-                            if count as usize == blobs.len() && !blobs.is_empty() =>
-                        {
-                            return Ok(blobs);
-                        }
-                        Reply::Error(code) if blobs.is_empty() => {
-                            return Err(NetError::Relay(code));
-                        }
-                        _ => return Err(protocol("relay directory reply")),
-                    }
-                }
-            })
-            .await?;
+        let blobs: Vec<Blob> = match self.call(Command::GetDirectory, None).await? {
+            Answer::Items { items, .. } => items.into_iter().map(|(_, b)| b).collect(),
+            a => return Err(refused_or(a, "relay directory reply")),
+        };
         postern_core::directory::from_blobs(&blobs).map_err(NetError::Protocol)
     }
 
