@@ -291,13 +291,13 @@ async fn wrong_pin_and_missing_pin_are_refused() {
     let wrong = postern_core::RelayAddress::new(a.host(), a.port(), Some([7; 32])).unwrap();
     assert!(matches!(
         Connection::connect(&wrong).await,
-        Err(NetError::Tls(_))
+        Err(NetError::Tls(postern_net::TlsFailure::Certificate))
     ));
     // Without a pin the self-signed certificate fails the web PKI.
     let unpinned = postern_core::RelayAddress::new(a.host(), a.port(), None).unwrap();
     assert!(matches!(
         Connection::connect(&unpinned).await,
-        Err(NetError::Tls(_))
+        Err(NetError::Tls(postern_net::TlsFailure::Certificate))
     ));
     assert!(Connection::connect(a).await.is_ok());
 }
