@@ -25,9 +25,10 @@ use postern_core::error::HasKind;
 use postern_core::message::{Body, Envelope, FileInfo, Image, Text, Voice};
 use postern_core::store::{ChangeSet, OutboxEntry};
 use postern_core::{Address, ErrorKind, KvStore, RelayAddress, UnixTime, attachment};
+use postern_engine::{Due, Millis, Schedule, WatchConfig};
 use postern_net::{Connection, Connector, NetError};
 use postern_store::{Profile, ProfileError, Unlock};
-use transport::Transport;
+use transport::{Links, Transport};
 
 /// Environment variable holding the profile passphrase (otherwise the OS
 /// keychain holds the profile key).
@@ -355,9 +356,15 @@ async fn run(cli: Cli, cx: &Ctx) -> Result<()> {
         Cmd::Sync { downloads } => {
             let mut p = open(&cli)?;
             let dl = downloads_dir(&p, downloads.as_deref());
-            flush_outbox(&mut p, cx).await?;
-            sync(&mut p, cx, &dl).await?;
-            resend(&mut p, cx, cli.ack_timeout_ms).await
+            let mut links = Links::new(cx.net);
+            let r = async {
+                flush_outbox(&mut p, &mut links).await?;
+                sync(&mut p, cx, &dl, &mut links).await?;
+                resend(&mut p, &mut links, cli.ack_timeout_ms).await
+            }
+            .await;
+            links.close().await;
+            r
         }
         Cmd::Watch {
             downloads,
@@ -575,18 +582,16 @@ async fn deliver(p: &mut Profile, t: &mut Transport, id: [u8; 16], out: &Outgoin
 }
 
 /// Sends whatever an earlier run committed but could not send.
-async fn flush_outbox(p: &mut Profile, cx: &Ctx) -> Result<()> {
+async fn flush_outbox(p: &mut Profile, links: &mut Links) -> Result<()> {
     let entries = p.outbox()?;
     if entries.is_empty() {
         return Ok(());
     }
-    let home = transport::home(p)?;
-    let mut t = Transport::for_profile(p, home.as_ref(), &cx.net).await?;
     for e in entries {
         let out = Outgoing::from_bytes(&e.payload)?;
-        deliver(p, &mut t, e.id, &out).await?;
+        let t = links.get(p).await?;
+        deliver(p, t, e.id, &out).await?;
     }
-    t.close().await;
     Ok(())
 }
 
@@ -667,9 +672,10 @@ async fn send_text(cli: &Cli, cx: &Ctx, contact: &str, text: &str) -> Result<()>
     let (peer, name) = resolve(&p, contact)?;
     let home = transport::home(&p)?;
     let mut t = Transport::for_profile(&mut p, home.as_ref(), &cx.net).await?;
-    send_body(&mut p, &mut t, &peer, Body::Text(Text(text.to_owned()))).await?;
+    let sent = send_body(&mut p, &mut t, &peer, Body::Text(Text(text.to_owned()))).await;
     let via = if t.is_onion() { " (onion)" } else { "" };
     t.close().await;
+    sent?;
     println!("you → {}: {text}{via}", output::name_or(&name, &peer));
     Ok(())
 }
@@ -789,7 +795,7 @@ async fn send_file(cli: &Cli, cx: &Ctx, contact: &str, path: &Path, voice: bool)
 }
 
 /// Fetches and processes every queue once.
-async fn sync(p: &mut Profile, cx: &Ctx, dl: &Path) -> Result<()> {
+async fn sync(p: &mut Profile, cx: &Ctx, dl: &Path, links: &mut Links) -> Result<()> {
     let queues = courier::own_queues(p)?;
     let mut by_relay: BTreeMap<String, Vec<courier::OwnQueue>> = BTreeMap::new();
     for q in queues {
@@ -828,7 +834,7 @@ async fn sync(p: &mut Profile, cx: &Ctx, dl: &Path) -> Result<()> {
     if received == 0 {
         println!("no new messages");
     }
-    send_receipts(p, cx, delivered).await
+    send_receipts(p, links, delivered).await
 }
 
 /// Confirms onion deliveries from the acknowledgement queue; returns the
@@ -860,16 +866,14 @@ fn process_acks(p: &mut Profile, cx: &Ctx, items: &[postern_net::Item]) -> Resul
 }
 
 /// Sends again whatever the onion network has not acknowledged in time.
-async fn resend(p: &mut Profile, cx: &Ctx, timeout_ms: u64) -> Result<()> {
+async fn resend(p: &mut Profile, links: &mut Links, timeout_ms: u64) -> Result<()> {
     if p.keys(postern_core::store::Namespace::PendingAck)?
         .is_empty()
     {
         return Ok(());
     }
-    let home = transport::home(p)?;
-    let mut t = Transport::for_profile(p, home.as_ref(), &cx.net).await?;
-    let r = transport::resend_overdue(p, &mut t, timeout_ms).await?;
-    t.close().await;
+    let t = links.get(p).await?;
+    let r = transport::resend_overdue(p, t, timeout_ms).await?;
     if r.resent > 0 {
         println!(
             "resent {} packet(s) not yet acknowledged, over new paths",
@@ -885,7 +889,7 @@ async fn resend(p: &mut Profile, cx: &Ctx, timeout_ms: u64) -> Result<()> {
     if r.gave_up > 0 {
         eprintln!("warning: {} packet(s) could not be delivered", r.gave_up);
     }
-    let cutoff = UnixTime(now().millis().saturating_sub(timeout_ms.saturating_mul(2)));
+    let cutoff = postern_engine::route::lost_loop_cutoff(now(), timeout_ms);
     let (lost, cs) = courier::lost_loops(p, cutoff)?;
     commit(p, cs)?;
     if lost > 0 {
@@ -905,18 +909,13 @@ type Delivered = BTreeMap<Address, Vec<[u8; 16]>>;
 
 /// Tells each contact which of its messages arrived (one receipt message
 /// per `MAX_RECEIPT_IDS` ids).
-async fn send_receipts(p: &mut Profile, cx: &Ctx, delivered: Delivered) -> Result<()> {
-    if delivered.is_empty() {
-        return Ok(());
-    }
-    let home = transport::home(p)?;
-    let mut t = Transport::for_profile(p, home.as_ref(), &cx.net).await?;
+async fn send_receipts(p: &mut Profile, links: &mut Links, delivered: Delivered) -> Result<()> {
     for (peer, ids) in delivered {
         for chunk in ids.chunks(postern_core::consts::MAX_RECEIPT_IDS) {
-            send_body(p, &mut t, &peer, Body::Receipt(chunk.to_vec())).await?;
+            let t = links.get(p).await?;
+            send_body(p, t, &peer, Body::Receipt(chunk.to_vec())).await?;
         }
     }
-    t.close().await;
     Ok(())
 }
 
@@ -1036,8 +1035,38 @@ async fn watch(
     // that arrives while messages are being processed is not lost.
     let stop = stop_signal()?;
     tokio::pin!(stop);
-    flush_outbox(p, cx).await?;
-    sync(p, cx, dl).await?;
+    let mut links = Links::new(cx.net);
+    let r = watching(
+        p,
+        cx,
+        dl,
+        &mut links,
+        ack_timeout_ms,
+        cover_per_minute,
+        others_poll,
+        stop,
+    )
+    .await;
+    links.close().await;
+    r
+}
+
+/// The watch loop: the engine's [`Schedule`] says what is due; this
+/// does it. Everything sent — the outbox, receipts, resends, cover —
+/// leaves through `links`.
+#[allow(clippy::too_many_arguments)]
+async fn watching(
+    p: &mut Profile,
+    cx: &Ctx,
+    dl: &Path,
+    links: &mut Links,
+    ack_timeout_ms: u64,
+    cover_per_minute: u32,
+    others_poll: std::time::Duration,
+    mut stop: std::pin::Pin<&mut impl core::future::Future<Output = ()>>,
+) -> Result<()> {
+    flush_outbox(p, links).await?;
+    sync(p, cx, dl, links).await?;
     let queues = courier::own_queues(p)?;
     let mut by_relay: BTreeMap<String, Vec<courier::OwnQueue>> = BTreeMap::new();
     for q in queues {
@@ -1057,9 +1086,7 @@ async fn watch(
         ));
     };
     let others: Vec<Vec<courier::OwnQueue>> = by_relay.into_values().collect();
-    let mut others_tick =
-        tokio::time::interval_at(tokio::time::Instant::now() + others_poll, others_poll);
-    let mut conn = Some(connect_home(p, cx, &qs, dl).await?);
+    let mut conn = Some(connect_home(p, cx, &qs, dl, links).await?);
     let elsewhere: usize = others.iter().map(Vec::len).sum();
     if elsewhere > 0 {
         println!(
@@ -1071,97 +1098,75 @@ async fn watch(
         println!("watching {} queue(s); Ctrl-C to stop", qs.len());
     }
     // Cover traffic goes through the onion network only.
-    let mut cover = match Transport::for_profile(p, home.as_ref(), &cx.net).await? {
-        t if t.is_onion() && cover_per_minute > 0 => Some(t),
-        _ => None,
+    let cover = links.get(p).await?.is_onion() && cover_per_minute > 0;
+    let origin = tokio::time::Instant::now();
+    let clock = || Millis(u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX));
+    let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let cfg = WatchConfig {
+        ack_timeout_ms,
+        cover_per_minute: if cover { cover_per_minute } else { 0 },
+        others_poll_ms: (!others.is_empty()).then(|| millis(others_poll)),
+        keepalive_ms: millis(postern_net::KEEPALIVE_INTERVAL),
     };
-    // The next cover packet is due at a fixed instant: other events
-    // (notifications, resends, polls) must not push it back.
-    let next_cover = || {
-        postern_core::onion::next_cover_delay_ms(cover_per_minute, &mut rand::rng())
-            .map_or_else(far_future, |ms| after(std::time::Duration::from_millis(ms)))
-    };
-    let mut cover_at = next_cover();
+    let mut schedule = Schedule::new(cfg, clock(), &mut rand::rng());
     let mut cover_sent: u64 = 0;
-    let mut resend_tick = tokio::time::interval(std::time::Duration::from_millis(
-        (ack_timeout_ms / 2).max(100),
-    ));
-    let mut keepalive = tokio::time::interval_at(
-        after(postern_net::KEEPALIVE_INTERVAL),
-        postern_net::KEEPALIVE_INTERVAL,
-    );
-    // A tick missed while busy (a long fetch, a reconnection) is not made
-    // up for with a burst.
-    for t in [&mut resend_tick, &mut keepalive, &mut others_tick] {
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    }
-    // While the home relay is out of reach: when to try again, and the
-    // wait after that (doubling up to `RECONNECT_MAX`).
-    let mut reconnect_at = far_future();
-    let mut backoff = RECONNECT_MIN;
     loop {
+        let wake = origin
+            .checked_add(std::time::Duration::from_millis(schedule.poll_timeout().0))
+            .unwrap_or(origin);
         // What happened to the home connection in this pass.
         let home_result: Result<()> = tokio::select! {
-            _ = keepalive.tick(), if conn.is_some() => match conn.as_mut() {
-                Some(c) => c.ping().await.map_err(CliError::from),
-                None => Ok(()),
-            },
             n = next_notification(&mut conn) => match n {
                 Ok(rid) => match (conn.as_mut(), qs.iter().find(|q| q.recipient_id == rid)) {
-                    (Some(c), Some(q)) => drain(p, cx, c, q, dl).await,
+                    (Some(c), Some(q)) => drain(p, cx, c, q, dl, links).await,
                     _ => Ok(()),
                 },
                 Err(e) => Err(e.into()),
             },
-            _ = tokio::time::sleep_until(reconnect_at), if conn.is_none() => {
-                match connect_home(p, cx, &qs, dl).await {
-                    Ok(c) => {
-                        println!("reconnected to your relay");
-                        conn = Some(c);
-                        backoff = RECONNECT_MIN;
-                        reconnect_at = far_future();
-                        Ok(())
-                    }
-                    Err(e) if transport::is_local_failure(&e) => return Err(e),
-                    Err(e) => {
-                        backoff = (backoff * 2).min(RECONNECT_MAX);
-                        reconnect_at = after(backoff);
-                        eprintln!("note: your relay is still out of reach ({e})");
-                        Ok(())
-                    }
-                }
-            }
-            _ = resend_tick.tick() => {
-                // The network failing now does not end `watch`.
-                if let Err(e) = resend(p, cx, ack_timeout_ms).await {
-                    if transport::is_local_failure(&e) {
-                        return Err(e);
-                    }
-                    eprintln!("note: {e}");
-                }
-                Ok(())
-            }
-            _ = others_tick.tick(), if !others.is_empty() => {
-                for qs in &others {
-                    // A relay that cannot be reached now is tried again
-                    // at the next round.
-                    if let Err(e) = drain_relay(p, cx, qs, dl).await {
-                        if transport::is_local_failure(&e) {
-                            return Err(e);
+            _ = tokio::time::sleep_until(wake) => {
+                let mut r = Ok(());
+                while let Some(due) = schedule.poll_due(clock(), &mut rand::rng()) {
+                    match due {
+                        Due::Keepalive => {
+                            if let Some(c) = conn.as_mut()
+                                && let Err(e) = c.ping().await
+                            {
+                                r = Err(e.into());
+                                break;
+                            }
                         }
-                        eprintln!("note: {e}");
+                        Due::Reconnect => match connect_home(p, cx, &qs, dl, links).await {
+                            Ok(c) => {
+                                println!("reconnected to your relay");
+                                conn = Some(c);
+                                schedule.connected(clock());
+                            }
+                            Err(e) if transport::is_local_failure(&e) => return Err(e),
+                            Err(e) => {
+                                schedule.connect_failed(clock());
+                                eprintln!("note: your relay is still out of reach ({e})");
+                            }
+                        },
+                        // The network failing now does not end `watch`.
+                        Due::Resend => {
+                            note(resend(p, links, ack_timeout_ms).await, "")?;
+                        }
+                        Due::PollOthers => {
+                            for qs in &others {
+                                // A relay that cannot be reached now is
+                                // tried again at the next round.
+                                note(drain_relay(p, cx, qs, dl, links).await, "")?;
+                            }
+                        }
+                        Due::Cover => {
+                            let sent = async { links.get(p).await?.send_cover(p).await }.await;
+                            if note(sent, "cover packet not sent: ")?.is_some() {
+                                cover_sent += 1;
+                            }
+                        }
                     }
                 }
-                Ok(())
-            }
-            _ = tokio::time::sleep_until(cover_at), if cover.is_some() => {
-                cover_at = next_cover();
-                match send_cover(p, cx, &mut cover).await {
-                    Ok(()) => cover_sent += 1,
-                    Err(e) if transport::is_local_failure(&e) => return Err(e),
-                    Err(e) => eprintln!("note: cover packet not sent: {e}"),
-                }
-                Ok(())
+                r
             }
             _ = &mut stop => break,
         };
@@ -1173,15 +1178,14 @@ async fn watch(
                 // and reconnect, resubscribe and fetch.
                 eprintln!("note: lost the connection to your relay ({e}); reconnecting");
                 conn = None;
-                backoff = RECONNECT_MIN;
-                reconnect_at = after(backoff);
+                schedule.lost(clock());
             }
         }
     }
     if let Some(c) = conn {
         c.close().await?;
     }
-    if cover.is_some() {
+    if cover {
         println!(
             "cover traffic: {cover_sent} packet(s) sent, {} loop(s) came back",
             cx.loops_back.get()
@@ -1190,22 +1194,17 @@ async fn watch(
     Ok(())
 }
 
-/// First wait before reconnecting to the home relay.
-const RECONNECT_MIN: std::time::Duration = std::time::Duration::from_secs(1);
-/// Longest wait between reconnection attempts.
-const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// `d` from now (or the far future if that does not fit).
-fn after(d: std::time::Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    now.checked_add(d).unwrap_or_else(far_future)
-}
-
-/// An instant that never comes in practice (a year from now).
-fn far_future() -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    now.checked_add(std::time::Duration::from_secs(365 * 24 * 3600))
-        .unwrap_or(now)
+/// A failure of the profile (or a bug) is passed on; any other, from the
+/// network, is printed after `what` and the loop goes on (`None`).
+fn note<T>(r: Result<T>, what: &str) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if transport::is_local_failure(&e) => Err(e),
+        Err(e) => {
+            eprintln!("note: {what}{e}");
+            Ok(None)
+        }
+    }
 }
 
 /// The next notification on the home connection; never resolves while
@@ -1226,6 +1225,7 @@ async fn connect_home(
     cx: &Ctx,
     qs: &[courier::OwnQueue],
     dl: &Path,
+    links: &mut Links,
 ) -> Result<Connection> {
     let Some(first) = qs.first() else {
         return Err(CliError::Usage("no queues to watch".into()));
@@ -1236,7 +1236,7 @@ async fn connect_home(
     }
     // Items that arrived before the subscriptions.
     for q in qs {
-        drain(p, cx, &mut conn, q, dl).await?;
+        drain(p, cx, &mut conn, q, dl, links).await?;
     }
     Ok(conn)
 }
@@ -1268,32 +1268,21 @@ fn stop_signal() -> Result<impl core::future::Future<Output = ()>> {
     })
 }
 
-/// Sends one cover packet, first replacing the transport when its key
-/// epoch has ended (cover built for an old epoch would stand out).
-async fn send_cover(p: &mut Profile, cx: &Ctx, cover: &mut Option<Transport>) -> Result<()> {
-    if cover.as_ref().is_some_and(|t| t.is_outdated(now())) {
-        // The old one stays until a new one is built.
-        let home = transport::home(p)?;
-        let fresh = Transport::for_profile(p, home.as_ref(), &cx.net).await?;
-        if let Some(old) = cover.replace(fresh) {
-            old.close().await;
-        }
-    }
-    if let Some(t) = cover.as_mut() {
-        t.send_cover(p).await?;
-    }
-    Ok(())
-}
-
 /// Connects to the relay of `qs` (queues on one relay), fetches what waits
 /// in each, and closes.
-async fn drain_relay(p: &mut Profile, cx: &Ctx, qs: &[courier::OwnQueue], dl: &Path) -> Result<()> {
+async fn drain_relay(
+    p: &mut Profile,
+    cx: &Ctx,
+    qs: &[courier::OwnQueue],
+    dl: &Path,
+    links: &mut Links,
+) -> Result<()> {
     let Some(first) = qs.first() else {
         return Ok(());
     };
     let mut conn = cx.net.connect(&first.relay).await?;
     for q in qs {
-        drain(p, cx, &mut conn, q, dl).await?;
+        drain(p, cx, &mut conn, q, dl, links).await?;
     }
     conn.close().await?;
     Ok(())
@@ -1305,6 +1294,7 @@ async fn drain(
     conn: &mut Connection,
     q: &courier::OwnQueue,
     dl: &Path,
+    links: &mut Links,
 ) -> Result<()> {
     loop {
         let (items, more) = conn
@@ -1322,7 +1312,7 @@ async fn drain(
         if !ids.is_empty() {
             conn.ack(&q.recipient_id, &q.queue_key, &ids).await?;
         }
-        send_receipts(p, cx, delivered).await?;
+        send_receipts(p, links, delivered).await?;
         if !more || ids.is_empty() {
             return Ok(());
         }

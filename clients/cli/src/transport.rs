@@ -1,14 +1,12 @@
-//! How blobs leave this device: straight to the recipient's relay, or —
-//! when an onion network is configured — each blob wrapped in a Sphinx
-//! packet over a fresh random path (entry → mix → the recipient's
-//! mailbox relay), handed to the entry relay. A path whose entry fails
-//! is retried over another entry.
+//! The links blobs leave this device by: straight to the recipient's relay,
+//! or — when an onion network is configured — to entry relays, each blob
+//! wrapped in a Sphinx packet over the path the engine's router chose
+//! ([`postern_engine::route`]). This file does the I/O; the engine decides.
 
 use std::collections::HashMap;
 
 use postern_core::crypto::signal::AuthorityPublic;
 use postern_core::directory::Directory;
-use postern_core::onion::{self, Node};
 use postern_core::relay_proto::{Blob, QueueId};
 use postern_core::{KvStore, RelayAddress, UnixTime, courier};
 use postern_net::{Connection, Connector, NetError};
@@ -16,13 +14,9 @@ use postern_store::Profile;
 
 use crate::{CliError, Result, commit, now};
 
-/// Paths tried per blob, per attempt, before giving up on reaching an entry.
-pub const MAX_PATH_ATTEMPTS: usize = 4;
-/// Times a blob is sent over the onion network without an
-/// acknowledgement before it is reported undelivered.
-pub const MAX_SEND_ATTEMPTS: u32 = 8;
-/// How long to wait for a delivery acknowledgement before sending again.
-pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 30_000;
+use postern_engine::directory::{Keep, Lookup};
+pub use postern_engine::route::DEFAULT_ACK_TIMEOUT_MS;
+use postern_engine::route::{self, EntryOutcome, Planned, Router};
 
 /// Where blobs go.
 pub enum Transport {
@@ -33,31 +27,17 @@ pub enum Transport {
         /// Open connections by relay.
         conns: HashMap<RelayAddress, Connection>,
     },
-    /// Through the onion network.
+    /// Through the onion network: the engine's router chooses, this
+    /// holds the links to entry relays.
     Onion {
         /// How connections are made.
         net: Connector,
-        /// Our acknowledgement queue: its relay and sender id.
-        acks: (RelayAddress, QueueId),
-        /// Relays with keys for `epoch`.
-        nodes: Vec<Node>,
-        /// The Sphinx key epoch packets are built for.
-        epoch: u32,
-        /// Hops per path.
-        hops: usize,
+        /// Paths, failover and the down list.
+        router: Router,
         /// Open connections to entry relays.
         conns: HashMap<RelayAddress, Connection>,
-        /// Relays that could not be reached in this run.
-        down: Vec<[u8; 32]>,
-        /// When to build a fresh transport: the end of `epoch`, or
-        /// [`ONION_TRANSPORT_MAX_AGE_MS`] after this one was built.
-        renew_at: UnixTime,
     },
 }
-
-/// A long-lived onion transport (`watch`) is rebuilt at least this often,
-/// so relays found down are tried again and the directory stays fresh.
-pub const ONION_TRANSPORT_MAX_AGE_MS: u64 = 10 * 60 * 1000;
 
 fn pinned(n: &courier::NetworkSettings) -> Result<Vec<AuthorityPublic>> {
     n.authorities
@@ -66,9 +46,10 @@ fn pinned(n: &courier::NetworkSettings) -> Result<Vec<AuthorityPublic>> {
         .collect()
 }
 
-/// A verified directory: the cached one while it is fresh (or was
-/// refetched within [`postern_core::consts::DIRECTORY_RECHECK_MS`]), else
-/// fetched from `from` (and cached).
+/// A verified directory, by the engine's rule
+/// ([`postern_engine::directory`]): the cached one while it is fresh (or
+/// was asked for within the recheck interval), else fetched from `from`
+/// (and cached).
 pub async fn directory(
     p: &mut Profile,
     from: &RelayAddress,
@@ -83,9 +64,11 @@ pub async fn directory(
     let t = now();
     let cached = courier::cached_directory(p)?
         .and_then(|bytes| Directory::verify(&bytes, &keys, threshold, t).ok());
-    if let Some(d) = &cached
-        && !d.should_refetch(courier::directory_fetched_at(p)?, t)
-    {
+    let fetched_at = courier::directory_fetched_at(p)?;
+    if let (Lookup::UseCached, Some(d)) = (
+        postern_engine::directory::lookup(cached.as_ref(), fetched_at, t),
+        &cached,
+    ) {
         return Ok(Some((d.clone(), hops)));
     }
     commit(p, courier::set_directory_fetched_at(t))?;
@@ -97,21 +80,23 @@ pub async fn directory(
         Ok::<_, CliError>((bytes, d))
     }
     .await;
-    match (fetched, cached) {
-        // Keep the newer of the two: a relay may serve an older copy.
-        (Ok((bytes, d)), cached) => {
-            if let Some(c) = cached
-                && c.issued_at > d.issued_at
-            {
-                return Ok(Some((c, hops)));
-            }
+    let (fetched, error) = match fetched {
+        Ok(f) => (Some(f), None),
+        Err(e) => (None, Some(e)),
+    };
+    match (
+        postern_engine::directory::keep(fetched.as_ref().map(|f| &f.1), cached.as_ref()),
+        fetched,
+        cached,
+        error,
+    ) {
+        (Keep::Fetched, Some((bytes, d)), _, _) => {
             commit(p, courier::cache_directory(&bytes))?;
             Ok(Some((d, hops)))
         }
-        // The home relay is unreachable or serves nothing valid: a stale
-        // but valid copy is still better than none.
-        (Err(_), Some(c)) => Ok(Some((c, hops))),
-        (Err(e), None) => Err(e),
+        (Keep::Cached, _, Some(c), _) => Ok(Some((c, hops))),
+        (_, _, _, Some(e)) => Err(e),
+        _ => Err(postern_core::Error::Bug("directory choice").into()),
     }
 }
 
@@ -130,7 +115,11 @@ impl Transport {
         Ok(match (dir, home) {
             (Some((d, hops)), Some(h)) => {
                 let acks = ensure_ack_queue(p, h, net).await?;
-                Transport::onion(&d, now(), acks, hops, *net)
+                Transport::Onion {
+                    net: *net,
+                    router: Router::new(&d, now(), acks, hops),
+                    conns: HashMap::new(),
+                }
             }
             _ => Transport::Direct {
                 net: *net,
@@ -139,40 +128,12 @@ impl Transport {
         })
     }
 
-    /// Onion transport over a verified directory.
-    pub fn onion(
-        d: &Directory,
-        t: UnixTime,
-        acks: (RelayAddress, QueueId),
-        hops: usize,
-        net: Connector,
-    ) -> Transport {
-        let epoch = d.epoch_at(t);
-        let epoch_end = d.epoch_start(epoch.saturating_add(1));
-        let renew_at = UnixTime(
-            epoch_end
-                .millis()
-                .min(t.millis().saturating_add(ONION_TRANSPORT_MAX_AGE_MS)),
-        );
-        Transport::Onion {
-            net,
-            acks,
-            nodes: onion::nodes(d, epoch),
-            epoch,
-            hops,
-            conns: HashMap::new(),
-            down: Vec::new(),
-            renew_at,
-        }
-    }
-
     /// Whether a long-lived transport should be replaced by a fresh one
-    /// (its key epoch has ended, or it is old): packets built for an old
-    /// epoch would stand out at the entry and soon be refused.
+    /// ([`Router::is_outdated`]).
     pub fn is_outdated(&self, t: UnixTime) -> bool {
         match self {
             Transport::Direct { .. } => false,
-            Transport::Onion { renew_at, .. } => t >= *renew_at,
+            Transport::Onion { router, .. } => router.is_outdated(t),
         }
     }
 
@@ -208,7 +169,7 @@ impl Transport {
                 }
                 let c = conns
                     .get_mut(relay)
-                    .ok_or_else(|| CliError::Usage("connection".into()))?;
+                    .ok_or(postern_core::Error::Bug("connection"))?;
                 match c.send(sender_id, blob).await {
                     Err(e @ NetError::Relay(_)) => Err(e.into()),
                     Err(_) => {
@@ -221,145 +182,60 @@ impl Transport {
                     Ok(()) => Ok(()),
                 }
             }
-            Transport::Onion {
-                net,
-                acks,
-                nodes,
-                epoch,
-                hops,
-                conns,
-                down,
-                ..
-            } => {
-                // Relays found unreachable earlier in this run are avoided in
-                // every position, for packets and for acknowledgements.
-                let mut avoid = down.clone();
+            Transport::Onion { net, router, conns } => {
+                let mut put = router.put(relay, sender_id, blob, attempts, previous);
                 let mut last: Option<CliError> = None;
-                let mut previous = previous;
-                for _ in 0..MAX_PATH_ATTEMPTS {
-                    let path =
-                        match onion::choose_path(nodes, relay, *hops, &avoid, &mut rand::rng()) {
-                            Ok(p) => p,
-                            // Every entry failed: report why.
-                            Err(e) => return Err(last.unwrap_or_else(|| e.into())),
-                        };
-                    let ack_path =
-                        onion::choose_path(nodes, &acks.0, *hops, down, &mut rand::rng()).or_else(
-                            |_| onion::choose_path(nodes, &acks.0, *hops, &[], &mut rand::rng()),
-                        )?;
-                    let entry = path
-                        .entry()
-                        .ok_or_else(|| CliError::Usage("empty path".into()))?
-                        .clone();
-                    let (packet, pending) = onion::wrap_with_ack(
-                        &path,
-                        sender_id,
-                        blob,
-                        &ack_path,
-                        &acks.1,
-                        &mut rand::rng(),
-                    )?;
-                    // Recorded before it leaves: a crash cannot lose it.
-                    let cs = courier::record_pending(
-                        p,
-                        &pending,
-                        relay,
-                        sender_id,
-                        blob,
-                        now(),
-                        attempts,
-                        previous.as_ref(),
-                    )?;
-                    commit(p, cs)?;
-                    previous = Some(pending.id);
-                    if !conns.contains_key(&entry.address) {
-                        match net.connect(&entry.address).await {
-                            Ok(c) => {
-                                conns.insert(entry.address.clone(), c);
-                            }
-                            Err(e) => {
-                                avoid.push(entry.id);
-                                down.push(entry.id);
-                                last = Some(e.into());
-                                continue;
-                            }
-                        }
-                    }
-                    let Some(c) = conns.get_mut(&entry.address) else {
-                        continue;
+                loop {
+                    let planned = match put.next(router, p, now(), &mut rand::rng()) {
+                        Ok(Some(planned)) => planned,
+                        Ok(None) => break,
+                        // No path left: report why the last entry failed.
+                        Err(e) => return Err(last.unwrap_or_else(|| e.into())),
                     };
-                    match c.forward(*epoch, &packet).await {
-                        Ok(()) => return Ok(()),
-                        Err(e) => {
-                            conns.remove(&entry.address);
-                            avoid.push(entry.id);
-                            last = Some(e.into());
-                        }
+                    // Recorded before it leaves: a crash cannot lose it.
+                    let Planned {
+                        entry,
+                        epoch,
+                        packet,
+                        changes,
+                    } = planned;
+                    commit(p, changes)?;
+                    let (outcome, err) = forward(net, conns, &entry.address, epoch, &packet).await;
+                    if put.outcome(router, &entry, outcome) {
+                        return Ok(());
                     }
+                    last = err;
                 }
-                Err(last.unwrap_or_else(|| CliError::Usage("no onion path worked".into())))
+                Err(last.unwrap_or_else(|| {
+                    postern_core::Error::NoPath {
+                        reason: "no onion path worked",
+                    }
+                    .into()
+                }))
             }
         }
     }
 
     /// Sends one cover packet over a random path ending at a random
-    /// mailbox relay: a drop, or a loop that comes back to us through a
-    /// reply block. Returns false when not on an onion network.
+    /// mailbox relay (the engine's [`Router::cover`]): a drop, or a loop
+    /// that comes back to us. Returns false when not on an onion network.
     pub async fn send_cover(&mut self, p: &mut Profile) -> Result<bool> {
-        let Transport::Onion {
+        let Transport::Onion { net, router, conns } = self else {
+            return Ok(false);
+        };
+        let Some(planned) = router.cover(p, now(), &mut rand::rng())? else {
+            return Ok(false);
+        };
+        commit(p, planned.changes)?;
+        let (outcome, _) = forward(
             net,
-            acks,
-            nodes,
-            epoch,
-            hops,
             conns,
-            down,
-            ..
-        } = self
-        else {
-            return Ok(false);
-        };
-        let mailboxes: Vec<&Node> = nodes
-            .iter()
-            .filter(|n| n.roles & onion::ROLE_MAILBOX != 0 && !down.contains(&n.id))
-            .collect();
-        let Some(last) = mailboxes
-            .get(usize::try_from(rand::random::<u32>()).unwrap_or(0) % mailboxes.len().max(1))
-            .map(|n| n.address.clone())
-        else {
-            return Ok(false);
-        };
-        let path = onion::choose_path(nodes, &last, *hops, down, &mut rand::rng())?;
-        let entry = path
-            .entry()
-            .ok_or_else(|| CliError::Usage("empty path".into()))?
-            .clone();
-        // Half drops, half loops (which come back as acknowledgements).
-        let packet = if rand::random::<bool>() {
-            onion::cover_packet(&path, &mut rand::rng())?
-        } else {
-            let ack_path = onion::choose_path(nodes, &acks.0, *hops, down, &mut rand::rng())?;
-            let (packet, pending) =
-                onion::loop_packet(&path, &ack_path, &acks.1, &mut rand::rng())?;
-            commit(p, courier::record_loop(p, &pending, now())?)?;
-            packet
-        };
-        if !conns.contains_key(&entry.address) {
-            match net.connect(&entry.address).await {
-                Ok(c) => {
-                    conns.insert(entry.address.clone(), c);
-                }
-                Err(_) => {
-                    down.push(entry.id);
-                    return Ok(true);
-                }
-            }
-        }
-        if let Some(c) = conns.get_mut(&entry.address)
-            && c.forward(*epoch, &packet).await.is_err()
-        {
-            conns.remove(&entry.address);
-        }
+            &planned.entry.address,
+            planned.epoch,
+            &planned.packet,
+        )
+        .await;
+        router.cover_outcome(&planned.entry, outcome);
         Ok(true)
     }
 
@@ -370,6 +246,74 @@ impl Transport {
         };
         for (_, c) in conns {
             let _ = c.close().await;
+        }
+    }
+}
+
+/// Hands a packet to an entry relay over the open link to it (opened if
+/// there is none). A link that fails is dropped.
+async fn forward(
+    net: &Connector,
+    conns: &mut HashMap<RelayAddress, Connection>,
+    entry: &RelayAddress,
+    epoch: u32,
+    packet: &[u8; postern_core::consts::SPHINX_PACKET_BYTES],
+) -> (EntryOutcome, Option<CliError>) {
+    if !conns.contains_key(entry) {
+        match net.connect(entry).await {
+            Ok(c) => {
+                conns.insert(entry.clone(), c);
+            }
+            Err(e) => return (EntryOutcome::Unreachable, Some(e.into())),
+        }
+    }
+    let Some(c) = conns.get_mut(entry) else {
+        return (EntryOutcome::Refused, None);
+    };
+    match c.forward(epoch, packet).await {
+        Ok(()) => (EntryOutcome::Accepted, None),
+        Err(e) => {
+            conns.remove(entry);
+            (EntryOutcome::Refused, Some(e.into()))
+        }
+    }
+}
+
+/// The one set of links a command sends everything through: messages,
+/// receipts, resends and cover packets leave by the same connections, so
+/// an entry relay cannot tell them apart by connection pattern. Built when
+/// first needed; rebuilt when its router is outdated.
+pub struct Links {
+    net: Connector,
+    t: Option<Transport>,
+}
+
+impl Links {
+    /// No links yet; they are made with `net` when first needed.
+    pub fn new(net: Connector) -> Links {
+        Links { net, t: None }
+    }
+
+    /// The transport, built (or rebuilt, when outdated) first if needed.
+    pub async fn get(&mut self, p: &mut Profile) -> Result<&mut Transport> {
+        let stale = self.t.as_ref().is_none_or(|t| t.is_outdated(now()));
+        if stale {
+            // An outdated transport stays until its successor is built.
+            let h = home(p)?;
+            let fresh = Transport::for_profile(p, h.as_ref(), &self.net).await?;
+            if let Some(old) = self.t.replace(fresh) {
+                old.close().await;
+            }
+        }
+        self.t
+            .as_mut()
+            .ok_or_else(|| postern_core::Error::Bug("links").into())
+    }
+
+    /// Closes every connection.
+    pub async fn close(self) {
+        if let Some(t) = self.t {
+            t.close().await;
         }
     }
 }
@@ -413,7 +357,7 @@ pub fn is_local_failure(e: &CliError) -> bool {
 pub struct Resent {
     /// Blobs sent again.
     pub resent: usize,
-    /// Blobs given up after [`MAX_SEND_ATTEMPTS`].
+    /// Blobs given up after [`route::MAX_SEND_ATTEMPTS`].
     pub gave_up: usize,
     /// Blobs that could not leave this time (no path, no entry reachable);
     /// each such try counts as an attempt.
@@ -421,29 +365,25 @@ pub struct Resent {
 }
 
 /// Sends again, over fresh paths, every blob whose acknowledgement has
-/// not come within `timeout_ms`. A blob that cannot leave now does not
-/// stop the others; only a failure of the profile itself is an error.
+/// not come within `timeout_ms` (the engine's [`route::resend`] decides).
+/// A blob that cannot leave now does not stop the others; only a failure
+/// of the profile itself is an error.
 pub async fn resend_overdue(p: &mut Profile, t: &mut Transport, timeout_ms: u64) -> Result<Resent> {
     let mut r = Resent::default();
     if !t.is_onion() {
         return Ok(r);
     }
-    let cutoff = UnixTime(now().millis().saturating_sub(timeout_ms));
-    for u in courier::overdue(p, cutoff)? {
-        if u.attempts >= MAX_SEND_ATTEMPTS {
-            commit(p, courier::forget_pending(p, &u.id)?)?;
-            r.gave_up += 1;
-            continue;
-        }
+    for u in courier::overdue(p, route::overdue_cutoff(now(), timeout_ms))? {
+        let attempt = match route::resend(&u) {
+            route::Resend::GiveUp => {
+                commit(p, courier::forget_pending(p, &u.id)?)?;
+                r.gave_up += 1;
+                continue;
+            }
+            route::Resend::Send { attempt } => attempt,
+        };
         match t
-            .put_attempt(
-                p,
-                &u.relay,
-                &u.sender_id,
-                &u.blob,
-                u.attempts + 1,
-                Some(u.id),
-            )
+            .put_attempt(p, &u.relay, &u.sender_id, &u.blob, attempt, Some(u.id))
             .await
         {
             Ok(()) => r.resent += 1,
@@ -502,33 +442,6 @@ mod tests {
         )
         .unwrap();
         (signed, authority)
-    }
-
-    /// An onion transport built during an epoch is outdated when that
-    /// epoch ends, or after ONION_TRANSPORT_MAX_AGE_MS, whichever is first.
-    #[test]
-    fn an_onion_transport_is_renewed_at_the_end_of_its_epoch() {
-        let epoch_secs = 3_600u64;
-        // 50 minutes into an hourly epoch (1.8e12 ms is a whole hour).
-        let t = UnixTime(1_800_000_000_000 + 50 * 60_000);
-        let (signed, authority) = signed_directory(t, 86_400_000, epoch_secs);
-        let d = Directory::verify(&signed, &[authority.public().unwrap()], 1, t).unwrap();
-        let acks = (RelayAddress::new("127.0.0.1", 7000, None).unwrap(), [0; 16]);
-        let tr = Transport::onion(&d, t, acks.clone(), 3, Connector::default());
-        assert!(!tr.is_outdated(t.plus_millis(10 * 60_000 - 1)));
-        assert!(tr.is_outdated(t.plus_millis(10 * 60_000)));
-        // Built 5 minutes before the epoch ends: renewed at its end.
-        let late = t.plus_millis(5 * 60_000);
-        let tr = Transport::onion(&d, late, acks, 3, Connector::default());
-        assert!(!tr.is_outdated(late.plus_millis(5 * 60_000 - 1)));
-        assert!(tr.is_outdated(late.plus_millis(5 * 60_000)));
-        assert!(
-            !Transport::Direct {
-                net: Connector::default(),
-                conns: HashMap::new()
-            }
-            .is_outdated(late)
-        );
     }
 
     /// A stale cached directory whose relay serves nothing better is asked

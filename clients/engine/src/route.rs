@@ -334,7 +334,7 @@ pub fn lost_loop_cutoff(now: UnixTime, ack_timeout_ms: u64) -> UnixTime {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::*;
     use crate::testing::{relay, signed_directory};
