@@ -11,7 +11,10 @@
 //!   the packets that relay stores reach it over relay links only.
 //!
 //! Cover traffic (drop and loop packets from `postern watch`) is part of
-//! the capture and held to the same rule.
+//! the capture and held to the same rule. While watching, a client sends
+//! receipts, resends and cover through one set of links: the capture shows
+//! at most one connection per entry relay, however many packets of each
+//! kind left.
 //!
 //! The users leave from their own loopback addresses (Alice 127.0.0.2,
 //! Bob 127.0.0.3, relays 127.0.0.1) so each connection's owner is visible.
@@ -162,6 +165,53 @@ fn every_record_on_every_link_has_one_size_and_the_sender_never_meets_the_mailbo
         "no loop came back: {out}"
     );
 
+    // One set of links: Alice watches again while Bob writes to her. Her
+    // watch sends receipts for his texts, resends (an acknowledgement
+    // timeout of 1 ms makes every packet overdue at once) and cover, all
+    // through the same connections: none is opened for a kind of packet,
+    // so an entry relay cannot tell the kinds apart by connection.
+    let linked = SystemTime::now();
+    let mut watcher = alice
+        .command(&["watch", "--cover-per-minute", "600"])
+        .env("POSTERN_ACK_TIMEOUT_MS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = harness::lines_of(watcher.stdout.take().unwrap());
+    let mut out = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !out.contains("watching") {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    let texts: Vec<String> = (0..3).map(|i| format!("linked note {i}")).collect();
+    for t in &texts {
+        bob.ok(&["send", "Alice", t]).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = |out: &str| texts.iter().all(|t| out.contains(t.as_str())) && out.contains("resent");
+    while Instant::now() < deadline && !done(&out) {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    // A little more cover and resending on the same links.
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = Command::new("kill")
+        .args(["-INT", &watcher.id().to_string()])
+        .status();
+    assert!(watcher.wait().unwrap().success());
+    while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
+        out.push_str(&l);
+        out.push('\n');
+    }
+    assert!(done(&out), "texts not received or nothing resent: {out}");
+    assert!(out.contains("cover traffic: "), "{out}");
+
     // Relays shut down cleanly, so every connection ends inside the capture.
     net.stop().unwrap();
     let segments = tcpdump.stop();
@@ -174,6 +224,10 @@ fn every_record_on_every_link_has_one_size_and_the_sender_never_meets_the_mailbo
     );
     let mut frames = [0usize; 2];
     let mut relay_links_into_bobs = 0;
+    // Alice's connections while she watched the second time, by relay,
+    // and the frames she sent over them.
+    let mut linked_conns: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut linked_frames = 0usize;
     for c in &conns {
         let relay = relay_of(c.server.1).unwrap();
         let who = match c.client.0 {
@@ -201,6 +255,10 @@ fn every_record_on_every_link_has_one_size_and_the_sender_never_meets_the_mailbo
             "{what}: {} frames sent, none came back",
             here[0]
         );
+        if c.client.0 == ALICE_IP && c.opened >= linked {
+            *linked_conns.entry(relay).or_default() += 1;
+            linked_frames += here[0];
+        }
         // The mailbox relay never sees the sender's connection.
         if c.client.0 == ALICE_IP {
             assert!(
@@ -224,6 +282,23 @@ fn every_record_on_every_link_has_one_size_and_the_sender_never_meets_the_mailbo
     assert!(
         frames[0] >= 50 && frames[1] >= 50,
         "{frames:?} frame records"
+    );
+    // At most one link per entry relay; on her own relay also the fetch
+    // and the notification connection (and a directory fetch). Every
+    // receipt, resend and cover packet went over these.
+    eprintln!(
+        "while watching, Alice opened {linked_conns:?} (relay: connections) and sent {linked_frames} frames"
+    );
+    for (relay, n) in &linked_conns {
+        let most = if *relay == 1 { 4 } else { 1 };
+        assert!(
+            *n <= most,
+            "Alice opened {n} connections to relay {relay} while watching: {linked_conns:?}"
+        );
+    }
+    assert!(
+        linked_frames >= 20,
+        "only {linked_frames} frames while watching"
     );
     eprintln!(
         "{} connections; {} frame records to relays ({RECORD_TO_RELAY} bytes each), {} to clients ({RECORD_TO_CLIENT} bytes each)",
