@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod config;
 pub mod directory;
+pub mod hop;
 pub mod keys;
 pub mod metrics;
 pub mod mix;

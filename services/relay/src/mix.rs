@@ -17,14 +17,14 @@ use std::time::Duration;
 
 use postern_core::RelayAddress;
 use postern_core::consts::SPHINX_PACKET_BYTES;
-use postern_core::crypto::sphinx::NodeSecret;
-use postern_core::onion::{self, HopAction};
-use postern_core::relay_proto::{Blob, ErrorCode, QueueId};
+use postern_core::onion;
+use postern_core::relay_proto::ErrorCode;
 use postern_core::time::UnixTime;
-use zeroize::Zeroizing;
 
+use crate::hop::{self, Decision};
+pub use crate::hop::{Topology, Work};
 use crate::metrics::Metrics;
-use crate::replay::{ReplayCache, Seen};
+use crate::replay::ReplayCache;
 
 /// Packets waiting for their delay or their next hop, beyond which new
 /// ones are refused (`RateLimited`): memory stays bounded.
@@ -33,18 +33,6 @@ pub const MAX_PACKETS_IN_FLIGHT: usize = 100_000;
 /// only after its tag is on disk, so a crash cannot reopen the replay
 /// window; this bounds the extra delay per hop.
 pub const REPLAY_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
-
-/// What the mix needs to know about the network and its own keys.
-pub trait Topology: Send + Sync {
-    /// This relay's Sphinx node id (None until it is in a directory).
-    fn own_id(&self) -> Option<[u8; 32]>;
-    /// Where the relay with this id listens, from the current directory.
-    fn address_of(&self, id: &[u8; 32]) -> Option<RelayAddress>;
-    /// This relay's Sphinx secret for `epoch`, if it holds one now.
-    fn secret(&self, epoch: u32, now: UnixTime) -> Option<Zeroizing<[u8; 32]>>;
-    /// Whether tags of `epoch` may still be needed (its key is held).
-    fn keep_epoch(&self, epoch: u32, now: UnixTime) -> bool;
-}
 
 /// What the connection handler does after [`Mix::accept`]: answer `Ok`
 /// at once in every case. The previous hop learns nothing from the answer
@@ -58,33 +46,6 @@ pub enum Accepted {
     Dropped,
     /// Last-hop work to run after answering, once [`Pending::tag_synced`].
     Later(Pending),
-}
-
-/// What a last hop does with a packet, once its replay tag is on disk.
-#[derive(Debug)]
-pub enum Work {
-    /// Put this blob into the queue, then send the acknowledgement.
-    Deliver {
-        /// The queue's sender id.
-        sender_id: QueueId,
-        /// The blob.
-        blob: Blob,
-        /// The sender's reply block for the acknowledgement.
-        ack: Option<onion::AckBlock>,
-    },
-    /// Store these two blobs (an acknowledgement for one of this relay's
-    /// users) in the queue.
-    Reply {
-        /// The acknowledgement queue's sender id.
-        queue: QueueId,
-        /// The two blobs.
-        blobs: [Blob; 2],
-    },
-    /// A loop packet: send it back through its reply block.
-    Loop {
-        /// The reply block.
-        ack: onion::AckBlock,
-    },
 }
 
 /// Last-hop work held until the packet's replay tag is synced to disk, so
@@ -213,63 +174,41 @@ impl Mix {
         packet: &[u8; SPHINX_PACKET_BYTES],
     ) -> Result<Accepted, ErrorCode> {
         let t = now();
-        let own = self
-            .topology
-            .own_id()
-            .ok_or_else(|| self.drop_packet(ErrorCode::NoDirectory))?;
-        let secret = self
-            .topology
-            .secret(epoch, t)
-            .ok_or_else(|| self.drop_packet(ErrorCode::UnknownEpoch))?;
-        let key = NodeSecret::from_bytes(&secret);
         // Peel first (cheap to refuse garbage without touching the cache),
         // then record the tag: only authentic packets take cache space.
-        let (tag, action) = onion::peel(packet, &key, &own, self.mean_delay_ms, &mut rand::rng())
-            .map_err(|_| self.drop_packet(ErrorCode::BadPacket))?;
+        let opened = hop::open(
+            self.topology.as_ref(),
+            self.mean_delay_ms,
+            epoch,
+            packet,
+            t,
+            &mut rand::rng(),
+        )
+        .map_err(|c| self.drop_packet(c))?;
         let seen = {
             let mut r = self
                 .replay
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            r.insert(epoch, tag)
-        };
-        match seen {
-            Ok(Seen::Fresh) => {}
-            Ok(Seen::Replay) => return Err(self.drop_packet(ErrorCode::ReplayedPacket)),
-            Ok(Seen::Full) => return Err(self.drop_packet(ErrorCode::RateLimited)),
-            Err(_) => return Err(self.drop_packet(ErrorCode::Internal)),
+            r.insert(epoch, opened.tag)
         }
-        let work = match action {
-            HopAction::Deliver {
-                sender_id,
-                blob,
-                ack,
-            } => Work::Deliver {
-                sender_id,
-                blob,
-                ack,
-            },
-            HopAction::Drop => {
+        .map_err(|_| self.drop_packet(ErrorCode::Internal))?;
+        let work = match hop::decide(self.topology.as_ref(), opened, seen)
+            .map_err(|c| self.drop_packet(c))?
+        {
+            Decision::Later(work) => work,
+            Decision::Drop => {
                 // Refused exactly when real last-hop work would be, so a
                 // busy relay's answer does not tell cover from a message.
                 self.take_slot()?;
                 self.in_flight.fetch_sub(1, Ordering::Relaxed);
                 return Ok(Accepted::Dropped);
             }
-            HopAction::Loop { ack } => Work::Loop { ack },
-            HopAction::Reply { queue, id, payload } => Work::Reply {
-                queue,
-                blobs: onion::reply_blobs(&id, &payload),
-            },
-            HopAction::Forward {
+            Decision::Forward {
                 next,
                 delay_ms,
                 packet,
             } => {
-                let addr = self
-                    .topology
-                    .address_of(&next)
-                    .ok_or_else(|| self.drop_packet(ErrorCode::UnknownNextHop))?;
                 self.take_slot()?;
                 // The tag was recorded in round `r` or later: wait for a
                 // completed flush after it.
@@ -281,7 +220,7 @@ impl Mix {
                         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                     }
                     if durable(&mut flushed, r).await {
-                        me.send_on(&addr, epoch, &packet).await;
+                        me.send_on(&next, epoch, &packet).await;
                     }
                     me.in_flight.fetch_sub(1, Ordering::Relaxed);
                 });
@@ -315,11 +254,7 @@ impl Mix {
     /// Sends a delivery acknowledgement through the sender's reply block
     /// (after the blob is durably stored). A bad block is dropped.
     pub fn acknowledge(self: &Arc<Self>, epoch: u32, block: &onion::AckBlock) {
-        let Ok((first, packet)) = onion::ack_packet(block) else {
-            self.metrics.packets_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let Some(addr) = self.topology.address_of(&first) else {
+        let Ok((addr, packet)) = hop::acknowledgement(self.topology.as_ref(), block) else {
             self.metrics.packets_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -434,7 +369,9 @@ impl Mix {
 mod tests {
     use super::*;
     use postern_core::consts::BLOB_BYTES;
+    use postern_core::crypto::sphinx::NodeSecret;
     use postern_core::onion::{Node, Path};
+    use zeroize::Zeroizing;
 
     /// One relay that is the last hop of every test packet.
     struct Alone {
