@@ -18,13 +18,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use postern_core::consts::MAX_FETCH;
-use postern_core::courier::{self, CreatedQueue, Invitation, Outgoing, QueueKeys, Received};
+use postern_core::courier::{self, CreatedQueue, Invitation, Outgoing, QueueKeys};
 use postern_core::crypto::kdf::KdfParams;
 use postern_core::e2e::{self, Verification};
 use postern_core::error::HasKind;
 use postern_core::message::{Body, Envelope, FileInfo, Image, Text, Voice};
 use postern_core::store::{ChangeSet, OutboxEntry};
 use postern_core::{Address, ErrorKind, KvStore, RelayAddress, UnixTime, attachment};
+use postern_engine::inbox::{self, Receipts};
+use postern_engine::outbox;
 use postern_engine::{Due, Millis, Schedule, WatchConfig};
 use postern_net::{Connection, Connector, NetError};
 use postern_store::{Profile, ProfileError, Unlock};
@@ -576,21 +578,14 @@ async fn deliver(p: &mut Profile, t: &mut Transport, id: [u8; 16], out: &Outgoin
     for b in &out.blobs {
         t.put(p, &out.relay, &out.sender_id, b).await?;
     }
-    let mut cs = ChangeSet::new();
-    cs.remove_outbox(id);
-    commit(p, cs)
+    Ok(outbox::sent(p, id)?)
 }
 
 /// Sends whatever an earlier run committed but could not send.
 async fn flush_outbox(p: &mut Profile, links: &mut Links) -> Result<()> {
-    let entries = p.outbox()?;
-    if entries.is_empty() {
-        return Ok(());
-    }
-    for e in entries {
-        let out = Outgoing::from_bytes(&e.payload)?;
+    for (id, out) in outbox::waiting(p)? {
         let t = links.get(p).await?;
-        deliver(p, t, e.id, &out).await?;
+        deliver(p, t, id, &out).await?;
     }
     Ok(())
 }
@@ -647,13 +642,7 @@ async fn send_body(
     peer: &Address,
     body: Body,
 ) -> Result<Envelope> {
-    let (env, out, mut cs) = courier::send(p, peer, body, None, now(), &mut rand::rng())?;
-    cs.add_outbox(OutboxEntry {
-        id: env.id,
-        peer: *peer,
-        payload: out.to_bytes(),
-    });
-    commit(p, cs)?;
+    let (env, out) = outbox::queue(p, peer, body, None, now(), &mut rand::rng())?;
     queued_hint(deliver(p, t, env.id, &out).await)?;
     Ok(env)
 }
@@ -802,7 +791,7 @@ async fn sync(p: &mut Profile, cx: &Ctx, dl: &Path, links: &mut Links) -> Result
         by_relay.entry(q.relay.to_string()).or_default().push(q);
     }
     let mut received = 0usize;
-    let mut delivered = Delivered::new();
+    let mut receipts = Receipts::new();
     for qs in by_relay.values() {
         let Some(first) = qs.first() else { continue };
         let mut conn = cx.net.connect(&first.relay).await?;
@@ -814,12 +803,10 @@ async fn sync(p: &mut Profile, cx: &Ctx, dl: &Path, links: &mut Links) -> Result
                 if items.is_empty() {
                     break;
                 }
-                let ids = if q.acks {
-                    process_acks(p, cx, &items)?
-                } else {
+                if !q.acks {
                     received += items.len();
-                    process(p, &q.recipient_id, items, dl, &mut delivered)?
-                };
+                }
+                let ids = handle(p, cx, q, &items, dl, &mut receipts)?;
                 if ids.is_empty() {
                     break;
                 }
@@ -834,35 +821,33 @@ async fn sync(p: &mut Profile, cx: &Ctx, dl: &Path, links: &mut Links) -> Result
     if received == 0 {
         println!("no new messages");
     }
-    send_receipts(p, links, delivered).await
+    send_receipts(p, links, receipts).await
 }
 
-/// Confirms onion deliveries from the acknowledgement queue; returns the
-/// ids to acknowledge. A lone half of a reply waits for its other half
-/// (it is acknowledged once it is paired, or expires on the relay).
-fn process_acks(p: &mut Profile, cx: &Ctx, items: &[postern_net::Item]) -> Result<Vec<u64>> {
-    let blobs: Vec<&[u8; postern_core::consts::BLOB_BYTES]> =
-        items.iter().map(|i| &*i.blob).collect();
-    let pairs = postern_core::onion::pair_replies(&blobs);
-    let (got, cs) = courier::receive_acks(p, &blobs)?;
-    commit(p, cs)?;
-    if got.delivered > 0 {
-        println!(
-            "✓ {} packet(s) confirmed delivered through the onion network",
-            got.delivered
-        );
-    }
+/// Hands fetched items to the engine's inbox and shows what came of them;
+/// returns the ids to acknowledge to the relay.
+fn handle(
+    p: &mut Profile,
+    cx: &Ctx,
+    q: &courier::OwnQueue,
+    items: &[postern_net::Item],
+    dl: &Path,
+    receipts: &mut Receipts,
+) -> Result<Vec<u64>> {
+    let batch = inbox::receive(
+        p,
+        q,
+        items.iter().map(|i| (i.id, &i.blob)),
+        now(),
+        &mut rand::rng(),
+        receipts,
+    )?;
     cx.loops_back
-        .set(cx.loops_back.get().saturating_add(got.loops));
-    let mut ids = Vec::new();
-    for (_, _, [a, b]) in pairs {
-        for i in [a, b] {
-            if let Some(item) = items.get(i) {
-                ids.push(item.id);
-            }
-        }
+        .set(cx.loops_back.get().saturating_add(batch.loops_back));
+    for e in batch.events {
+        show(p, e, dl)?;
     }
-    Ok(ids)
+    Ok(batch.ack)
 }
 
 /// Sends again whatever the onion network has not acknowledged in time.
@@ -904,55 +889,26 @@ async fn resend(p: &mut Profile, links: &mut Links, timeout_ms: u64) -> Result<(
     Ok(())
 }
 
-/// Messages received per contact, to acknowledge with delivery receipts.
-type Delivered = BTreeMap<Address, Vec<[u8; 16]>>;
-
-/// Tells each contact which of its messages arrived (one receipt message
-/// per `MAX_RECEIPT_IDS` ids).
-async fn send_receipts(p: &mut Profile, links: &mut Links, delivered: Delivered) -> Result<()> {
-    for (peer, ids) in delivered {
-        for chunk in ids.chunks(postern_core::consts::MAX_RECEIPT_IDS) {
-            let t = links.get(p).await?;
-            send_body(p, t, &peer, Body::Receipt(chunk.to_vec())).await?;
-        }
+/// Tells each contact which of its messages arrived (the engine makes one
+/// receipt message per `MAX_RECEIPT_IDS` ids).
+async fn send_receipts(p: &mut Profile, links: &mut Links, receipts: Receipts) -> Result<()> {
+    for (peer, body) in inbox::receipt_bodies(receipts) {
+        let t = links.get(p).await?;
+        send_body(p, t, &peer, body).await?;
     }
     Ok(())
 }
 
-/// Handles fetched items; returns the ids to acknowledge (all of them:
-/// a hostile blob is reported and dropped, never retried forever).
-fn process(
-    p: &mut Profile,
-    queue: &[u8; 16],
-    items: Vec<postern_net::Item>,
-    dl: &Path,
-    delivered: &mut Delivered,
-) -> Result<Vec<u64>> {
-    let mut ids = Vec::with_capacity(items.len());
-    for item in items {
-        match courier::receive(p, queue, &item.blob, now(), &mut rand::rng()) {
-            Ok((got, cs)) => {
-                commit(p, cs)?;
-                if let Received::Message { from, envelope } = &got
-                    && matches!(
-                        envelope.body,
-                        Body::Text(_) | Body::Image(_) | Body::File(_) | Body::Voice(_)
-                    )
-                {
-                    delivered.entry(*from).or_default().push(envelope.id);
-                }
-                report(p, got, dl)?;
-            }
-            Err(e) => eprintln!("dropped a bad item: {e}"),
-        }
-        ids.push(item.id);
-    }
-    Ok(ids)
-}
-
-fn report(p: &Profile, got: Received, dl: &Path) -> Result<()> {
-    match got {
-        Received::NewContact {
+/// Prints one event from the inbox; a complete attachment is saved.
+fn show(p: &Profile, e: inbox::Event, dl: &Path) -> Result<()> {
+    let name = |from: &Address| -> Result<String> {
+        let n = courier::route(p, from)?
+            .map(|r| r.display_name)
+            .unwrap_or_default();
+        Ok(output::name_or(&n, from))
+    };
+    match e {
+        inbox::Event::NewContact {
             peer,
             display_name,
             early,
@@ -965,43 +921,16 @@ fn report(p: &Profile, got: Received, dl: &Path) -> Result<()> {
                 }
             }
         }
-        Received::Message { from, envelope } => {
-            let name = courier::route(p, &from)?
-                .map(|r| r.display_name)
-                .unwrap_or_default();
+        inbox::Event::Message { from, envelope } => {
             if let Some(line) = output::describe(&envelope.body) {
-                println!("{} → you: {line}", output::name_or(&name, &from));
-            }
-            // Chunks that came before their message may already make it
-            // complete.
-            let aref = match &envelope.body {
-                Body::Image(i) => Some(&i.attachment),
-                Body::File(f) => Some(&f.attachment),
-                Body::Voice(v) => Some(&v.attachment),
-                _ => None,
-            };
-            if let Some(a) = aref
-                && attachment::missing_chunks(p, a)?.is_empty()
-            {
-                let file_name = output::download_name(Some(&envelope.body), &envelope.id);
-                let path = output::save_attachment(p, a, dl, &file_name)?;
-                println!(
-                    "{} → you: saved {} ({} bytes, digest checked)",
-                    output::name_or(&name, &from),
-                    path.display(),
-                    a.size
-                );
+                println!("{} → you: {line}", name(&from)?);
             }
         }
-        Received::Chunk {
+        inbox::Event::AttachmentReady {
             from,
             message_id,
             attachment: aref,
-            missing: 0,
         } => {
-            let name = courier::route(p, &from)?
-                .map(|r| r.display_name)
-                .unwrap_or_default();
             let hist = p.history(&from, NAME_LOOKUP_MESSAGES)?;
             let body = hist
                 .iter()
@@ -1012,12 +941,15 @@ fn report(p: &Profile, got: Received, dl: &Path) -> Result<()> {
             let path = output::save_attachment(p, &aref, dl, &file_name)?;
             println!(
                 "{} → you: saved {} ({} bytes, digest checked)",
-                output::name_or(&name, &from),
+                name(&from)?,
                 path.display(),
                 aref.size
             );
         }
-        _ => {}
+        inbox::Event::Confirmed { packets } => {
+            println!("✓ {packets} packet(s) confirmed delivered through the onion network");
+        }
+        inbox::Event::Dropped { kind } => eprintln!("dropped a bad item ({kind:?})"),
     }
     Ok(())
 }
@@ -1303,16 +1235,12 @@ async fn drain(
         if items.is_empty() {
             return Ok(());
         }
-        let mut delivered = Delivered::new();
-        let ids = if q.acks {
-            process_acks(p, cx, &items)?
-        } else {
-            process(p, &q.recipient_id, items, dl, &mut delivered)?
-        };
+        let mut receipts = Receipts::new();
+        let ids = handle(p, cx, q, &items, dl, &mut receipts)?;
         if !ids.is_empty() {
             conn.ack(&q.recipient_id, &q.queue_key, &ids).await?;
         }
-        send_receipts(p, links, delivered).await?;
+        send_receipts(p, links, receipts).await?;
         if !more || ids.is_empty() {
             return Ok(());
         }

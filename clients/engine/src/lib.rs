@@ -18,8 +18,13 @@
 //! - [`schedule`]: the watch loop's timers (cover on its Poisson schedule,
 //!   resends, keepalives, reconnect backoff, other relays).
 //! - [`directory`]: when a cached directory is used and when it is fetched.
+//! - [`outbox`]: commit, then send.
+//! - [`inbox`]: what fetched blobs become (events, receipts, which items
+//!   to acknowledge).
 
 pub mod directory;
+pub mod inbox;
+pub mod outbox;
 pub mod route;
 pub mod schedule;
 

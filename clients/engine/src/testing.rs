@@ -48,3 +48,55 @@ pub fn signed_directory(
     let d = Directory::verify(&signed, &[authority.public().unwrap()], 1, t).unwrap();
     (signed, d)
 }
+
+/// A queue on test relay `at`.
+pub fn queue(r: &mut ChaCha20Rng, at: u16) -> postern_core::courier::CreatedQueue {
+    use rand_core::RngCore as _;
+    let (mut recipient_id, mut sender_id) = ([0u8; 16], [0u8; 16]);
+    r.fill_bytes(&mut recipient_id);
+    r.fill_bytes(&mut sender_id);
+    postern_core::courier::CreatedQueue {
+        relay: relay(at),
+        keys: postern_core::courier::QueueKeys::generate(r),
+        recipient_id,
+        sender_id,
+    }
+}
+
+/// Alice and Bob through a real invitation: Alice's store, her
+/// invitation queue, Bob's store, and the introduction blobs Bob sent
+/// (not yet received).
+pub struct Pair {
+    pub alice: postern_core::MemStore,
+    pub alice_addr: postern_core::Address,
+    pub alice_queue: postern_core::courier::CreatedQueue,
+    pub bob: postern_core::MemStore,
+    pub bob_addr: postern_core::Address,
+    pub intro: Vec<postern_core::relay_proto::Blob>,
+}
+
+pub fn pair(r: &mut ChaCha20Rng, t: UnixTime) -> Pair {
+    use postern_core::{KvStore as _, MemStore, courier, e2e};
+    let mut alice = MemStore::new();
+    let (alice_addr, cs) = e2e::create_identity(&alice, t, r).unwrap();
+    alice.commit(cs).unwrap();
+    let mut bob = MemStore::new();
+    let (bob_addr, cs) = e2e::create_identity(&bob, t, r).unwrap();
+    bob.commit(cs).unwrap();
+    let alice_queue = queue(r, 0);
+    let (inv, payload, cs) =
+        courier::create_invitation(&alice, &alice_queue, "Alice", t, r).unwrap();
+    alice.commit(cs).unwrap();
+    let bq = queue(r, 1);
+    let (_, intro, cs) =
+        courier::accept_invitation(&bob, &inv, &payload, &bq, "Bob", t, r).unwrap();
+    bob.commit(cs).unwrap();
+    Pair {
+        alice,
+        alice_addr,
+        alice_queue,
+        bob,
+        bob_addr,
+        intro: intro.blobs,
+    }
+}

@@ -1,0 +1,87 @@
+//! Commit, then send: a message is sealed and put into the outbox in one
+//! change set before any of it leaves, and leaves the outbox only once
+//! every blob has been handed on. A crash or a failed send at any point
+//! leaves it in the outbox, and the next run sends it (the courier's
+//! duplicate detection makes a second copy harmless).
+
+use postern_core::courier::{self, Outgoing};
+use postern_core::message::{Body, Envelope};
+use postern_core::store::{ChangeSet, OutboxEntry};
+use postern_core::{Address, Error, KvStore, UnixTime};
+use rand_core::{CryptoRng, RngCore};
+
+/// Seals `body` for `peer` and puts it into the outbox, in one commit.
+pub fn queue<R: RngCore + CryptoRng>(
+    store: &mut dyn KvStore,
+    peer: &Address,
+    body: Body,
+    reply_to: Option<[u8; 16]>,
+    now: UnixTime,
+    rng: &mut R,
+) -> Result<(Envelope, Outgoing), Error> {
+    let (env, out, mut cs) = courier::send(&*store, peer, body, reply_to, now, rng)?;
+    cs.add_outbox(OutboxEntry {
+        id: env.id,
+        peer: *peer,
+        payload: out.to_bytes(),
+    });
+    store.commit(cs)?;
+    Ok((env, out))
+}
+
+/// Every blob of outbox entry `id` has left: it is removed.
+pub fn sent(store: &mut dyn KvStore, id: [u8; 16]) -> Result<(), Error> {
+    let mut cs = ChangeSet::new();
+    cs.remove_outbox(id);
+    store.commit(cs)?;
+    Ok(())
+}
+
+/// What waits in the outbox, oldest first, decoded.
+pub fn waiting(store: &dyn KvStore) -> Result<Vec<([u8; 16], Outgoing)>, Error> {
+    store
+        .outbox()?
+        .into_iter()
+        .map(|e| Ok((e.id, Outgoing::from_bytes(&e.payload)?)))
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::testing::pair;
+    use postern_core::message::Text;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    const T: UnixTime = UnixTime(1_800_000_000_000);
+
+    #[test]
+    fn a_message_is_in_the_outbox_before_it_leaves_and_only_until_it_has() {
+        let mut r = ChaCha20Rng::seed_from_u64(1);
+        let mut p = pair(&mut r, T);
+        assert!(waiting(&p.bob).unwrap().is_empty());
+        let body = Body::Text(Text("kept until sent".into()));
+        let (env, out) = queue(&mut p.bob, &p.alice_addr, body, None, T, &mut r).unwrap();
+        // A restart here (nothing sent yet) finds it, blob for blob.
+        let w = waiting(&p.bob).unwrap();
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].0, env.id);
+        assert_eq!(w[0].1.blobs, out.blobs);
+        // The message is in the history at once.
+        assert_eq!(p.bob.history(&p.alice_addr, 10).unwrap().len(), 1);
+        sent(&mut p.bob, env.id).unwrap();
+        assert!(waiting(&p.bob).unwrap().is_empty());
+    }
+
+    #[test]
+    fn nothing_is_queued_for_a_stranger() {
+        let mut r = ChaCha20Rng::seed_from_u64(2);
+        let mut p = pair(&mut r, T);
+        let stranger = p.bob_addr;
+        let body = Body::Text(Text("to myself".into()));
+        assert!(queue(&mut p.alice, &stranger, body, None, T, &mut r).is_err());
+        assert!(waiting(&p.alice).unwrap().is_empty());
+    }
+}
