@@ -36,6 +36,7 @@ use postern_core::message::{Body, Text};
 use postern_core::onion::{self, Node};
 use postern_core::relay_proto::{Blob, ErrorCode, QueueId};
 use postern_core::{Address, ChangeSet, KvStore as _, MemStore, RelayAddress, UnixTime, e2e};
+use postern_engine::inbox;
 use postern_engine::route::{self, EntryOutcome, Planned, Router};
 use postern_engine::schedule::{Due, Millis, Schedule, WatchConfig};
 use postern_relay::hop::{self, Decision, Topology, Work};
@@ -830,13 +831,29 @@ impl Sim {
             }
             let now = self.courier_now();
             if q.acks {
-                let refs: Vec<&[u8; BLOB_BYTES]> = blobs.iter().map(|b| &**b).collect();
-                let pairs = onion::pair_replies(&refs).len();
-                let (got, cs) = courier::receive_acks(&self.users[user].user.store, &refs).unwrap();
-                let n = got.total();
-                self.users[user].user.apply(cs);
+                // The engine's inbox, as every client runs it.
+                let items = blobs.iter().enumerate().map(|(i, b)| (i as u64, b));
+                let batch = inbox::receive(
+                    &mut self.users[user].user.store,
+                    &q,
+                    items,
+                    now,
+                    &mut self.crypto,
+                    &mut inbox::Receipts::new(),
+                )
+                .unwrap();
+                let pairs = batch.ack.len() / 2;
+                let confirmed: usize = batch
+                    .events
+                    .iter()
+                    .map(|e| match e {
+                        inbox::Event::Confirmed { packets } => *packets,
+                        _ => 0,
+                    })
+                    .sum();
+                let n = confirmed + batch.loops_back;
                 self.stats.acks_confirmed += n as u64;
-                self.stats.loops_back += got.loops as u64;
+                self.stats.loops_back += batch.loops_back as u64;
                 self.stats.stale_acks += (pairs - n) as u64;
             } else {
                 for b in &blobs {
