@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use postern_core::consts::MAX_FETCH;
 use postern_core::courier::{self, CreatedQueue, Invitation, Outgoing, QueueKeys};
 use postern_core::crypto::kdf::KdfParams;
 use postern_core::e2e::{self, Verification};
@@ -35,8 +34,6 @@ use transport::{Links, Transport};
 /// Environment variable holding the profile passphrase (otherwise the OS
 /// keychain holds the profile key).
 const PASSPHRASE_ENV: &str = "POSTERN_PASSPHRASE";
-/// How many blobs one sync fetches per request.
-const FETCH_BATCH: u32 = MAX_FETCH;
 /// Cover packets per minute `watch` sends by default (modest: about one
 /// every ten seconds).
 const DEFAULT_COVER_PER_MINUTE: u32 = 6;
@@ -796,25 +793,7 @@ async fn sync(p: &mut Profile, cx: &Ctx, dl: &Path, links: &mut Links) -> Result
         let Some(first) = qs.first() else { continue };
         let mut conn = cx.net.connect(&first.relay).await?;
         for q in qs {
-            loop {
-                let (items, more) = conn
-                    .fetch(&q.recipient_id, &q.queue_key, FETCH_BATCH)
-                    .await?;
-                if items.is_empty() {
-                    break;
-                }
-                if !q.acks {
-                    received += items.len();
-                }
-                let ids = handle(p, cx, q, &items, dl, &mut receipts)?;
-                if ids.is_empty() {
-                    break;
-                }
-                conn.ack(&q.recipient_id, &q.queue_key, &ids).await?;
-                if !more {
-                    break;
-                }
-            }
+            received += fetch_all(p, cx, &mut conn, q, dl, &mut receipts).await?;
         }
         conn.close().await?;
     }
@@ -1228,21 +1207,40 @@ async fn drain(
     dl: &Path,
     links: &mut Links,
 ) -> Result<()> {
+    let mut receipts = Receipts::new();
+    let r = fetch_all(p, cx, conn, q, dl, &mut receipts).await;
+    // Receipts for what was processed go out even if a later fetch failed.
+    send_receipts(p, links, receipts).await?;
+    r.map(|_| ())
+}
+
+/// Fetches queue `q` batch by batch (the engine decides when to stop),
+/// handling and acknowledging each; returns how many message items came.
+async fn fetch_all(
+    p: &mut Profile,
+    cx: &Ctx,
+    conn: &mut Connection,
+    q: &courier::OwnQueue,
+    dl: &Path,
+    receipts: &mut Receipts,
+) -> Result<usize> {
+    let mut received = 0;
     loop {
         let (items, more) = conn
-            .fetch(&q.recipient_id, &q.queue_key, FETCH_BATCH)
+            .fetch(&q.recipient_id, &q.queue_key, inbox::FETCH_BATCH)
             .await?;
         if items.is_empty() {
-            return Ok(());
+            return Ok(received);
         }
-        let mut receipts = Receipts::new();
-        let ids = handle(p, cx, q, &items, dl, &mut receipts)?;
+        if !q.acks {
+            received += items.len();
+        }
+        let ids = handle(p, cx, q, &items, dl, receipts)?;
         if !ids.is_empty() {
             conn.ack(&q.recipient_id, &q.queue_key, &ids).await?;
         }
-        send_receipts(p, links, receipts).await?;
-        if !more || ids.is_empty() {
-            return Ok(());
+        if !inbox::fetch_again(items.len(), ids.len(), more) {
+            return Ok(received);
         }
     }
 }

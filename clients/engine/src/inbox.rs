@@ -60,6 +60,18 @@ pub enum Event {
     },
 }
 
+/// Items asked for per fetch: the relay's bound.
+pub const FETCH_BATCH: u32 = postern_core::consts::MAX_FETCH;
+
+/// Whether to fetch the same queue again after a batch of `fetched` items
+/// of which `acknowledged` were acknowledged, when the relay said `more`
+/// wait. Not when nothing came or nothing could be acknowledged (those
+/// items would only come back: a lone half of a reply waits for its other
+/// half), nor when the queue is drained.
+pub fn fetch_again(fetched: usize, acknowledged: usize, more: bool) -> bool {
+    fetched > 0 && acknowledged > 0 && more
+}
+
 /// Message ids to confirm to each contact with delivery receipts.
 pub type Receipts = BTreeMap<Address, Vec<[u8; 16]>>;
 
@@ -222,6 +234,15 @@ mod tests {
             .into_iter()
             .find(|q| q.recipient_id == p.alice_queue.recipient_id)
             .unwrap()
+    }
+
+    #[test]
+    fn a_queue_is_fetched_again_only_while_it_yields_and_says_more() {
+        assert!(fetch_again(10, 10, true));
+        assert!(fetch_again(10, 2, true));
+        assert!(!fetch_again(10, 10, false));
+        assert!(!fetch_again(10, 0, true), "unacknowledged items would loop");
+        assert!(!fetch_again(0, 0, true));
     }
 
     #[test]
