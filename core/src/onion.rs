@@ -6,7 +6,7 @@
 //! mixes: relays with the mix role, all distinct and different from M).
 //! The entry relay learns the sender's connection and the next hop; a
 //! mix learns only its neighbours; M learns the previous hop, the queue
-//! and the (sealed) blob. Every packet is [`SPHINX_PACKET_BYTES`] on
+//! and the (sealed) blob. Every packet is [`SPHINX_PACKET_BYTES`](crate::consts::SPHINX_PACKET_BYTES) on
 //! every link.
 //!
 //! Final payload (inside the last Sphinx layer):
