@@ -25,6 +25,7 @@ pub mod onion;
 pub mod qr;
 pub mod relay_address;
 pub mod relay_proto;
+pub mod settings;
 pub mod store;
 pub mod time;
 pub mod voice;

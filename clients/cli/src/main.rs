@@ -23,7 +23,7 @@ use postern_core::e2e::{self, Verification};
 use postern_core::error::HasKind;
 use postern_core::message::{Body, Envelope, FileInfo, Image, Text, Voice};
 use postern_core::store::{ChangeSet, OutboxEntry};
-use postern_core::{Address, ErrorKind, KvStore, RelayAddress, UnixTime, attachment};
+use postern_core::{Address, ErrorKind, KvStore, RelayAddress, UnixTime, attachment, settings};
 use postern_engine::inbox::{self, Receipts};
 use postern_engine::outbox;
 use postern_engine::{Due, Millis, Schedule, WatchConfig};
@@ -395,9 +395,9 @@ fn init(cli: &Cli, name: &str, relay: Option<&str>) -> Result<()> {
     let mut rng = rand::rng();
     let (addr, cs) = e2e::create_identity(&p, now(), &mut rng)?;
     commit(&mut p, cs)?;
-    commit(&mut p, courier::set_display_name(name)?)?;
+    commit(&mut p, settings::set_display_name(name)?)?;
     if let Some(r) = relay {
-        commit(&mut p, courier::set_home_relay(&RelayAddress::parse(r)?))?;
+        commit(&mut p, settings::set_home_relay(&RelayAddress::parse(r)?))?;
     }
     println!("created profile in {}", dir.display());
     println!("your address: {addr}");
@@ -409,10 +409,10 @@ fn relay_cmd(cli: &Cli, address: Option<&str>) -> Result<()> {
     match address {
         Some(a) => {
             let r = RelayAddress::parse(a)?;
-            commit(&mut p, courier::set_home_relay(&r))?;
+            commit(&mut p, settings::set_home_relay(&r))?;
             println!("home relay: {r}");
         }
-        None => match courier::home_relay(&p)? {
+        None => match settings::home_relay(&p)? {
             Some(r) => println!("{r}"),
             None => {
                 return Err(CliError::Usage(
@@ -433,7 +433,7 @@ async fn network_cmd(
 ) -> Result<()> {
     let mut p = open(cli)?;
     if authorities.is_empty() {
-        match courier::network(&p)? {
+        match settings::network(&p)? {
             None => println!("direct: blobs go straight to each contact's relay"),
             Some(n) => println!(
                 "onion network: {} authority key(s), {} signature(s) required, {} hops per path",
@@ -452,12 +452,12 @@ async fn network_cmd(
         postern_core::crypto::signal::AuthorityPublic::from_bytes(&k)?;
         keys.push(k);
     }
-    let n = courier::NetworkSettings {
+    let n = settings::NetworkSettings {
         authorities: keys,
         threshold,
         hops,
     };
-    commit(&mut p, courier::set_network(&n)?)?;
+    commit(&mut p, settings::set_network(&n)?)?;
     let home = home_relay(&p)?;
     match transport::directory(&mut p, &home, &cx.net).await? {
         Some((d, hops)) => println!(
@@ -472,7 +472,7 @@ async fn network_cmd(
 }
 
 fn home_relay(p: &Profile) -> Result<RelayAddress> {
-    courier::home_relay(p)?
+    settings::home_relay(p)?
         .ok_or_else(|| CliError::Usage("no home relay set (postern relay <address>)".into()))
 }
 
@@ -499,7 +499,7 @@ async fn invite(
     let relay = home_relay(&p)?;
     let mut conn = cx.net.connect(&relay).await?;
     let q = create_queue(&mut conn, &relay).await?;
-    let name = courier::display_name(&p)?;
+    let name = settings::display_name(&p)?;
     let (inv, blobs, cs) = courier::create_invitation(&p, &q, &name, now(), &mut rand::rng())?;
     commit(&mut p, cs)?;
     let ttl = u32::try_from(courier::INVITATION_LIFETIME_MS / 1000).unwrap_or(u32::MAX);
@@ -544,7 +544,7 @@ async fn accept(cli: &Cli, cx: &Ctx, link: &str) -> Result<()> {
     let mut home = cx.net.connect(&relay).await?;
     let q = create_queue(&mut home, &relay).await?;
     home.close().await?;
-    let name = courier::display_name(&p)?;
+    let name = settings::display_name(&p)?;
     let (peer, out, mut cs) =
         courier::accept_invitation(&p, &inv, &payload, &q, &name, t, &mut rand::rng())?;
     let mut id = [0u8; 16];

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use postern_core::crypto::signal::AuthorityPublic;
 use postern_core::directory::Directory;
 use postern_core::relay_proto::{Blob, QueueId};
-use postern_core::{KvStore, RelayAddress, UnixTime, courier};
+use postern_core::{KvStore, RelayAddress, UnixTime, courier, settings};
 use postern_net::{Connection, Connector, NetError};
 use postern_store::Profile;
 
@@ -39,7 +39,7 @@ pub enum Transport {
     },
 }
 
-fn pinned(n: &courier::NetworkSettings) -> Result<Vec<AuthorityPublic>> {
+fn pinned(n: &settings::NetworkSettings) -> Result<Vec<AuthorityPublic>> {
     n.authorities
         .iter()
         .map(|k| AuthorityPublic::from_bytes(k).map_err(CliError::from))
@@ -55,23 +55,23 @@ pub async fn directory(
     from: &RelayAddress,
     net: &Connector,
 ) -> Result<Option<(Directory, usize)>> {
-    let Some(n) = courier::network(p)? else {
+    let Some(n) = settings::network(p)? else {
         return Ok(None);
     };
     let hops = usize::from(n.hops);
     let keys = pinned(&n)?;
     let threshold = usize::try_from(n.threshold).unwrap_or(usize::MAX);
     let t = now();
-    let cached = courier::cached_directory(p)?
+    let cached = settings::cached_directory(p)?
         .and_then(|bytes| Directory::verify(&bytes, &keys, threshold, t).ok());
-    let fetched_at = courier::directory_fetched_at(p)?;
+    let fetched_at = settings::directory_fetched_at(p)?;
     if let (Lookup::UseCached, Some(d)) = (
         postern_engine::directory::lookup(cached.as_ref(), fetched_at, t),
         &cached,
     ) {
         return Ok(Some((d.clone(), hops)));
     }
-    commit(p, courier::set_directory_fetched_at(t))?;
+    commit(p, settings::set_directory_fetched_at(t))?;
     let fetched = async {
         let mut c = net.connect(from).await?;
         let bytes = c.get_directory().await?;
@@ -91,7 +91,7 @@ pub async fn directory(
         error,
     ) {
         (Keep::Fetched, Some((bytes, d)), _, _) => {
-            commit(p, courier::cache_directory(&bytes))?;
+            commit(p, settings::cache_directory(&bytes))?;
             Ok(Some((d, hops)))
         }
         (Keep::Cached, _, Some(c), _) => Ok(Some((c, hops))),
@@ -399,7 +399,7 @@ pub async fn resend_overdue(p: &mut Profile, t: &mut Transport, timeout_ms: u64)
 
 /// Reads the home relay (for fetching the directory).
 pub fn home(p: &dyn KvStore) -> Result<Option<RelayAddress>> {
-    Ok(courier::home_relay(p)?)
+    Ok(settings::home_relay(p)?)
 }
 
 #[cfg(test)]
@@ -459,13 +459,13 @@ mod tests {
             postern_core::crypto::kdf::KdfParams::TEST_ONLY,
         )
         .unwrap();
-        let settings = courier::NetworkSettings {
+        let settings = settings::NetworkSettings {
             authorities: vec![authority.public().unwrap().to_bytes().to_vec()],
             threshold: 1,
             hops: 3,
         };
-        commit(&mut p, courier::set_network(&settings).unwrap()).unwrap();
-        commit(&mut p, courier::cache_directory(&signed)).unwrap();
+        commit(&mut p, settings::set_network(&settings).unwrap()).unwrap();
+        commit(&mut p, settings::cache_directory(&signed)).unwrap();
 
         // The "relay" takes each connection and closes it: every fetch
         // fails at once. It records who connected, in order.
