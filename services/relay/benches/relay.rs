@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use common::{Relay, blob};
 use postern_core::crypto::signal::QueueSecret;
+use postern_core::relay_proto::Command;
 use postern_net::Connection;
 use postern_relay::storage::{Limits, Op, Outcome, Storage};
 
@@ -106,7 +107,7 @@ fn storage_rounds(plan: &Plan) -> f64 {
             let mut sid = rid;
             sid[15] = 1;
             s.run(
-                &Op::Create {
+                &Op::Register {
                     recipient_id: rid,
                     sender_id: sid,
                     queue_key: vec![5; 33],
@@ -126,27 +127,27 @@ fn storage_rounds(plan: &Plan) -> f64 {
                 break 'outer;
             }
             s.run(
-                &Op::Send {
+                &Op::Client(Command::Send {
                     sender_id: *sid,
                     blob: b.clone(),
-                },
+                }),
                 now,
             )
             .unwrap();
             let Ok(Outcome::Items { items, .. }) = s.run(
-                &Op::Fetch {
+                &Op::Client(Command::Fetch {
                     recipient_id: *rid,
                     max: 1,
-                },
+                }),
                 now,
             ) else {
                 panic!("fetch")
             };
             s.run(
-                &Op::Ack {
+                &Op::Client(Command::Ack {
                     recipient_id: *rid,
                     item_ids: vec![items[0].0],
-                },
+                }),
                 now,
             )
             .unwrap();

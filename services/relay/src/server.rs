@@ -630,7 +630,7 @@ impl Conn {
                     rng.fill_bytes(&mut recipient_id);
                     rng.fill_bytes(&mut sender_id);
                 }
-                let op = Op::Create {
+                let op = Op::Register {
                     recipient_id,
                     sender_id,
                     queue_key: queue_key.to_bytes(),
@@ -643,45 +643,34 @@ impl Conn {
                     _ => unexpected,
                 }
             }
-            Command::Send { sender_id, blob } => {
-                match self.call(Op::Send { sender_id, blob }).await? {
-                    Outcome::Sent { recipient_id } => {
-                        self.shared.notify(&recipient_id);
-                        Ok(vec![Reply::Ok])
-                    }
-                    _ => unexpected,
+            c @ Command::Send { .. } => match self.call(Op::Client(c)).await? {
+                Outcome::Sent { recipient_id } => {
+                    self.shared.notify(&recipient_id);
+                    Ok(vec![Reply::Ok])
                 }
-            }
-            Command::Fetch { recipient_id, max } => {
-                match self.call(Op::Fetch { recipient_id, max }).await? {
-                    Outcome::Items { items, more } => {
-                        let count = u32::try_from(items.len()).map_err(|_| ErrorCode::Internal)?;
-                        let mut replies: Vec<Reply> = items
-                            .into_iter()
-                            .map(|(item_id, blob)| Reply::Item { item_id, blob })
-                            .collect();
-                        replies.push(Reply::Done { count, more });
-                        Ok(replies)
-                    }
-                    _ => unexpected,
+                _ => unexpected,
+            },
+            c @ Command::Fetch { .. } => match self.call(Op::Client(c)).await? {
+                Outcome::Items { items, more } => {
+                    let count = u32::try_from(items.len()).map_err(|_| ErrorCode::Internal)?;
+                    let mut replies: Vec<Reply> = items
+                        .into_iter()
+                        .map(|(item_id, blob)| Reply::Item { item_id, blob })
+                        .collect();
+                    replies.push(Reply::Done { count, more });
+                    Ok(replies)
                 }
-            }
-            Command::Ack {
-                recipient_id,
-                item_ids,
-            } => {
-                self.done(Op::Ack {
-                    recipient_id,
-                    item_ids,
-                })
-                .await
-            }
+                _ => unexpected,
+            },
+            c @ (Command::Ack { .. } | Command::PutInvite { .. }) => self.done(Op::Client(c)).await,
             Command::Subscribe { recipient_id } => {
                 let already = self.subscriptions.contains(&recipient_id);
                 if !already && self.subscriptions.len() >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
                     return Err(ErrorCode::RateLimited);
                 }
-                let r = self.done(Op::Touch { recipient_id }).await?;
+                let r = self
+                    .done(Op::Client(Command::Subscribe { recipient_id }))
+                    .await?;
                 if !already {
                     self.subscriptions.push(recipient_id);
                     self.shared
@@ -693,41 +682,25 @@ impl Conn {
                 Ok(r)
             }
             Command::DeleteQueue { recipient_id } => {
-                let r = self.done(Op::DeleteQueue { recipient_id }).await?;
+                let r = self
+                    .done(Op::Client(Command::DeleteQueue { recipient_id }))
+                    .await?;
                 self.shared.subscribers().remove(&recipient_id);
                 self.subscriptions.retain(|s| *s != recipient_id);
                 Ok(r)
             }
-            Command::PutInvite {
-                recipient_id,
-                index,
-                total,
-                ttl_secs,
-                blob,
-            } => {
-                self.done(Op::PutInvite {
-                    recipient_id,
-                    index,
-                    total,
-                    ttl_secs,
-                    blob,
-                })
-                .await
-            }
-            Command::TakeInvite { sender_id } => {
-                match self.call(Op::TakeInvite { sender_id }).await? {
-                    Outcome::Invite(blobs) => {
-                        let count = u32::try_from(blobs.len()).map_err(|_| ErrorCode::Internal)?;
-                        let mut replies: Vec<Reply> = (0u64..)
-                            .zip(blobs)
-                            .map(|(item_id, blob)| Reply::Item { item_id, blob })
-                            .collect();
-                        replies.push(Reply::Done { count, more: false });
-                        Ok(replies)
-                    }
-                    _ => unexpected,
+            c @ Command::TakeInvite { .. } => match self.call(Op::Client(c)).await? {
+                Outcome::Invite(blobs) => {
+                    let count = u32::try_from(blobs.len()).map_err(|_| ErrorCode::Internal)?;
+                    let mut replies: Vec<Reply> = (0u64..)
+                        .zip(blobs)
+                        .map(|(item_id, blob)| Reply::Item { item_id, blob })
+                        .collect();
+                    replies.push(Reply::Done { count, more: false });
+                    Ok(replies)
                 }
-            }
+                _ => unexpected,
+            },
             Command::GetDirectory => self.shared.directory.get_directory(),
             Command::Ping => Ok(vec![Reply::Ok]),
             Command::Forward { epoch, packet } => {
@@ -775,7 +748,11 @@ async fn finish_last_hop(shared: Arc<Shared>, mut p: crate::mix::Pending) {
     };
     let mut stored = None;
     for (sender_id, blob) in stores {
-        match shared.writer.call(Op::Send { sender_id, blob }).await {
+        match shared
+            .writer
+            .call(Op::Client(Command::Send { sender_id, blob }))
+            .await
+        {
             Ok(Outcome::Sent { recipient_id }) => stored = Some(recipient_id),
             Ok(_) => {
                 shared.metrics.error(ErrorCode::Internal);

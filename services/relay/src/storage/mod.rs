@@ -33,7 +33,7 @@ mod tests;
 use std::path::Path;
 
 use postern_core::consts::BLOB_BYTES;
-use postern_core::relay_proto::{Blob, ErrorCode, QueueId};
+use postern_core::relay_proto::{Blob, Command, ErrorCode, QueueId};
 use rusqlite::Connection;
 
 pub use schema::SCHEMA_VERSION;
@@ -92,11 +92,21 @@ pub enum StorageError {
 }
 
 /// One operation on the relay's state.
+///
+/// Client requests are not declared again here: a command that acts on
+/// stored state travels as the [`Command`] decoded from its frame. Only
+/// what the relay itself asks for has its own variant.
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum Op {
-    /// Registers a queue.
-    Create {
+    /// A client command that acts on stored state, as decoded: `Send`,
+    /// `Fetch`, `Ack`, `Subscribe` (checks the queue exists and marks it
+    /// active), `DeleteQueue`, `PutInvite`, `TakeInvite`. Any other
+    /// command is refused with `UnknownCommand`.
+    Client(Command),
+    /// Registers a queue under ids the relay drew (the stored half of
+    /// [`Command::Create`]).
+    Register {
         /// New recipient id.
         recipient_id: QueueId,
         /// New sender id.
@@ -109,55 +119,6 @@ pub enum Op {
         /// Recipient id.
         recipient_id: QueueId,
     },
-    /// Appends a blob.
-    Send {
-        /// Sender id.
-        sender_id: QueueId,
-        /// The blob.
-        blob: Blob,
-    },
-    /// Reads the oldest items.
-    Fetch {
-        /// Recipient id.
-        recipient_id: QueueId,
-        /// Most items returned.
-        max: u32,
-    },
-    /// Deletes items.
-    Ack {
-        /// Recipient id.
-        recipient_id: QueueId,
-        /// Item ids (absent ones ignored).
-        item_ids: Vec<u64>,
-    },
-    /// Checks a queue exists and marks it active (subscribe).
-    Touch {
-        /// Recipient id.
-        recipient_id: QueueId,
-    },
-    /// Deletes a queue with its items and invitation.
-    DeleteQueue {
-        /// Recipient id.
-        recipient_id: QueueId,
-    },
-    /// Stores one blob of an invitation payload.
-    PutInvite {
-        /// Recipient id.
-        recipient_id: QueueId,
-        /// Blob position.
-        index: u32,
-        /// Blob count.
-        total: u32,
-        /// Lifetime.
-        ttl_secs: u32,
-        /// The blob.
-        blob: Blob,
-    },
-    /// Returns and deletes a complete, unexpired invitation payload.
-    TakeInvite {
-        /// Sender id.
-        sender_id: QueueId,
-    },
     /// Deletes expired items and invitations and idle queues.
     Gc,
 }
@@ -165,18 +126,12 @@ pub enum Op {
 impl core::fmt::Debug for Op {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         // Queue ids stay out of logs.
-        f.write_str(match self {
-            Op::Create { .. } => "Create",
-            Op::QueueKey { .. } => "QueueKey",
-            Op::Send { .. } => "Send",
-            Op::Fetch { .. } => "Fetch",
-            Op::Ack { .. } => "Ack",
-            Op::Touch { .. } => "Touch",
-            Op::DeleteQueue { .. } => "DeleteQueue",
-            Op::PutInvite { .. } => "PutInvite",
-            Op::TakeInvite { .. } => "TakeInvite",
-            Op::Gc => "Gc",
-        })
+        match self {
+            Op::Client(c) => write!(f, "Client({})", c.name()),
+            Op::Register { .. } => f.write_str("Register"),
+            Op::QueueKey { .. } => f.write_str("QueueKey"),
+            Op::Gc => f.write_str("Gc"),
+        }
     }
 }
 
@@ -376,30 +331,36 @@ impl Storage {
     }
 
     fn apply(&mut self, op: &Op, now: u64) -> Result<Outcome, OpError> {
-        match op {
-            Op::Create {
+        let command = match op {
+            Op::Client(c) => c,
+            Op::Register {
                 recipient_id,
                 sender_id,
                 queue_key,
-            } => self.create(recipient_id, sender_id, queue_key, now),
-            Op::QueueKey { recipient_id } => self.queue_key(recipient_id),
-            Op::Send { sender_id, blob } => self.send(sender_id, blob, now),
-            Op::Fetch { recipient_id, max } => self.fetch(recipient_id, *max, now),
-            Op::Ack {
+            } => return self.create(recipient_id, sender_id, queue_key, now),
+            Op::QueueKey { recipient_id } => return self.queue_key(recipient_id),
+            Op::Gc => return self.gc(now),
+        };
+        match command {
+            Command::Send { sender_id, blob } => self.send(sender_id, blob, now),
+            Command::Fetch { recipient_id, max } => self.fetch(recipient_id, *max, now),
+            Command::Ack {
                 recipient_id,
                 item_ids,
             } => self.ack(recipient_id, item_ids, now),
-            Op::Touch { recipient_id } => self.touch_queue(recipient_id, now),
-            Op::DeleteQueue { recipient_id } => self.delete_queue(recipient_id),
-            Op::PutInvite {
+            Command::Subscribe { recipient_id } => self.touch_queue(recipient_id, now),
+            Command::DeleteQueue { recipient_id } => self.delete_queue(recipient_id),
+            Command::PutInvite {
                 recipient_id,
                 index,
                 total,
                 ttl_secs,
                 blob,
             } => self.put_invite(recipient_id, *index, *total, *ttl_secs, blob, now),
-            Op::TakeInvite { sender_id } => self.take_invite(sender_id, now),
-            Op::Gc => self.gc(now),
+            Command::TakeInvite { sender_id } => self.take_invite(sender_id, now),
+            // Create needs ids drawn by the relay (`Register`); the rest
+            // never touch storage.
+            _ => Err(OpError::Refused(ErrorCode::UnknownCommand)),
         }
     }
 

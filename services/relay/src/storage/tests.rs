@@ -13,7 +13,7 @@ fn open(limits: Limits) -> (tempfile::TempDir, Storage) {
 fn create(s: &mut Storage, n: u8, now: u64) -> (QueueId, QueueId) {
     let (rid, sid) = ([n; 16], [n | 0x80; 16]);
     s.run(
-        &Op::Create {
+        &Op::Register {
             recipient_id: rid,
             sender_id: sid,
             queue_key: vec![5; 33],
@@ -37,26 +37,28 @@ fn rejects_unknown_queues_and_over_quota() {
     };
     let (_d, mut s) = open(limits);
     let (rid, sid) = create(&mut s, 1, T0);
-    let again = Op::Create {
+    let again = Op::Register {
         recipient_id: [2; 16],
         sender_id: [3; 16],
         queue_key: vec![5; 33],
     };
     assert_eq!(s.run(&again, T0), Err(ErrorCode::TooManyQueues));
-    let send = |b| Op::Send {
-        sender_id: sid,
-        blob: blob(b),
+    let send = |b| {
+        Op::Client(Command::Send {
+            sender_id: sid,
+            blob: blob(b),
+        })
     };
     assert!(s.run(&send(1), T0).is_ok());
     assert!(s.run(&send(2), T0).is_ok());
     assert_eq!(s.run(&send(3), T0), Err(ErrorCode::QueueFull));
-    let unknown = Op::Send {
+    let unknown = Op::Client(Command::Send {
         sender_id: rid, // a recipient id is not a sender id
         blob: blob(1),
-    };
+    });
     assert_eq!(s.run(&unknown, T0), Err(ErrorCode::NoSuchQueue));
     assert_eq!(
-        s.run(&Op::TakeInvite { sender_id: sid }, T0),
+        s.run(&Op::Client(Command::TakeInvite { sender_id: sid }), T0),
         Err(ErrorCode::NoSuchInvite)
     );
     // Byte quota.
@@ -66,10 +68,10 @@ fn rejects_unknown_queues_and_over_quota() {
     };
     let (_d, mut s) = open(limits);
     let (_, sid) = create(&mut s, 1, T0);
-    let send = Op::Send {
+    let send = Op::Client(Command::Send {
         sender_id: sid,
         blob: blob(1),
-    };
+    });
     assert!(s.run(&send, T0).is_ok());
     assert_eq!(s.run(&send, T0), Err(ErrorCode::QueueFull));
 }
@@ -79,23 +81,25 @@ fn fetch_ack_and_batches() {
     let (_d, mut s) = open(Limits::default());
     let (rid, sid) = create(&mut s, 1, T0);
     let ops: Vec<Op> = (0..5)
-        .map(|i| Op::Send {
-            sender_id: sid,
-            blob: blob(i),
+        .map(|i| {
+            Op::Client(Command::Send {
+                sender_id: sid,
+                blob: blob(i),
+            })
         })
-        .chain([Op::Send {
+        .chain([Op::Client(Command::Send {
             sender_id: [9; 16],
             blob: blob(9),
-        }])
+        })])
         .collect();
     let r = s.run_batch(&ops, T0);
     assert_eq!(r.iter().filter(|r| r.is_ok()).count(), 5);
     assert_eq!(r.last().unwrap(), &Err(ErrorCode::NoSuchQueue));
     let Ok(Outcome::Items { items, more }) = s.run(
-        &Op::Fetch {
+        &Op::Client(Command::Fetch {
             recipient_id: rid,
             max: 3,
-        },
+        }),
         T0,
     ) else {
         panic!()
@@ -104,19 +108,19 @@ fn fetch_ack_and_batches() {
     assert_eq!(items.iter().map(|i| i.0).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(items[2].1[0], 2);
     s.run(
-        &Op::Ack {
+        &Op::Client(Command::Ack {
             recipient_id: rid,
             item_ids: vec![1, 2, 3, 77, u64::MAX],
-        },
+        }),
         T0,
     )
     .unwrap();
     assert_eq!(s.totals().items, 2);
     let Ok(Outcome::Items { items, more }) = s.run(
-        &Op::Fetch {
+        &Op::Client(Command::Fetch {
             recipient_id: rid,
             max: 64,
-        },
+        }),
         T0,
     ) else {
         panic!()
@@ -129,16 +133,18 @@ fn fetch_ack_and_batches() {
 fn invitations_are_taken_once_and_expire() {
     let (_d, mut s) = open(Limits::default());
     let (rid, sid) = create(&mut s, 1, T0);
-    let put = |index, total, ttl_secs| Op::PutInvite {
-        recipient_id: rid,
-        index,
-        total,
-        ttl_secs,
-        blob: blob(index as u8),
+    let put = |index, total, ttl_secs| {
+        Op::Client(Command::PutInvite {
+            recipient_id: rid,
+            index,
+            total,
+            ttl_secs,
+            blob: blob(index as u8),
+        })
     };
     // Incomplete payload: not takeable.
     s.run(&put(0, 2, 60), T0).unwrap();
-    let take = Op::TakeInvite { sender_id: sid };
+    let take = Op::Client(Command::TakeInvite { sender_id: sid });
     assert_eq!(s.run(&take, T0), Err(ErrorCode::NoSuchInvite));
     s.run(&put(1, 2, 60), T0).unwrap();
     let Ok(Outcome::Invite(b)) = s.run(&take, T0 + 1) else {
@@ -167,28 +173,32 @@ fn gc_removes_expired_items_invites_and_idle_queues() {
     for t in [T0, T0 + DAY] {
         for sid in [sid, idle_sid] {
             s.run(
-                &Op::Send {
+                &Op::Client(Command::Send {
                     sender_id: sid,
                     blob: blob(1),
-                },
+                }),
                 t,
             )
             .unwrap();
         }
     }
     s.run(
-        &Op::PutInvite {
+        &Op::Client(Command::PutInvite {
             recipient_id: rid,
             index: 0,
             total: 1,
             ttl_secs: 60,
             blob: blob(1),
-        },
+        }),
         T0,
     )
     .unwrap();
     // The owner of `rid` keeps it active.
-    s.run(&Op::Touch { recipient_id: rid }, T0 + DAY).unwrap();
+    s.run(
+        &Op::Client(Command::Subscribe { recipient_id: rid }),
+        T0 + DAY,
+    )
+    .unwrap();
     let Ok(Outcome::Gc(r)) = s.run(&Op::Gc, T0 + 2 * DAY + TIME_GRANULARITY_SECS) else {
         panic!()
     };
@@ -208,14 +218,14 @@ fn gc_removes_expired_items_invites_and_idle_queues() {
         }
     );
     assert_eq!(
-        s.run(&Op::Touch { recipient_id: idle }, T0),
+        s.run(&Op::Client(Command::Subscribe { recipient_id: idle }), T0),
         Err(ErrorCode::NoSuchQueue)
     );
     let Ok(Outcome::Items { items, .. }) = s.run(
-        &Op::Fetch {
+        &Op::Client(Command::Fetch {
             recipient_id: rid,
             max: 10,
-        },
+        }),
         T0,
     ) else {
         panic!()
@@ -231,10 +241,10 @@ fn totals_survive_reopen_and_newer_schema_is_refused() {
         let mut s = Storage::open(&p, Limits::default()).unwrap();
         let (_, sid) = create(&mut s, 1, T0);
         s.run(
-            &Op::Send {
+            &Op::Client(Command::Send {
                 sender_id: sid,
                 blob: blob(1),
-            },
+            }),
             T0,
         )
         .unwrap();
@@ -253,4 +263,32 @@ fn totals_survive_reopen_and_newer_schema_is_refused() {
         Storage::open(&p, Limits::default()),
         Err(StorageError::SchemaTooNew { found: 2 })
     ));
+}
+
+#[test]
+fn commands_that_do_not_touch_storage_are_refused() {
+    let (_d, mut s) = open(Limits::default());
+    let (rid, _) = create(&mut s, 1, T0);
+    let before = s.totals();
+    // `Create` must go through `Register` (the relay draws the ids);
+    // the others have no stored state at all.
+    let key = postern_core::crypto::signal::QueueSecret::generate(&mut rand::rng())
+        .public()
+        .unwrap();
+    for c in [
+        Command::Create { queue_key: key },
+        Command::Ping,
+        Command::GetDirectory,
+    ] {
+        assert_eq!(s.run(&Op::Client(c), T0), Err(ErrorCode::UnknownCommand));
+    }
+    // A refused op in a batch leaves the others applied.
+    let batch = [
+        Op::Client(Command::Ping),
+        Op::Client(Command::Subscribe { recipient_id: rid }),
+    ];
+    let r = s.run_batch(&batch, T0);
+    assert_eq!(r[0], Err(ErrorCode::UnknownCommand));
+    assert!(matches!(r[1], Ok(Outcome::Done)));
+    assert_eq!(s.totals(), before);
 }
