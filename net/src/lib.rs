@@ -488,6 +488,17 @@ impl Connection {
         .await
     }
 
+    /// Any request and its complete answer (a refusal is
+    /// `Answer::Refused`, not an error): what the engine's flows hand in
+    /// as their step's input.
+    pub async fn request(
+        &mut self,
+        command: Command,
+        key: Option<&QueueSecret>,
+    ) -> Result<Answer, NetError> {
+        self.call(command, key).await
+    }
+
     /// One request answered by `Ok`.
     async fn simple(
         &mut self,

@@ -17,13 +17,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use postern_core::courier::{self, CreatedQueue, Invitation, Outgoing, QueueKeys};
+use postern_core::courier::{self, Outgoing};
 use postern_core::crypto::kdf::KdfParams;
 use postern_core::e2e::{self, Verification};
 use postern_core::error::HasKind;
 use postern_core::message::{Body, Envelope, FileInfo, Image, Text, Voice};
 use postern_core::store::{ChangeSet, OutboxEntry};
 use postern_core::{Address, ErrorKind, KvStore, RelayAddress, UnixTime, attachment, settings};
+use postern_engine::contact::{AcceptFlow, Action, Flow, FlowError, Input, InviteFlow};
 use postern_engine::inbox::{self, Receipts};
 use postern_engine::outbox;
 use postern_engine::{Due, Millis, Schedule, WatchConfig};
@@ -185,6 +186,8 @@ enum CliError {
     #[error("relay: {0}")]
     Net(#[from] NetError),
     #[error("{0}")]
+    Flow(FlowError),
+    #[error("{0}")]
     Usage(String),
     /// Something only the user can settle (a safety number that does not
     /// match, a contact's identity key that changed).
@@ -203,12 +206,24 @@ impl From<postern_core::StoreError> for CliError {
     }
 }
 
+impl From<FlowError> for CliError {
+    fn from(e: FlowError) -> CliError {
+        match e {
+            FlowError::Core(e) => CliError::Core(e),
+            // Said as every other refusal is.
+            FlowError::Refused(code) => CliError::Net(NetError::Relay(code)),
+            e => CliError::Flow(e),
+        }
+    }
+}
+
 impl HasKind for CliError {
     fn kind(&self) -> ErrorKind {
         match self {
             CliError::Profile(e) => e.kind(),
             CliError::Core(e) => e.kind(),
             CliError::Net(e) => e.kind(),
+            CliError::Flow(e) => e.kind(),
             CliError::Usage(_) | CliError::Io { .. } => ErrorKind::Usage,
             CliError::Decision(_) => ErrorKind::NeedsUserDecision,
         }
@@ -476,16 +491,54 @@ fn home_relay(p: &Profile) -> Result<RelayAddress> {
         .ok_or_else(|| CliError::Usage("no home relay set (postern relay <address>)".into()))
 }
 
-/// Creates a queue on our home relay.
-async fn create_queue(conn: &mut Connection, relay: &RelayAddress) -> Result<CreatedQueue> {
-    let keys = QueueKeys::generate(&mut rand::rng());
-    let ids = conn.create_queue(&keys.queue_key).await?;
-    Ok(CreatedQueue {
-        relay: relay.clone(),
-        keys,
-        recipient_id: ids.recipient_id,
-        sender_id: ids.sender_id,
-    })
+/// Runs a contact flow to its end: its relay requests over one connection
+/// per relay (opened when first needed, closed at the end), its delivery
+/// through the onion transport. The order of the steps is the engine's.
+async fn drive(p: &mut Profile, cx: &Ctx, home: &RelayAddress, flow: &mut impl Flow) -> Result<()> {
+    let mut conns: Vec<(RelayAddress, Connection)> = Vec::new();
+    let r = drive_on(p, cx, home, flow, &mut conns).await;
+    for (_, c) in conns {
+        // A failed close loses nothing: every step was answered.
+        let _ = c.close().await;
+    }
+    r
+}
+
+async fn drive_on(
+    p: &mut Profile,
+    cx: &Ctx,
+    home: &RelayAddress,
+    flow: &mut impl Flow,
+    conns: &mut Vec<(RelayAddress, Connection)>,
+) -> Result<()> {
+    loop {
+        let input = match flow.poll_action() {
+            None => return Ok(()),
+            Some(Action::Request {
+                relay,
+                command,
+                key,
+            }) => {
+                if !conns.iter().any(|(a, _)| a == relay) {
+                    conns.push((relay.clone(), cx.net.connect(relay).await?));
+                }
+                let conn = conns
+                    .iter_mut()
+                    .find_map(|(a, c)| (a == relay).then_some(c))
+                    .ok_or(CliError::Flow(FlowError::OutOfOrder))?;
+                Input::Answer(conn.request(command, key).await?)
+            }
+            Some(Action::Deliver { out, .. }) => {
+                let mut t = Transport::for_profile(p, Some(home), &cx.net).await?;
+                let r = put_all(p, &mut t, out).await;
+                t.close().await;
+                r?;
+                Input::Delivered
+            }
+            Some(_) => return Err(CliError::Flow(FlowError::OutOfOrder)),
+        };
+        flow.handle(now(), input, p, &mut rand::rng())?;
+    }
 }
 
 async fn invite(
@@ -497,16 +550,13 @@ async fn invite(
 ) -> Result<()> {
     let mut p = open(cli)?;
     let relay = home_relay(&p)?;
-    let mut conn = cx.net.connect(&relay).await?;
-    let q = create_queue(&mut conn, &relay).await?;
     let name = settings::display_name(&p)?;
-    let (inv, blobs, cs) = courier::create_invitation(&p, &q, &name, now(), &mut rand::rng())?;
-    commit(&mut p, cs)?;
-    let ttl = u32::try_from(courier::INVITATION_LIFETIME_MS / 1000).unwrap_or(u32::MAX);
-    conn.put_invite(&q.recipient_id, &q.keys.queue_key, &blobs, ttl)
-        .await?;
-    conn.close().await?;
-    let link = inv.to_link();
+    let mut flow = InviteFlow::new(relay.clone(), name, &mut rand::rng())?;
+    drive(&mut p, cx, &relay, &mut flow).await?;
+    let link = flow
+        .invitation()
+        .ok_or(CliError::Flow(FlowError::OutOfOrder))?
+        .to_link();
     if quiet {
         println!("{link}");
     } else {
@@ -529,36 +579,13 @@ async fn invite(
 
 async fn accept(cli: &Cli, cx: &Ctx, link: &str) -> Result<()> {
     let mut p = open(cli)?;
-    let t = now();
-    let inv = Invitation::parse(link, t)?;
     let relay = home_relay(&p)?;
-    let mut theirs = cx.net.connect(&inv.relay).await?;
-    let payload = match theirs.take_invite(&inv.sender_id).await {
-        Err(NetError::Relay(postern_net::ErrorCode::NoSuchInvite)) => {
-            return Err(CliError::Usage(
-                "this invitation was already used or has expired".into(),
-            ));
-        }
-        r => r?,
-    };
-    let mut home = cx.net.connect(&relay).await?;
-    let q = create_queue(&mut home, &relay).await?;
-    home.close().await?;
     let name = settings::display_name(&p)?;
-    let (peer, out, mut cs) =
-        courier::accept_invitation(&p, &inv, &payload, &q, &name, t, &mut rand::rng())?;
-    let mut id = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
-    cs.add_outbox(OutboxEntry {
-        id,
-        peer,
-        payload: out.to_bytes(),
-    });
-    commit(&mut p, cs)?;
-    theirs.close().await?;
-    let mut t = Transport::for_profile(&mut p, Some(&relay), &cx.net).await?;
-    deliver(&mut p, &mut t, id, &out).await?;
-    t.close().await;
+    let mut flow = AcceptFlow::from_link(relay.clone(), name, link, now())?;
+    drive(&mut p, cx, &relay, &mut flow).await?;
+    let peer = *flow
+        .contact()
+        .ok_or(CliError::Flow(FlowError::OutOfOrder))?;
     let who = courier::route(&p, &peer)?
         .map(|r| r.display_name)
         .unwrap_or_default();
@@ -570,11 +597,17 @@ async fn accept(cli: &Cli, cx: &Ctx, link: &str) -> Result<()> {
     Ok(())
 }
 
-/// Sends an outbox entry's blobs and removes it from the outbox.
-async fn deliver(p: &mut Profile, t: &mut Transport, id: [u8; 16], out: &Outgoing) -> Result<()> {
+/// Puts every blob of an outgoing message through the transport.
+async fn put_all(p: &mut Profile, t: &mut Transport, out: &Outgoing) -> Result<()> {
     for b in &out.blobs {
         t.put(p, &out.relay, &out.sender_id, b).await?;
     }
+    Ok(())
+}
+
+/// Sends an outbox entry's blobs and removes it from the outbox.
+async fn deliver(p: &mut Profile, t: &mut Transport, id: [u8; 16], out: &Outgoing) -> Result<()> {
+    put_all(p, t, out).await?;
     Ok(outbox::sent(p, id)?)
 }
 

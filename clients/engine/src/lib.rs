@@ -13,6 +13,7 @@
 //!
 //! It builds for `wasm32-unknown-unknown`.
 //!
+//! - [`contact`]: making and taking a one-time invitation, step by step.
 //! - [`route`]: onion paths, entry failover, the down-relay list, cover
 //!   and loop packets, resend decisions.
 //! - [`schedule`]: the watch loop's timers (cover on its Poisson schedule,
@@ -22,6 +23,7 @@
 //! - [`inbox`]: what fetched blobs become (events, receipts, which items
 //!   to acknowledge).
 
+pub mod contact;
 pub mod directory;
 pub mod inbox;
 pub mod outbox;
