@@ -10,7 +10,6 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod output;
-mod transport;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,14 +22,15 @@ use postern_core::e2e::{self, Verification};
 use postern_core::error::HasKind;
 use postern_core::message::{Body, Envelope, FileInfo, Image, Text, Voice};
 use postern_core::store::{ChangeSet, OutboxEntry};
-use postern_core::{Address, ErrorKind, KvStore, RelayAddress, UnixTime, attachment, settings};
-use postern_engine::contact::{AcceptFlow, Action, Flow, FlowError, Input, InviteFlow};
+use postern_core::{Address, ErrorKind, KvStore, RelayAddress, attachment, settings};
+use postern_engine::contact::{AcceptFlow, FlowError, InviteFlow};
 use postern_engine::inbox::{self, Receipts};
 use postern_engine::outbox;
 use postern_engine::{Due, Millis, Schedule, WatchConfig};
+use postern_native::transport::{self, Links, Transport, put_all};
+use postern_native::{NativeError, is_local_failure, now};
 use postern_net::{Connection, Connector, NetError};
 use postern_store::{Profile, ProfileError, Unlock};
-use transport::{Links, Transport};
 
 /// Environment variable holding the profile passphrase (otherwise the OS
 /// keychain holds the profile key).
@@ -188,6 +188,8 @@ enum CliError {
     #[error("{0}")]
     Flow(FlowError),
     #[error("{0}")]
+    Native(NativeError),
+    #[error("{0}")]
     Usage(String),
     /// Something only the user can settle (a safety number that does not
     /// match, a contact's identity key that changed).
@@ -203,6 +205,17 @@ enum CliError {
 impl From<postern_core::StoreError> for CliError {
     fn from(e: postern_core::StoreError) -> CliError {
         CliError::Core(e.into())
+    }
+}
+
+impl From<NativeError> for CliError {
+    fn from(e: NativeError) -> CliError {
+        match e {
+            NativeError::Core(e) => CliError::Core(e),
+            NativeError::Net(e) => CliError::Net(e),
+            NativeError::Flow(e) => e.into(),
+            e => CliError::Native(e),
+        }
     }
 }
 
@@ -224,6 +237,7 @@ impl HasKind for CliError {
             CliError::Core(e) => e.kind(),
             CliError::Net(e) => e.kind(),
             CliError::Flow(e) => e.kind(),
+            CliError::Native(e) => e.kind(),
             CliError::Usage(_) | CliError::Io { .. } => ErrorKind::Usage,
             CliError::Decision(_) => ErrorKind::NeedsUserDecision,
         }
@@ -306,13 +320,6 @@ fn main() -> ExitCode {
             ExitCode::from(exit_status(e.kind()))
         }
     }
-}
-
-fn now() -> UnixTime {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    UnixTime(ms)
 }
 
 fn profile_dir(cli: &Cli) -> Result<PathBuf> {
@@ -491,56 +498,6 @@ fn home_relay(p: &Profile) -> Result<RelayAddress> {
         .ok_or_else(|| CliError::Usage("no home relay set (postern relay <address>)".into()))
 }
 
-/// Runs a contact flow to its end: its relay requests over one connection
-/// per relay (opened when first needed, closed at the end), its delivery
-/// through the onion transport. The order of the steps is the engine's.
-async fn drive(p: &mut Profile, cx: &Ctx, home: &RelayAddress, flow: &mut impl Flow) -> Result<()> {
-    let mut conns: Vec<(RelayAddress, Connection)> = Vec::new();
-    let r = drive_on(p, cx, home, flow, &mut conns).await;
-    for (_, c) in conns {
-        // A failed close loses nothing: every step was answered.
-        let _ = c.close().await;
-    }
-    r
-}
-
-async fn drive_on(
-    p: &mut Profile,
-    cx: &Ctx,
-    home: &RelayAddress,
-    flow: &mut impl Flow,
-    conns: &mut Vec<(RelayAddress, Connection)>,
-) -> Result<()> {
-    loop {
-        let input = match flow.poll_action() {
-            None => return Ok(()),
-            Some(Action::Request {
-                relay,
-                command,
-                key,
-            }) => {
-                if !conns.iter().any(|(a, _)| a == relay) {
-                    conns.push((relay.clone(), cx.net.connect(relay).await?));
-                }
-                let conn = conns
-                    .iter_mut()
-                    .find_map(|(a, c)| (a == relay).then_some(c))
-                    .ok_or(CliError::Flow(FlowError::OutOfOrder))?;
-                Input::Answer(conn.request(command, key).await?)
-            }
-            Some(Action::Deliver { out, .. }) => {
-                let mut t = Transport::for_profile(p, Some(home), &cx.net).await?;
-                let r = put_all(p, &mut t, out).await;
-                t.close().await;
-                r?;
-                Input::Delivered
-            }
-            Some(_) => return Err(CliError::Flow(FlowError::OutOfOrder)),
-        };
-        flow.handle(now(), input, p, &mut rand::rng())?;
-    }
-}
-
 async fn invite(
     cli: &Cli,
     cx: &Ctx,
@@ -552,7 +509,7 @@ async fn invite(
     let relay = home_relay(&p)?;
     let name = settings::display_name(&p)?;
     let mut flow = InviteFlow::new(relay.clone(), name, &mut rand::rng())?;
-    drive(&mut p, cx, &relay, &mut flow).await?;
+    postern_native::flow::drive(&mut p, &cx.net, &relay, &mut flow).await?;
     let link = flow
         .invitation()
         .ok_or(CliError::Flow(FlowError::OutOfOrder))?
@@ -582,7 +539,7 @@ async fn accept(cli: &Cli, cx: &Ctx, link: &str) -> Result<()> {
     let relay = home_relay(&p)?;
     let name = settings::display_name(&p)?;
     let mut flow = AcceptFlow::from_link(relay.clone(), name, link, now())?;
-    drive(&mut p, cx, &relay, &mut flow).await?;
+    postern_native::flow::drive(&mut p, &cx.net, &relay, &mut flow).await?;
     let peer = *flow
         .contact()
         .ok_or(CliError::Flow(FlowError::OutOfOrder))?;
@@ -594,14 +551,6 @@ async fn accept(cli: &Cli, cx: &Ctx, link: &str) -> Result<()> {
         "compare safety numbers with `postern verify {}`",
         output::name_or(&who, &peer)
     );
-    Ok(())
-}
-
-/// Puts every blob of an outgoing message through the transport.
-async fn put_all(p: &mut Profile, t: &mut Transport, out: &Outgoing) -> Result<()> {
-    for b in &out.blobs {
-        t.put(p, &out.relay, &out.sender_id, b).await?;
-    }
     Ok(())
 }
 
@@ -1085,7 +1034,7 @@ async fn watching(
                                 conn = Some(c);
                                 schedule.connected(clock());
                             }
-                            Err(e) if transport::is_local_failure(&e) => return Err(e),
+                            Err(e) if is_local_failure(&e) => return Err(e),
                             Err(e) => {
                                 schedule.connect_failed(clock());
                                 eprintln!("note: your relay is still out of reach ({e})");
@@ -1103,7 +1052,7 @@ async fn watching(
                             }
                         }
                         Due::Cover => {
-                            let sent = async { links.get(p).await?.send_cover(p).await }.await;
+                            let sent = async { Ok(links.get(p).await?.send_cover(p).await?) }.await;
                             if note(sent, "cover packet not sent: ")?.is_some() {
                                 cover_sent += 1;
                             }
@@ -1116,7 +1065,7 @@ async fn watching(
         };
         match home_result {
             Ok(()) => {}
-            Err(e) if transport::is_local_failure(&e) => return Err(e),
+            Err(e) if is_local_failure(&e) => return Err(e),
             Err(e) => {
                 // Anything else from the home relay: drop the connection
                 // and reconnect, resubscribe and fetch.
@@ -1143,7 +1092,7 @@ async fn watching(
 fn note<T>(r: Result<T>, what: &str) -> Result<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
-        Err(e) if transport::is_local_failure(&e) => Err(e),
+        Err(e) if is_local_failure(&e) => Err(e),
         Err(e) => {
             eprintln!("note: {what}{e}");
             Ok(None)
@@ -1362,9 +1311,9 @@ mod tests {
         assert_eq!(exit_status(ErrorKind::Bug), exit::BUG);
         let bug = CliError::Core(postern_core::Error::Bug("x"));
         assert_eq!(exit_status(bug.kind()), exit::BUG);
-        assert!(transport::is_local_failure(&bug));
+        assert!(is_local_failure(&bug));
         let down = CliError::Net(NetError::Timeout);
         assert_eq!(exit_status(down.kind()), exit::NETWORK);
-        assert!(!transport::is_local_failure(&down));
+        assert!(!is_local_failure(&down));
     }
 }

@@ -12,7 +12,7 @@ use postern_core::{KvStore, RelayAddress, UnixTime, courier, settings};
 use postern_net::{Connection, Connector, NetError};
 use postern_store::Profile;
 
-use crate::{CliError, Result, commit, now};
+use crate::{NativeError, Result, commit, is_local_failure, now};
 
 use postern_engine::directory::{Keep, Lookup};
 pub use postern_engine::route::DEFAULT_ACK_TIMEOUT_MS;
@@ -39,10 +39,22 @@ pub enum Transport {
     },
 }
 
+impl core::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Relay addresses stay out of logs: only how many links are open.
+        match self {
+            Transport::Direct { conns, .. } => {
+                write!(f, "Transport::Direct({} links)", conns.len())
+            }
+            Transport::Onion { conns, .. } => write!(f, "Transport::Onion({} links)", conns.len()),
+        }
+    }
+}
+
 fn pinned(n: &settings::NetworkSettings) -> Result<Vec<AuthorityPublic>> {
     n.authorities
         .iter()
-        .map(|k| AuthorityPublic::from_bytes(k).map_err(CliError::from))
+        .map(|k| AuthorityPublic::from_bytes(k).map_err(NativeError::from))
         .collect()
 }
 
@@ -77,7 +89,7 @@ pub async fn directory(
         let bytes = c.get_directory().await?;
         c.close().await?;
         let d = Directory::verify(&bytes, &keys, threshold, t)?;
-        Ok::<_, CliError>((bytes, d))
+        Ok::<_, NativeError>((bytes, d))
     }
     .await;
     let (fetched, error) = match fetched {
@@ -184,7 +196,7 @@ impl Transport {
             }
             Transport::Onion { net, router, conns } => {
                 let mut put = router.put(relay, sender_id, blob, attempts, previous);
-                let mut last: Option<CliError> = None;
+                let mut last: Option<NativeError> = None;
                 loop {
                     let planned = match put.next(router, p, now(), &mut rand::rng()) {
                         Ok(Some(planned)) => planned,
@@ -258,7 +270,7 @@ async fn forward(
     entry: &RelayAddress,
     epoch: u32,
     packet: &[u8; postern_core::consts::SPHINX_PACKET_BYTES],
-) -> (EntryOutcome, Option<CliError>) {
+) -> (EntryOutcome, Option<NativeError>) {
     if !conns.contains_key(entry) {
         match net.connect(entry).await {
             Ok(c) => {
@@ -286,6 +298,12 @@ async fn forward(
 pub struct Links {
     net: Connector,
     t: Option<Transport>,
+}
+
+impl core::fmt::Debug for Links {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Links").field("transport", &self.t).finish()
+    }
 }
 
 impl Links {
@@ -341,17 +359,6 @@ async fn ensure_ack_queue(
     Ok((home.clone(), ids.sender_id))
 }
 
-/// Whether an error is about this device (the profile cannot be read or
-/// written) or a bug, not about the network: such an error ends a
-/// long-running command instead of being retried like a network failure.
-pub fn is_local_failure(e: &CliError) -> bool {
-    use postern_core::error::HasKind as _;
-    matches!(
-        e.kind(),
-        postern_core::ErrorKind::Storage | postern_core::ErrorKind::Bug
-    )
-}
-
 /// What [`resend_overdue`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Resent {
@@ -395,6 +402,14 @@ pub async fn resend_overdue(p: &mut Profile, t: &mut Transport, timeout_ms: u64)
         }
     }
     Ok(r)
+}
+
+/// Puts every blob of an outgoing message through the transport.
+pub async fn put_all(p: &mut Profile, t: &mut Transport, out: &courier::Outgoing) -> Result<()> {
+    for b in &out.blobs {
+        t.put(p, &out.relay, &out.sender_id, b).await?;
+    }
+    Ok(())
 }
 
 /// Reads the home relay (for fetching the directory).
