@@ -13,6 +13,11 @@
 //!
 //! It builds for `wasm32-unknown-unknown`.
 //!
+//! - [`flow`]: the shape every flow shares (`poll_action` / `handle`).
+//! - [`fetch`]: fetching a relay's queues: fetch, receive, acknowledge,
+//!   again while more wait.
+//! - [`watch`]: which relay a watching client stays connected to and
+//!   which it polls.
 //! - [`contact`]: making and taking a one-time invitation, step by step.
 //! - [`route`]: onion paths, entry failover, the down-relay list, cover
 //!   and loop packets, resend decisions.
@@ -25,10 +30,13 @@
 
 pub mod contact;
 pub mod directory;
+pub mod fetch;
+pub mod flow;
 pub mod inbox;
 pub mod outbox;
 pub mod route;
 pub mod schedule;
+pub mod watch;
 
 pub use route::{Planned, Put, Router};
 pub use schedule::{Due, Millis, Schedule, WatchConfig};
