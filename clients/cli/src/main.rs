@@ -11,7 +11,6 @@
 
 mod output;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -23,10 +22,12 @@ use postern_core::error::HasKind;
 use postern_core::message::{Body, Envelope, FileInfo, Image, Text, Voice};
 use postern_core::store::{ChangeSet, OutboxEntry};
 use postern_core::{Address, ErrorKind, KvStore, RelayAddress, attachment, settings};
-use postern_engine::contact::{AcceptFlow, FlowError, InviteFlow};
+use postern_engine::contact::{AcceptFlow, InviteFlow};
+use postern_engine::flow::FlowError;
 use postern_engine::inbox::{self, Receipts};
 use postern_engine::outbox;
-use postern_engine::{Due, Millis, Schedule, WatchConfig};
+use postern_engine::{Due, Millis, Schedule, WatchConfig, watch};
+use postern_native::flow::fetch_on;
 use postern_native::transport::{self, Links, Transport, put_all};
 use postern_native::{NativeError, is_local_failure, now};
 use postern_net::{Connection, Connector, NetError};
@@ -762,53 +763,16 @@ async fn send_file(cli: &Cli, cx: &Ctx, contact: &str, path: &Path, voice: bool)
     Ok(())
 }
 
-/// Fetches and processes every queue once.
+/// Fetches and processes every queue once, one connection per relay.
 async fn sync(p: &mut Profile, cx: &Ctx, dl: &Path, links: &mut Links) -> Result<()> {
-    let queues = courier::own_queues(p)?;
-    let mut by_relay: BTreeMap<String, Vec<courier::OwnQueue>> = BTreeMap::new();
-    for q in queues {
-        by_relay.entry(q.relay.to_string()).or_default().push(q);
-    }
     let mut received = 0usize;
-    let mut receipts = Receipts::new();
-    for qs in by_relay.values() {
-        let Some(first) = qs.first() else { continue };
-        let mut conn = cx.net.connect(&first.relay).await?;
-        for q in qs {
-            received += fetch_all(p, cx, &mut conn, q, dl, &mut receipts).await?;
-        }
-        conn.close().await?;
+    for qs in watch::by_relay(courier::own_queues(p)?) {
+        received += drain_relay(p, cx, &qs, dl, links).await?;
     }
     if received == 0 {
         println!("no new messages");
     }
-    send_receipts(p, links, receipts).await
-}
-
-/// Hands fetched items to the engine's inbox and shows what came of them;
-/// returns the ids to acknowledge to the relay.
-fn handle(
-    p: &mut Profile,
-    cx: &Ctx,
-    q: &courier::OwnQueue,
-    items: &[postern_net::Item],
-    dl: &Path,
-    receipts: &mut Receipts,
-) -> Result<Vec<u64>> {
-    let batch = inbox::receive(
-        p,
-        q,
-        items.iter().map(|i| (i.id, &i.blob)),
-        now(),
-        &mut rand::rng(),
-        receipts,
-    )?;
-    cx.loops_back
-        .set(cx.loops_back.get().saturating_add(batch.loops_back));
-    for e in batch.events {
-        show(p, e, dl)?;
-    }
-    Ok(batch.ack)
+    Ok(())
 }
 
 /// Sends again whatever the onion network has not acknowledged in time.
@@ -960,25 +924,18 @@ async fn watching(
 ) -> Result<()> {
     flush_outbox(p, links).await?;
     sync(p, cx, dl, links).await?;
-    let queues = courier::own_queues(p)?;
-    let mut by_relay: BTreeMap<String, Vec<courier::OwnQueue>> = BTreeMap::new();
-    for q in queues {
-        by_relay.entry(q.relay.to_string()).or_default().push(q);
-    }
     // Notifications come from the home relay; queues left on other relays
     // (from before a change of home relay) are fetched every `others_poll`.
     let home = transport::home(p)?;
-    let watched = home
-        .as_ref()
-        .map(ToString::to_string)
-        .filter(|h| by_relay.contains_key(h))
-        .or_else(|| by_relay.keys().next().cloned());
-    let Some(qs) = watched.and_then(|w| by_relay.remove(&w)) else {
+    let Some(watch::Plan {
+        watched: qs,
+        polled: others,
+    }) = watch::plan(courier::own_queues(p)?, home.as_ref())
+    else {
         return Err(CliError::Usage(
             "no queues yet (postern invite / postern accept)".into(),
         ));
     };
-    let others: Vec<Vec<courier::OwnQueue>> = by_relay.into_values().collect();
     let mut conn = Some(connect_home(p, cx, &qs, dl, links).await?);
     let elsewhere: usize = others.iter().map(Vec::len).sum();
     if elsewhere > 0 {
@@ -1011,7 +968,9 @@ async fn watching(
         let home_result: Result<()> = tokio::select! {
             n = next_notification(&mut conn) => match n {
                 Ok(rid) => match (conn.as_mut(), qs.iter().find(|q| q.recipient_id == rid)) {
-                    (Some(c), Some(q)) => drain(p, cx, c, q, dl, links).await,
+                    (Some(c), Some(q)) => {
+                        drain(p, cx, c, core::slice::from_ref(q), dl, links).await.map(|_| ())
+                    }
                     _ => Ok(()),
                 },
                 Err(e) => Err(e.into()),
@@ -1128,9 +1087,7 @@ async fn connect_home(
         conn.subscribe(&q.recipient_id, &q.queue_key).await?;
     }
     // Items that arrived before the subscriptions.
-    for q in qs {
-        drain(p, cx, &mut conn, q, dl, links).await?;
-    }
+    drain(p, cx, &mut conn, qs, dl, links).await?;
     Ok(conn)
 }
 
@@ -1162,69 +1119,40 @@ fn stop_signal() -> Result<impl core::future::Future<Output = ()>> {
 }
 
 /// Connects to the relay of `qs` (queues on one relay), fetches what waits
-/// in each, and closes.
+/// in each, and closes; returns how many message items came.
 async fn drain_relay(
     p: &mut Profile,
     cx: &Ctx,
     qs: &[courier::OwnQueue],
     dl: &Path,
     links: &mut Links,
-) -> Result<()> {
+) -> Result<usize> {
     let Some(first) = qs.first() else {
-        return Ok(());
+        return Ok(0);
     };
     let mut conn = cx.net.connect(&first.relay).await?;
-    for q in qs {
-        drain(p, cx, &mut conn, q, dl, links).await?;
-    }
+    let received = drain(p, cx, &mut conn, qs, dl, links).await?;
     conn.close().await?;
-    Ok(())
+    Ok(received)
 }
 
+/// Fetches the queues `qs` over `conn` through the engine's fetch flow,
+/// showing what came, then sends the receipts owed; returns how many
+/// message items came.
 async fn drain(
     p: &mut Profile,
     cx: &Ctx,
     conn: &mut Connection,
-    q: &courier::OwnQueue,
+    qs: &[courier::OwnQueue],
     dl: &Path,
     links: &mut Links,
-) -> Result<()> {
-    let mut receipts = Receipts::new();
-    let r = fetch_all(p, cx, conn, q, dl, &mut receipts).await;
-    // Receipts for what was processed go out even if a later fetch failed.
-    send_receipts(p, links, receipts).await?;
-    r.map(|_| ())
-}
-
-/// Fetches queue `q` batch by batch (the engine decides when to stop),
-/// handling and acknowledging each; returns how many message items came.
-async fn fetch_all(
-    p: &mut Profile,
-    cx: &Ctx,
-    conn: &mut Connection,
-    q: &courier::OwnQueue,
-    dl: &Path,
-    receipts: &mut Receipts,
 ) -> Result<usize> {
-    let mut received = 0;
-    loop {
-        let (items, more) = conn
-            .fetch(&q.recipient_id, &q.queue_key, inbox::FETCH_BATCH)
-            .await?;
-        if items.is_empty() {
-            return Ok(received);
-        }
-        if !q.acks {
-            received += items.len();
-        }
-        let ids = handle(p, cx, q, &items, dl, receipts)?;
-        if !ids.is_empty() {
-            conn.ack(&q.recipient_id, &q.queue_key, &ids).await?;
-        }
-        if !inbox::fetch_again(items.len(), ids.len(), more) {
-            return Ok(received);
-        }
-    }
+    let (got, r) = fetch_on(p, conn, qs, |p, e| show(p, e, dl)).await;
+    cx.loops_back
+        .set(cx.loops_back.get().saturating_add(got.loops_back));
+    // Receipts for what was processed go out even if a later fetch failed.
+    send_receipts(p, links, got.receipts).await?;
+    r.map(|()| got.received)
 }
 
 fn history(cli: &Cli, contact: &str, limit: usize) -> Result<()> {

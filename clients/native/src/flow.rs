@@ -1,12 +1,15 @@
-//! Runs an engine flow ([`postern_engine::contact::Flow`]) to its end.
+//! Runs an engine flow ([`postern_engine::flow::Flow`]) to its end.
 
 use postern_core::RelayAddress;
-use postern_engine::contact::{Action, Flow, FlowError, Input};
+use postern_core::courier::OwnQueue;
+use postern_engine::fetch::FetchFlow;
+use postern_engine::flow::{Action, Flow, FlowError, Input};
+use postern_engine::inbox::{Event, Receipts};
 use postern_net::{Connection, Connector};
 use postern_store::Profile;
 
 use crate::transport::{Transport, put_all};
-use crate::{Result, now};
+use crate::{NativeError, Result, now};
 
 /// Runs `flow` to its end: its relay requests go as given over one
 /// connection per relay (opened when first needed, all closed at the
@@ -62,5 +65,62 @@ async fn drive_on(
             Some(_) => return Err(FlowError::OutOfOrder.into()),
         };
         flow.handle(now(), input, p, &mut rand::rng())?;
+    }
+}
+
+/// What one fetch run over a relay's queues gathered.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    /// Message items fetched (acknowledgement queues not counted).
+    pub received: usize,
+    /// Loop cover packets that came back.
+    pub loops_back: usize,
+    /// Delivery receipts owed for what was processed.
+    pub receipts: Receipts,
+}
+
+/// Fetches every queue in `queues` (all on the relay `conn` is connected
+/// to) through the engine's [`FetchFlow`], calling `show` for each event
+/// as it comes. What was gathered is returned even when the run stopped
+/// on an error (the second half), so the receipts for what was already
+/// committed still go out.
+pub async fn fetch_on<E: From<NativeError>>(
+    p: &mut Profile,
+    conn: &mut Connection,
+    queues: &[OwnQueue],
+    mut show: impl FnMut(&Profile, Event) -> core::result::Result<(), E>,
+) -> (Fetched, core::result::Result<(), E>) {
+    let mut flow = FetchFlow::new(queues);
+    let r = fetch_steps(p, conn, &mut flow, &mut show).await;
+    let fetched = Fetched {
+        received: flow.received(),
+        loops_back: flow.loops_back(),
+        receipts: flow.take_receipts(),
+    };
+    (fetched, r)
+}
+
+async fn fetch_steps<E: From<NativeError>>(
+    p: &mut Profile,
+    conn: &mut Connection,
+    flow: &mut FetchFlow<'_>,
+    show: &mut impl FnMut(&Profile, Event) -> core::result::Result<(), E>,
+) -> core::result::Result<(), E> {
+    loop {
+        let input = match flow.poll_action() {
+            None => return Ok(()),
+            Some(Action::Request { command, key, .. }) => Input::Answer(
+                conn.request(command, key)
+                    .await
+                    .map_err(|e| E::from(e.into()))?,
+            ),
+            Some(_) => return Err(E::from(FlowError::OutOfOrder.into())),
+        };
+        let handled = flow.handle(now(), input, p, &mut rand::rng());
+        // What was committed is shown, whatever came after it.
+        while let Some(e) = flow.poll_event() {
+            show(p, e)?;
+        }
+        handled.map_err(|e| E::from(e.into()))?;
     }
 }

@@ -20,7 +20,7 @@ pub mod transport;
 use postern_core::error::HasKind;
 use postern_core::store::ChangeSet;
 use postern_core::{ErrorKind, KvStore, UnixTime};
-use postern_engine::contact::FlowError;
+use postern_engine::flow::FlowError;
 use postern_net::NetError;
 use postern_store::Profile;
 
