@@ -26,7 +26,8 @@ use postern_engine::contact::{AcceptFlow, InviteFlow};
 use postern_engine::flow::FlowError;
 use postern_engine::inbox::{self, Receipts};
 use postern_engine::outbox;
-use postern_engine::{Due, Millis, Schedule, WatchConfig, watch};
+use postern_engine::watch::{self, Reaction, Task, WatchInput, Watcher};
+use postern_engine::{Millis, WatchConfig};
 use postern_native::flow::fetch_on;
 use postern_native::transport::{self, Links, Transport, put_all};
 use postern_native::{NativeError, is_local_failure, now};
@@ -908,9 +909,9 @@ async fn watch(
     r
 }
 
-/// The watch loop: the engine's [`Schedule`] says what is due; this
-/// does it. Everything sent — the outbox, receipts, resends, cover —
-/// leaves through `links`.
+/// The watch loop: the engine's [`Watcher`] says what to do next and when
+/// to wake; this carries each task out, reports back and prints. Everything
+/// sent — the outbox, receipts, resends, cover — leaves through `links`.
 #[allow(clippy::too_many_arguments)]
 async fn watching(
     p: &mut Profile,
@@ -923,30 +924,12 @@ async fn watching(
     mut stop: std::pin::Pin<&mut impl core::future::Future<Output = ()>>,
 ) -> Result<()> {
     flush_outbox(p, links).await?;
-    sync(p, cx, dl, links).await?;
-    // Notifications come from the home relay; queues left on other relays
-    // (from before a change of home relay) are fetched every `others_poll`.
     let home = transport::home(p)?;
-    let Some(watch::Plan {
-        watched: qs,
-        polled: others,
-    }) = watch::plan(courier::own_queues(p)?, home.as_ref())
-    else {
+    let Some(plan) = watch::plan(courier::own_queues(p)?, home.as_ref()) else {
         return Err(CliError::Usage(
             "no queues yet (postern invite / postern accept)".into(),
         ));
     };
-    let mut conn = Some(connect_home(p, cx, &qs, dl, links).await?);
-    let elsewhere: usize = others.iter().map(Vec::len).sum();
-    if elsewhere > 0 {
-        println!(
-            "watching {} queue(s), and {elsewhere} on other relays every {} s; Ctrl-C to stop",
-            qs.len(),
-            others_poll.as_secs()
-        );
-    } else {
-        println!("watching {} queue(s); Ctrl-C to stop", qs.len());
-    }
     // Cover traffic goes through the onion network only.
     let cover = links.get(p).await?.is_onion() && cover_per_minute > 0;
     let origin = tokio::time::Instant::now();
@@ -955,83 +938,98 @@ async fn watching(
     let cfg = WatchConfig {
         ack_timeout_ms,
         cover_per_minute: if cover { cover_per_minute } else { 0 },
-        others_poll_ms: (!others.is_empty()).then(|| millis(others_poll)),
+        others_poll_ms: Some(millis(others_poll)),
         keepalive_ms: millis(postern_net::KEEPALIVE_INTERVAL),
     };
-    let mut schedule = Schedule::new(cfg, clock(), &mut rand::rng());
+    let mut w = Watcher::new(plan, cfg, clock(), &mut rand::rng());
+    let mut conn: Option<Connection> = None;
     let mut cover_sent: u64 = 0;
     loop {
-        let wake = origin
-            .checked_add(std::time::Duration::from_millis(schedule.poll_timeout().0))
-            .unwrap_or(origin);
-        // What happened to the home connection in this pass.
-        let home_result: Result<()> = tokio::select! {
-            n = next_notification(&mut conn) => match n {
-                Ok(rid) => match (conn.as_mut(), qs.iter().find(|q| q.recipient_id == rid)) {
-                    (Some(c), Some(q)) => {
-                        drain(p, cx, c, core::slice::from_ref(q), dl, links).await.map(|_| ())
+        while let Some(task) = w.poll_action() {
+            // What to report, and the network error behind it.
+            let (input, err): (WatchInput, Option<CliError>) = match task {
+                Task::Connect { relay, queues } => match subscribe(cx, relay, queues).await {
+                    Ok(c) => {
+                        conn = Some(c);
+                        (WatchInput::Connected, None)
                     }
-                    _ => Ok(()),
+                    Err(e) if is_local_failure(&e) => return Err(e),
+                    Err(e) => (WatchInput::ConnectFailed, Some(e)),
                 },
-                Err(e) => Err(e.into()),
-            },
-            _ = tokio::time::sleep_until(wake) => {
-                let mut r = Ok(());
-                while let Some(due) = schedule.poll_due(clock(), &mut rand::rng()) {
-                    match due {
-                        Due::Keepalive => {
-                            if let Some(c) = conn.as_mut()
-                                && let Err(e) = c.ping().await
-                            {
-                                r = Err(e.into());
-                                break;
-                            }
-                        }
-                        Due::Reconnect => match connect_home(p, cx, &qs, dl, links).await {
-                            Ok(c) => {
-                                println!("reconnected to your relay");
-                                conn = Some(c);
-                                schedule.connected(clock());
-                            }
-                            Err(e) if is_local_failure(&e) => return Err(e),
-                            Err(e) => {
-                                schedule.connect_failed(clock());
-                                eprintln!("note: your relay is still out of reach ({e})");
-                            }
-                        },
-                        // The network failing now does not end `watch`.
-                        Due::Resend => {
-                            note(resend(p, links, ack_timeout_ms).await, "")?;
-                        }
-                        Due::PollOthers => {
-                            for qs in &others {
-                                // A relay that cannot be reached now is
-                                // tried again at the next round.
-                                note(drain_relay(p, cx, qs, dl, links).await, "")?;
-                            }
-                        }
-                        Due::Cover => {
-                            let sent = async { Ok(links.get(p).await?.send_cover(p).await?) }.await;
-                            if note(sent, "cover packet not sent: ")?.is_some() {
-                                cover_sent += 1;
-                            }
-                        }
+                Task::FetchHome { queues } => {
+                    let r = match conn.as_mut() {
+                        Some(c) => drain(p, cx, c, queues, dl, links).await.map(|_| ()),
+                        None => Err(CliError::Net(NetError::Closed)),
+                    };
+                    match r {
+                        Ok(()) => continue,
+                        Err(e) if is_local_failure(&e) => return Err(e),
+                        Err(e) => (WatchInput::Lost, Some(e)),
                     }
                 }
-                r
-            }
-            _ = &mut stop => break,
-        };
-        match home_result {
-            Ok(()) => {}
-            Err(e) if is_local_failure(&e) => return Err(e),
-            Err(e) => {
-                // Anything else from the home relay: drop the connection
-                // and reconnect, resubscribe and fetch.
-                eprintln!("note: lost the connection to your relay ({e}); reconnecting");
+                Task::Ping => {
+                    let r = match conn.as_mut() {
+                        Some(c) => c.ping().await,
+                        None => Err(NetError::Closed),
+                    };
+                    match r {
+                        Ok(()) => continue,
+                        Err(e) => (WatchInput::Lost, Some(e.into())),
+                    }
+                }
+                // A relay that cannot be reached now is tried again at the
+                // next round; the network failing does not end `watch`.
+                Task::FetchOther { queues } => {
+                    note(drain_relay(p, cx, queues, dl, links).await, "")?;
+                    continue;
+                }
+                Task::Resend => {
+                    note(resend(p, links, ack_timeout_ms).await, "")?;
+                    continue;
+                }
+                Task::Cover => {
+                    let sent = async { Ok(links.get(p).await?.send_cover(p).await?) }.await;
+                    if note(sent, "cover packet not sent: ")?.is_some() {
+                        cover_sent += 1;
+                    }
+                    continue;
+                }
+            };
+            if input == WatchInput::Lost {
+                // Dropped, not closed: it is broken.
                 conn = None;
-                schedule.lost(clock());
             }
+            let why = err.as_ref().map(ToString::to_string).unwrap_or_default();
+            match w.handle(clock(), input) {
+                Reaction::Started => watching_line(&w, others_poll),
+                Reaction::Reconnected => println!("reconnected to your relay"),
+                Reaction::GiveUp => return Err(err.unwrap_or(CliError::Net(NetError::Closed))),
+                Reaction::RetryIn(_) if input == WatchInput::Lost => {
+                    eprintln!("note: lost the connection to your relay ({why}); reconnecting");
+                }
+                Reaction::RetryIn(_) => {
+                    eprintln!("note: your relay is still out of reach ({why})");
+                }
+                Reaction::Quiet => {}
+            }
+        }
+        let wake = origin
+            .checked_add(std::time::Duration::from_millis(w.poll_timeout().0))
+            .unwrap_or(origin);
+        tokio::select! {
+            n = next_notification(&mut conn) => match n {
+                Ok(rid) => {
+                    w.handle(clock(), WatchInput::Notified(rid));
+                }
+                Err(e) => {
+                    // Dropped: reconnect, resubscribe and fetch.
+                    eprintln!("note: lost the connection to your relay ({e}); reconnecting");
+                    conn = None;
+                    w.handle(clock(), WatchInput::Lost);
+                }
+            },
+            _ = tokio::time::sleep_until(wake) => w.handle_timeout(clock(), &mut rand::rng()),
+            _ = &mut stop => break,
         }
     }
     if let Some(c) = conn {
@@ -1044,6 +1042,21 @@ async fn watching(
         );
     }
     Ok(())
+}
+
+/// The line that says watching has started.
+fn watching_line(w: &Watcher, others_poll: std::time::Duration) {
+    let plan = w.plan();
+    let elsewhere = plan.polled_queues();
+    if elsewhere > 0 {
+        println!(
+            "watching {} queue(s), and {elsewhere} on other relays every {} s; Ctrl-C to stop",
+            plan.watched.len(),
+            others_poll.as_secs()
+        );
+    } else {
+        println!("watching {} queue(s); Ctrl-C to stop", plan.watched.len());
+    }
 }
 
 /// A failure of the profile (or a bug) is passed on; any other, from the
@@ -1070,24 +1083,13 @@ async fn next_notification(
     }
 }
 
-/// Connects to the home relay, subscribes to its queues and fetches what
-/// arrived while nobody listened.
-async fn connect_home(
-    p: &mut Profile,
-    cx: &Ctx,
-    qs: &[courier::OwnQueue],
-    dl: &Path,
-    links: &mut Links,
-) -> Result<Connection> {
-    let Some(first) = qs.first() else {
-        return Err(CliError::Usage("no queues to watch".into()));
-    };
-    let mut conn = cx.net.connect(&first.relay).await?;
+/// Opens the lasting connection to the watched relay and subscribes to
+/// its queues.
+async fn subscribe(cx: &Ctx, relay: &RelayAddress, qs: &[courier::OwnQueue]) -> Result<Connection> {
+    let mut conn = cx.net.connect(relay).await?;
     for q in qs {
         conn.subscribe(&q.recipient_id, &q.queue_key).await?;
     }
-    // Items that arrived before the subscriptions.
-    drain(p, cx, &mut conn, qs, dl, links).await?;
     Ok(conn)
 }
 
