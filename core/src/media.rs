@@ -66,6 +66,15 @@ fn encode(img: &DynamicImage, jpeg_quality: u8) -> Result<(Vec<u8>, &'static str
     }
 }
 
+/// Whether `input` starts like an image Postern re-encodes (JPEG or PNG);
+/// only the signature is read.
+pub fn is_image(input: &[u8]) -> bool {
+    matches!(
+        image::guess_format(input),
+        Ok(ImageFormat::Jpeg | ImageFormat::Png)
+    )
+}
+
 /// Decodes `input` (JPEG or PNG) within limits and re-encodes it.
 pub fn sanitize_image(input: &[u8]) -> Result<SanitizedImage> {
     if input.len() > MAX_IMAGE_INPUT_BYTES {

@@ -19,9 +19,10 @@ use postern_core::courier::{self, Outgoing};
 use postern_core::crypto::kdf::KdfParams;
 use postern_core::e2e::{self, Verification};
 use postern_core::error::HasKind;
-use postern_core::message::{Body, Envelope, FileInfo, Image, Text, Voice};
-use postern_core::store::{ChangeSet, OutboxEntry};
+use postern_core::message::{Body, Envelope, Text};
+use postern_core::store::ChangeSet;
 use postern_core::{Address, ErrorKind, KvStore, RelayAddress, attachment, settings};
+use postern_engine::attach::{Attachment, queue_attachment};
 use postern_engine::contact::{AcceptFlow, InviteFlow};
 use postern_engine::flow::FlowError;
 use postern_engine::inbox::{self, Receipts};
@@ -653,101 +654,30 @@ async fn send_text(cli: &Cli, cx: &Ctx, contact: &str, text: &str) -> Result<()>
 async fn send_file(cli: &Cli, cx: &Ctx, contact: &str, path: &Path, voice: bool) -> Result<()> {
     let mut p = open(cli)?;
     let (peer, name) = resolve(&p, contact)?;
-    let raw = std::fs::read(path).map_err(io_err(path))?;
-    if raw.len() as u64 > postern_core::consts::MAX_ATTACHMENT_BYTES {
+    let len = std::fs::metadata(path).map_err(io_err(path))?.len();
+    if len > postern_core::consts::MAX_ATTACHMENT_BYTES {
         return Err(postern_core::Error::TooLarge {
             what: "attachment",
-            len: raw.len(),
+            len: usize::try_from(len).unwrap_or(usize::MAX),
             max: usize::try_from(postern_core::consts::MAX_ATTACHMENT_BYTES).unwrap_or(usize::MAX),
         }
         .into());
     }
-    let mut rng = rand::rng();
-    let (bytes, make): (
-        Vec<u8>,
-        Box<dyn FnOnce(postern_core::message::AttachmentRef) -> Body>,
-    ) = if voice {
-        let info = postern_core::voice::validate_voice_clip(&raw)?;
-        (
-            raw,
-            Box::new(move |a| {
-                Body::Voice(Voice {
-                    duration_ms: info.duration_ms,
-                    waveform: Vec::new(),
-                    attachment: a,
-                })
-            }),
-        )
-    } else if output::looks_like_image(&raw) {
-        let img = postern_core::media::sanitize_image(&raw)?;
-        let (mime, w, h, thumb) = (img.mime.to_owned(), img.width, img.height, img.thumbnail);
-        (
-            img.bytes,
-            Box::new(move |a| {
-                Body::Image(Image {
-                    mime,
-                    width: w,
-                    height: h,
-                    thumbnail: thumb,
-                    attachment: a,
-                })
-            }),
-        )
-    } else {
-        let file_name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("file")
-            .to_owned();
-        let mime = output::mime_for(&file_name).to_owned();
-        (
-            raw,
-            Box::new(move |a| {
-                Body::File(FileInfo {
-                    name: file_name,
-                    mime,
-                    attachment: a,
-                })
-            }),
-        )
-    };
-    let mut h = postern_core::crypto::hash::Sha256Stream::new();
-    h.update(&bytes);
-    let aref = attachment::prepare(bytes.len() as u64, h.finish(), &mut rng)?;
-    let body = make(aref.clone());
-    let kind = output::kind_of(&body);
+    let raw = std::fs::read(path).map_err(io_err(path))?;
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let a = Attachment::from_file(raw, file_name, voice)?;
+    let kind = a.kind();
     let home = transport::home(&p)?;
     let mut t = Transport::for_profile(&mut p, home.as_ref(), &cx.net).await?;
     // The message, its ratchet step and every chunk go into the outbox in
     // one commit: an interrupted transfer is finished by `postern sync`.
-    let (env, out, mut cs) = courier::send(&p, &peer, body, None, now(), &mut rng)?;
-    let mut ids = vec![env.id];
-    cs.add_outbox(OutboxEntry {
-        id: env.id,
-        peer,
-        payload: out.to_bytes(),
-    });
-    for batch in courier::attachment_outgoing(&p, &peer, &aref, &bytes, &mut rng)? {
-        let mut id = [0u8; 16];
-        rand::RngCore::fill_bytes(&mut rng, &mut id);
-        ids.push(id);
-        cs.add_outbox(OutboxEntry {
-            id,
-            peer,
-            payload: batch.to_bytes(),
-        });
-    }
-    drop(bytes);
-    commit(&mut p, cs)?;
-    let total = attachment::chunk_count(aref.size)?;
-    let bar = output::progress(u64::from(total) + out.blobs.len() as u64, "sending");
+    let queued = queue_attachment(&mut p, &peer, a, now(), &mut rand::rng())?;
+    let total = attachment::chunk_count(queued.attachment.size)?;
+    let blobs: usize = queued.entries.iter().map(|(_, o)| o.blobs.len()).sum();
+    let bar = output::progress(blobs as u64, "sending");
     let sent = async {
-        for e in p.outbox()? {
-            if !ids.contains(&e.id) {
-                continue;
-            }
-            let out = Outgoing::from_bytes(&e.payload)?;
-            deliver(&mut p, &mut t, e.id, &out).await?;
+        for (id, out) in &queued.entries {
+            deliver(&mut p, &mut t, *id, out).await?;
             bar.inc(out.blobs.len() as u64);
         }
         Ok::<(), CliError>(())
@@ -759,7 +689,7 @@ async fn send_file(cli: &Cli, cx: &Ctx, contact: &str, path: &Path, voice: bool)
     println!(
         "you → {}: {kind} ({} bytes, {total} chunks)",
         output::name_or(&name, &peer),
-        aref.size
+        queued.attachment.size
     );
     Ok(())
 }

@@ -57,36 +57,6 @@ pub fn describe(body: &Body) -> Option<String> {
     })
 }
 
-/// "image", "file", "voice clip".
-pub fn kind_of(body: &Body) -> &'static str {
-    match body {
-        Body::Image(_) => "image",
-        Body::Voice(_) => "voice clip",
-        _ => "file",
-    }
-}
-
-/// Whether the bytes look like an image Postern re-encodes.
-pub fn looks_like_image(bytes: &[u8]) -> bool {
-    matches!(
-        image::guess_format(bytes),
-        Ok(image::ImageFormat::Jpeg | image::ImageFormat::Png)
-    )
-}
-
-/// A MIME type from a file name's extension.
-pub fn mime_for(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("txt") => "text/plain",
-        Some("pdf") => "application/pdf",
-        Some("zip") => "application/zip",
-        Some("json") => "application/json",
-        Some("ogg" | "opus") => "audio/ogg",
-        _ => "application/octet-stream",
-    }
-}
-
 /// The file name a received attachment is saved under.
 pub fn download_name(body: Option<&Body>, message_id: &[u8; 16]) -> String {
     let short: String = message_id

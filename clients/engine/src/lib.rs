@@ -25,9 +25,12 @@
 //!   resends, keepalives, reconnect backoff, other relays).
 //! - [`directory`]: when a cached directory is used and when it is fetched.
 //! - [`outbox`]: commit, then send.
+//! - [`attach`]: what a file is sent as, and queuing it with its chunks
+//!   in one commit.
 //! - [`inbox`]: what fetched blobs become (events, receipts, which items
 //!   to acknowledge).
 
+pub mod attach;
 pub mod contact;
 pub mod directory;
 pub mod fetch;
