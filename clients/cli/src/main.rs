@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use postern_core::courier::{self, Outgoing};
+use postern_core::courier;
 use postern_core::crypto::kdf::KdfParams;
 use postern_core::e2e::{self, Verification};
 use postern_core::error::HasKind;
@@ -25,14 +25,12 @@ use postern_core::{Address, ErrorKind, KvStore, RelayAddress, attachment, settin
 use postern_engine::attach::{Attachment, queue_attachment};
 use postern_engine::contact::{AcceptFlow, InviteFlow};
 use postern_engine::flow::FlowError;
-use postern_engine::inbox::{self, Receipts};
+use postern_engine::inbox;
 use postern_engine::outbox;
-use postern_engine::watch::{self, Reaction, Task, WatchInput, Watcher};
-use postern_engine::{Millis, WatchConfig};
-use postern_native::flow::fetch_on;
-use postern_native::transport::{self, Links, Transport, put_all};
-use postern_native::{NativeError, is_local_failure, now};
-use postern_net::{Connection, Connector, NetError};
+use postern_native::client::{self, Notice, Step};
+use postern_native::transport::{self, Links, Transport};
+use postern_native::{NativeError, now};
+use postern_net::{Connector, NetError};
 use postern_store::{Profile, ProfileError, Unlock};
 
 /// Environment variable holding the profile passphrase (otherwise the OS
@@ -281,12 +279,10 @@ mod exit {
 }
 
 /// What every command that talks to relays carries: how connections are
-/// made, and what `watch` counts while it runs.
+/// made.
 #[derive(Debug, Default)]
 struct Ctx {
     net: Connector,
-    /// Loop cover packets that came back in this run.
-    loops_back: std::cell::Cell<usize>,
 }
 
 type Result<T> = core::result::Result<T, CliError>;
@@ -304,7 +300,6 @@ fn main() -> ExitCode {
         net: Connector {
             source_address: cli.source_addr,
         },
-        ..Ctx::default()
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -382,7 +377,7 @@ async fn run(cli: Cli, cx: &Ctx) -> Result<()> {
             let dl = downloads_dir(&p, downloads.as_deref());
             let mut links = Links::new(cx.net);
             let r = async {
-                flush_outbox(&mut p, &mut links).await?;
+                client::flush_outbox(&mut p, &mut links).await?;
                 sync(&mut p, cx, &dl, &mut links).await?;
                 resend(&mut p, &mut links, cli.ack_timeout_ms).await
             }
@@ -557,21 +552,6 @@ async fn accept(cli: &Cli, cx: &Ctx, link: &str) -> Result<()> {
     Ok(())
 }
 
-/// Sends an outbox entry's blobs and removes it from the outbox.
-async fn deliver(p: &mut Profile, t: &mut Transport, id: [u8; 16], out: &Outgoing) -> Result<()> {
-    put_all(p, t, out).await?;
-    Ok(outbox::sent(p, id)?)
-}
-
-/// Sends whatever an earlier run committed but could not send.
-async fn flush_outbox(p: &mut Profile, links: &mut Links) -> Result<()> {
-    for (id, out) in outbox::waiting(p)? {
-        let t = links.get(p).await?;
-        deliver(p, t, id, &out).await?;
-    }
-    Ok(())
-}
-
 fn contacts(cli: &Cli) -> Result<()> {
     let p = open(cli)?;
     let list = e2e::contacts(&p)?;
@@ -625,7 +605,11 @@ async fn send_body(
     body: Body,
 ) -> Result<Envelope> {
     let (env, out) = outbox::queue(p, peer, body, None, now(), &mut rand::rng())?;
-    queued_hint(deliver(p, t, env.id, &out).await)?;
+    queued_hint(
+        client::deliver(p, t, env.id, &out)
+            .await
+            .map_err(CliError::from),
+    )?;
     Ok(env)
 }
 
@@ -677,7 +661,7 @@ async fn send_file(cli: &Cli, cx: &Ctx, contact: &str, path: &Path, voice: bool)
     let bar = output::progress(blobs as u64, "sending");
     let sent = async {
         for (id, out) in &queued.entries {
-            deliver(&mut p, &mut t, *id, out).await?;
+            client::deliver(&mut p, &mut t, *id, out).await?;
             bar.inc(out.blobs.len() as u64);
         }
         Ok::<(), CliError>(())
@@ -696,11 +680,9 @@ async fn send_file(cli: &Cli, cx: &Ctx, contact: &str, path: &Path, voice: bool)
 
 /// Fetches and processes every queue once, one connection per relay.
 async fn sync(p: &mut Profile, cx: &Ctx, dl: &Path, links: &mut Links) -> Result<()> {
-    let mut received = 0usize;
-    for qs in watch::by_relay(courier::own_queues(p)?) {
-        received += drain_relay(p, cx, &qs, dl, links).await?;
-    }
-    if received == 0 {
+    let mut ui = Printer { dl, poll_secs: 0 };
+    let got = client::collect(p, &cx.net, links, &mut ui).await?;
+    if got.received == 0 {
         println!("no new messages");
     }
     Ok(())
@@ -708,13 +690,14 @@ async fn sync(p: &mut Profile, cx: &Ctx, dl: &Path, links: &mut Links) -> Result
 
 /// Sends again whatever the onion network has not acknowledged in time.
 async fn resend(p: &mut Profile, links: &mut Links, timeout_ms: u64) -> Result<()> {
-    if p.keys(postern_core::store::Namespace::PendingAck)?
-        .is_empty()
-    {
-        return Ok(());
-    }
-    let t = links.get(p).await?;
-    let r = transport::resend_overdue(p, t, timeout_ms).await?;
+    let round = client::resend_round(p, links, timeout_ms).await?;
+    show_round(&round);
+    Ok(())
+}
+
+/// Prints what a resend round did.
+fn show_round(round: &client::Round) {
+    let r = round.resent;
     if r.resent > 0 {
         println!(
             "resent {} packet(s) not yet acknowledged, over new paths",
@@ -730,29 +713,54 @@ async fn resend(p: &mut Profile, links: &mut Links, timeout_ms: u64) -> Result<(
     if r.gave_up > 0 {
         eprintln!("warning: {} packet(s) could not be delivered", r.gave_up);
     }
-    let cutoff = postern_engine::route::lost_loop_cutoff(now(), timeout_ms);
-    let (lost, cs) = courier::lost_loops(p, cutoff)?;
-    commit(p, cs)?;
-    if lost > 0 {
+    if round.lost_loops > 0 {
         eprintln!(
-            "warning: {lost} loop cover packet(s) did not come back (failing or hostile relays?)"
+            "warning: {} loop cover packet(s) did not come back (failing or hostile relays?)",
+            round.lost_loops
         );
     }
-    let waiting = courier::unacknowledged(p)?;
-    if waiting > 0 {
-        println!("{waiting} packet(s) wait for a delivery acknowledgement");
+    if round.waiting > 0 {
+        println!(
+            "{} packet(s) wait for a delivery acknowledgement",
+            round.waiting
+        );
     }
-    Ok(())
 }
 
-/// Tells each contact which of its messages arrived (the engine makes one
-/// receipt message per `MAX_RECEIPT_IDS` ids).
-async fn send_receipts(p: &mut Profile, links: &mut Links, receipts: Receipts) -> Result<()> {
-    for (peer, body) in inbox::receipt_bodies(receipts) {
-        let t = links.get(p).await?;
-        send_body(p, t, &peer, body).await?;
+/// How the CLI shows a client's work: one line per event, attachments
+/// saved under `dl`.
+struct Printer<'a> {
+    dl: &'a Path,
+    /// How often other relays are polled, for the watching line.
+    poll_secs: u64,
+}
+
+impl client::Ui for Printer<'_> {
+    type Error = CliError;
+
+    fn event(&mut self, p: &Profile, e: inbox::Event) -> Result<()> {
+        show(p, e, self.dl)
     }
-    Ok(())
+
+    fn notice(&mut self, n: Notice<'_, CliError>) {
+        match n {
+            Notice::Started { watched, polled } if polled > 0 => println!(
+                "watching {watched} queue(s), and {polled} on other relays every {} s; Ctrl-C to stop",
+                self.poll_secs
+            ),
+            Notice::Started { watched, .. } => {
+                println!("watching {watched} queue(s); Ctrl-C to stop");
+            }
+            Notice::Reconnected => println!("reconnected to your relay"),
+            Notice::Lost(e) => {
+                eprintln!("note: lost the connection to your relay ({e}); reconnecting");
+            }
+            Notice::OutOfReach(e) => eprintln!("note: your relay is still out of reach ({e})"),
+            Notice::Failed(Step::Cover, e) => eprintln!("note: cover packet not sent: {e}"),
+            Notice::Failed(_, e) => eprintln!("note: {e}"),
+            Notice::Resent(round) => show_round(&round),
+        }
+    }
 }
 
 /// Prints one event from the inbox; a complete attachment is saved.
@@ -839,9 +847,9 @@ async fn watch(
     r
 }
 
-/// The watch loop: the engine's [`Watcher`] says what to do next and when
-/// to wake; this carries each task out, reports back and prints. Everything
-/// sent — the outbox, receipts, resends, cover — leaves through `links`.
+/// The watch loop, carried out by the native layer from the engine's
+/// `Watcher`; this prints. Everything sent — the outbox, receipts,
+/// resends, cover — leaves through `links`.
 #[allow(clippy::too_many_arguments)]
 async fn watching(
     p: &mut Profile,
@@ -851,176 +859,29 @@ async fn watching(
     ack_timeout_ms: u64,
     cover_per_minute: u32,
     others_poll: std::time::Duration,
-    mut stop: std::pin::Pin<&mut impl core::future::Future<Output = ()>>,
+    stop: std::pin::Pin<&mut impl core::future::Future<Output = ()>>,
 ) -> Result<()> {
-    flush_outbox(p, links).await?;
-    let home = transport::home(p)?;
-    let Some(plan) = watch::plan(courier::own_queues(p)?, home.as_ref()) else {
+    client::flush_outbox(p, links).await?;
+    let Some(plan) = client::watch_plan(p)? else {
         return Err(CliError::Usage(
             "no queues yet (postern invite / postern accept)".into(),
         ));
     };
     // Cover traffic goes through the onion network only.
     let cover = links.get(p).await?.is_onion() && cover_per_minute > 0;
-    let origin = tokio::time::Instant::now();
-    let clock = || Millis(u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX));
-    let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let cfg = WatchConfig {
-        ack_timeout_ms,
-        cover_per_minute: if cover { cover_per_minute } else { 0 },
-        others_poll_ms: Some(millis(others_poll)),
-        keepalive_ms: millis(postern_net::KEEPALIVE_INTERVAL),
+    let cfg = client::watch_config(ack_timeout_ms, cover_per_minute, cover, others_poll);
+    let mut ui = Printer {
+        dl,
+        poll_secs: others_poll.as_secs(),
     };
-    let mut w = Watcher::new(plan, cfg, clock(), &mut rand::rng());
-    let mut conn: Option<Connection> = None;
-    let mut cover_sent: u64 = 0;
-    loop {
-        while let Some(task) = w.poll_action() {
-            // What to report, and the network error behind it.
-            let (input, err): (WatchInput, Option<CliError>) = match task {
-                Task::Connect { relay, queues } => match subscribe(cx, relay, queues).await {
-                    Ok(c) => {
-                        conn = Some(c);
-                        (WatchInput::Connected, None)
-                    }
-                    Err(e) if is_local_failure(&e) => return Err(e),
-                    Err(e) => (WatchInput::ConnectFailed, Some(e)),
-                },
-                Task::FetchHome { queues } => {
-                    let r = match conn.as_mut() {
-                        Some(c) => drain(p, cx, c, queues, dl, links).await.map(|_| ()),
-                        None => Err(CliError::Net(NetError::Closed)),
-                    };
-                    match r {
-                        Ok(()) => continue,
-                        Err(e) if is_local_failure(&e) => return Err(e),
-                        Err(e) => (WatchInput::Lost, Some(e)),
-                    }
-                }
-                Task::Ping => {
-                    let r = match conn.as_mut() {
-                        Some(c) => c.ping().await,
-                        None => Err(NetError::Closed),
-                    };
-                    match r {
-                        Ok(()) => continue,
-                        Err(e) => (WatchInput::Lost, Some(e.into())),
-                    }
-                }
-                // A relay that cannot be reached now is tried again at the
-                // next round; the network failing does not end `watch`.
-                Task::FetchOther { queues } => {
-                    note(drain_relay(p, cx, queues, dl, links).await, "")?;
-                    continue;
-                }
-                Task::Resend => {
-                    note(resend(p, links, ack_timeout_ms).await, "")?;
-                    continue;
-                }
-                Task::Cover => {
-                    let sent = async { Ok(links.get(p).await?.send_cover(p).await?) }.await;
-                    if note(sent, "cover packet not sent: ")?.is_some() {
-                        cover_sent += 1;
-                    }
-                    continue;
-                }
-            };
-            if input == WatchInput::Lost {
-                // Dropped, not closed: it is broken.
-                conn = None;
-            }
-            let why = err.as_ref().map(ToString::to_string).unwrap_or_default();
-            match w.handle(clock(), input) {
-                Reaction::Started => watching_line(&w, others_poll),
-                Reaction::Reconnected => println!("reconnected to your relay"),
-                Reaction::GiveUp => return Err(err.unwrap_or(CliError::Net(NetError::Closed))),
-                Reaction::RetryIn(_) if input == WatchInput::Lost => {
-                    eprintln!("note: lost the connection to your relay ({why}); reconnecting");
-                }
-                Reaction::RetryIn(_) => {
-                    eprintln!("note: your relay is still out of reach ({why})");
-                }
-                Reaction::Quiet => {}
-            }
-        }
-        let wake = origin
-            .checked_add(std::time::Duration::from_millis(w.poll_timeout().0))
-            .unwrap_or(origin);
-        tokio::select! {
-            n = next_notification(&mut conn) => match n {
-                Ok(rid) => {
-                    w.handle(clock(), WatchInput::Notified(rid));
-                }
-                Err(e) => {
-                    // Dropped: reconnect, resubscribe and fetch.
-                    eprintln!("note: lost the connection to your relay ({e}); reconnecting");
-                    conn = None;
-                    w.handle(clock(), WatchInput::Lost);
-                }
-            },
-            _ = tokio::time::sleep_until(wake) => w.handle_timeout(clock(), &mut rand::rng()),
-            _ = &mut stop => break,
-        }
-    }
-    if let Some(c) = conn {
-        c.close().await?;
-    }
+    let got = client::watch(p, &cx.net, links, plan, cfg, &mut ui, stop).await?;
     if cover {
         println!(
-            "cover traffic: {cover_sent} packet(s) sent, {} loop(s) came back",
-            cx.loops_back.get()
+            "cover traffic: {} packet(s) sent, {} loop(s) came back",
+            got.cover_sent, got.loops_back
         );
     }
     Ok(())
-}
-
-/// The line that says watching has started.
-fn watching_line(w: &Watcher, others_poll: std::time::Duration) {
-    let plan = w.plan();
-    let elsewhere = plan.polled_queues();
-    if elsewhere > 0 {
-        println!(
-            "watching {} queue(s), and {elsewhere} on other relays every {} s; Ctrl-C to stop",
-            plan.watched.len(),
-            others_poll.as_secs()
-        );
-    } else {
-        println!("watching {} queue(s); Ctrl-C to stop", plan.watched.len());
-    }
-}
-
-/// A failure of the profile (or a bug) is passed on; any other, from the
-/// network, is printed after `what` and the loop goes on (`None`).
-fn note<T>(r: Result<T>, what: &str) -> Result<Option<T>> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if is_local_failure(&e) => Err(e),
-        Err(e) => {
-            eprintln!("note: {what}{e}");
-            Ok(None)
-        }
-    }
-}
-
-/// The next notification on the home connection; never resolves while
-/// there is none.
-async fn next_notification(
-    conn: &mut Option<Connection>,
-) -> std::result::Result<postern_core::relay_proto::QueueId, postern_net::NetError> {
-    match conn.as_mut() {
-        Some(c) => c.next_notification().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Opens the lasting connection to the watched relay and subscribes to
-/// its queues.
-async fn subscribe(cx: &Ctx, relay: &RelayAddress, qs: &[courier::OwnQueue]) -> Result<Connection> {
-    let mut conn = cx.net.connect(relay).await?;
-    for q in qs {
-        conn.subscribe(&q.recipient_id, &q.queue_key).await?;
-    }
-    Ok(conn)
 }
 
 /// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere). The handlers are
@@ -1048,43 +909,6 @@ fn stop_signal() -> Result<impl core::future::Future<Output = ()>> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
     })
-}
-
-/// Connects to the relay of `qs` (queues on one relay), fetches what waits
-/// in each, and closes; returns how many message items came.
-async fn drain_relay(
-    p: &mut Profile,
-    cx: &Ctx,
-    qs: &[courier::OwnQueue],
-    dl: &Path,
-    links: &mut Links,
-) -> Result<usize> {
-    let Some(first) = qs.first() else {
-        return Ok(0);
-    };
-    let mut conn = cx.net.connect(&first.relay).await?;
-    let received = drain(p, cx, &mut conn, qs, dl, links).await?;
-    conn.close().await?;
-    Ok(received)
-}
-
-/// Fetches the queues `qs` over `conn` through the engine's fetch flow,
-/// showing what came, then sends the receipts owed; returns how many
-/// message items came.
-async fn drain(
-    p: &mut Profile,
-    cx: &Ctx,
-    conn: &mut Connection,
-    qs: &[courier::OwnQueue],
-    dl: &Path,
-    links: &mut Links,
-) -> Result<usize> {
-    let (got, r) = fetch_on(p, conn, qs, |p, e| show(p, e, dl)).await;
-    cx.loops_back
-        .set(cx.loops_back.get().saturating_add(got.loops_back));
-    // Receipts for what was processed go out even if a later fetch failed.
-    send_receipts(p, links, got.receipts).await?;
-    r.map(|()| got.received)
 }
 
 fn history(cli: &Cli, contact: &str, limit: usize) -> Result<()> {
@@ -1171,9 +995,9 @@ mod tests {
         assert_eq!(exit_status(ErrorKind::Bug), exit::BUG);
         let bug = CliError::Core(postern_core::Error::Bug("x"));
         assert_eq!(exit_status(bug.kind()), exit::BUG);
-        assert!(is_local_failure(&bug));
+        assert!(postern_native::is_local_failure(&bug));
         let down = CliError::Net(NetError::Timeout);
         assert_eq!(exit_status(down.kind()), exit::NETWORK);
-        assert!(!is_local_failure(&down));
+        assert!(!postern_native::is_local_failure(&down));
     }
 }

@@ -12,8 +12,12 @@
 //! - [`transport`]: the links blobs leave by (direct, or onion-routed
 //!   through entry relays), the one set of links a command sends
 //!   everything through, the directory by the engine's rule, resends.
-//! - [`flow`]: runs an engine flow (invite, accept) to its end.
+//! - [`flow`]: runs an engine flow (invite, accept, fetch) to its end.
+//! - [`client`]: a client's running work for any shell — sending from the
+//!   outbox, receipts, resend rounds, collecting, the watch loop — shown
+//!   through a [`client::Ui`].
 
+pub mod client;
 pub mod flow;
 pub mod transport;
 

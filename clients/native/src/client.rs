@@ -1,0 +1,391 @@
+//! A client's running work, carried out for any native shell (the CLI,
+//! the desktop client): sending from the outbox, receipts, the resend
+//! round, collecting a relay's queues, and the watch loop. The engine
+//! decides every step; a shell only shows what happened, through [`Ui`].
+
+use postern_core::courier::{self, Outgoing, OwnQueue};
+use postern_core::error::HasKind;
+use postern_core::message::{Body, Envelope};
+use postern_core::{Address, KvStore, RelayAddress};
+use postern_engine::inbox::{self, Event, Receipts};
+use postern_engine::watch::{Plan, Reaction, Task, WatchInput, Watcher};
+use postern_engine::{Millis, WatchConfig, outbox, route};
+use postern_net::{Connection, Connector, NetError};
+use postern_store::Profile;
+
+use crate::flow::fetch_on;
+use crate::transport::{self, Links, Transport, put_all};
+use crate::{NativeError, Result, commit, is_local_failure, now};
+
+/// Sends an outbox entry's blobs and removes it from the outbox.
+pub async fn deliver(
+    p: &mut Profile,
+    t: &mut Transport,
+    id: [u8; 16],
+    out: &Outgoing,
+) -> Result<()> {
+    put_all(p, t, out).await?;
+    Ok(outbox::sent(p, id)?)
+}
+
+/// Sends whatever an earlier run committed but could not send.
+pub async fn flush_outbox(p: &mut Profile, links: &mut Links) -> Result<()> {
+    for (id, out) in outbox::waiting(p)? {
+        let t = links.get(p).await?;
+        deliver(p, t, id, &out).await?;
+    }
+    Ok(())
+}
+
+/// Seals a body for `peer`, commits it with an outbox entry, sends it. A
+/// failure to send leaves it in the outbox (committed first), to be sent
+/// by the next [`flush_outbox`].
+pub async fn send_body(
+    p: &mut Profile,
+    t: &mut Transport,
+    peer: &Address,
+    body: Body,
+) -> Result<Envelope> {
+    let (env, out) = outbox::queue(p, peer, body, None, now(), &mut rand::rng())?;
+    deliver(p, t, env.id, &out).await?;
+    Ok(env)
+}
+
+/// Tells each contact which of its messages arrived (the engine makes one
+/// receipt message per `MAX_RECEIPT_IDS` ids).
+pub async fn send_receipts(p: &mut Profile, links: &mut Links, receipts: Receipts) -> Result<()> {
+    for (peer, body) in inbox::receipt_bodies(receipts) {
+        let t = links.get(p).await?;
+        send_body(p, t, &peer, body).await?;
+    }
+    Ok(())
+}
+
+/// What one resend round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    /// What was sent again, given up or could not leave.
+    pub resent: transport::Resent,
+    /// Loop cover packets given up as lost (failing or hostile relays?).
+    pub lost_loops: usize,
+    /// Packets still waiting for a delivery acknowledgement.
+    pub waiting: usize,
+}
+
+/// Sends again whatever the onion network has not acknowledged within
+/// `timeout_ms`, and counts the loops that did not come back.
+pub async fn resend_round(p: &mut Profile, links: &mut Links, timeout_ms: u64) -> Result<Round> {
+    let mut round = Round::default();
+    if !p
+        .keys(postern_core::store::Namespace::PendingAck)?
+        .is_empty()
+    {
+        let t = links.get(p).await?;
+        round.resent = transport::resend_overdue(p, t, timeout_ms).await?;
+    }
+    let (lost, cs) = courier::lost_loops(p, route::lost_loop_cutoff(now(), timeout_ms))?;
+    commit(p, cs)?;
+    round.lost_loops = lost;
+    round.waiting = courier::unacknowledged(p)?;
+    Ok(round)
+}
+
+/// A step of the watch loop that failed on the network and is tried
+/// again later (the loop goes on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Fetching the queues on another relay.
+    PollOther,
+    /// The resend round.
+    Resend,
+    /// Sending a cover packet.
+    Cover,
+}
+
+/// What a watching client tells its user.
+#[derive(Debug)]
+pub enum Notice<'a, E> {
+    /// Watching has started.
+    Started {
+        /// Queues subscribed to on the watched relay.
+        watched: usize,
+        /// Queues polled on other relays.
+        polled: usize,
+    },
+    /// The connection to the watched relay is back.
+    Reconnected,
+    /// The connection to the watched relay broke; reconnecting.
+    Lost(&'a E),
+    /// A reconnection failed; trying again later.
+    OutOfReach(&'a E),
+    /// A step failed on the network and is tried again later.
+    Failed(Step, &'a E),
+    /// A resend round ran.
+    Resent(Round),
+}
+
+/// How a shell shows a client's work.
+pub trait Ui {
+    /// The shell's error; its own failures (saving a file, say) stop the
+    /// work like a failure of the profile when [`is_local_failure`].
+    type Error: From<NativeError> + HasKind + core::fmt::Display;
+    /// One event from the inbox, shown as it is committed.
+    fn event(&mut self, p: &Profile, e: Event) -> core::result::Result<(), Self::Error>;
+    /// Something about watching.
+    fn notice(&mut self, n: Notice<'_, Self::Error>);
+}
+
+/// Counts from one collection or watch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Collected {
+    /// Message items fetched.
+    pub received: usize,
+    /// Loop cover packets that came back.
+    pub loops_back: usize,
+    /// Cover packets sent (watch only).
+    pub cover_sent: u64,
+}
+
+impl Collected {
+    fn add(&mut self, received: usize, loops_back: usize) {
+        self.received = self.received.saturating_add(received);
+        self.loops_back = self.loops_back.saturating_add(loops_back);
+    }
+}
+
+/// Fetches `qs` (queues on one relay) over `conn` through the engine's
+/// fetch flow, then sends the receipts owed — also when the fetch stopped
+/// on an error, for what was already processed.
+pub async fn fetch_and_confirm<U: Ui>(
+    p: &mut Profile,
+    conn: &mut Connection,
+    qs: &[OwnQueue],
+    links: &mut Links,
+    ui: &mut U,
+    counts: &mut Collected,
+) -> core::result::Result<(), U::Error> {
+    let (got, r) = fetch_on(p, conn, qs, |p, e| ui.event(p, e)).await;
+    counts.add(got.received, got.loops_back);
+    send_receipts(p, links, got.receipts).await?;
+    r
+}
+
+/// Connects to the relay of `qs` (queues on one relay), fetches what
+/// waits in each, confirms, and closes.
+pub async fn fetch_relay<U: Ui>(
+    p: &mut Profile,
+    net: &Connector,
+    qs: &[OwnQueue],
+    links: &mut Links,
+    ui: &mut U,
+    counts: &mut Collected,
+) -> core::result::Result<(), U::Error> {
+    let Some(first) = qs.first() else {
+        return Ok(());
+    };
+    let mut conn = net.connect(&first.relay).await.map_err(NativeError::from)?;
+    fetch_and_confirm(p, &mut conn, qs, links, ui, counts).await?;
+    conn.close().await.map_err(NativeError::from)?;
+    Ok(())
+}
+
+/// Opens the lasting connection to the watched relay and subscribes to
+/// its queues.
+async fn subscribe(net: &Connector, relay: &RelayAddress, qs: &[OwnQueue]) -> Result<Connection> {
+    let mut conn = net.connect(relay).await?;
+    for q in qs {
+        conn.subscribe(&q.recipient_id, &q.queue_key).await?;
+    }
+    Ok(conn)
+}
+
+/// The next notification on the lasting connection; never resolves
+/// while there is none.
+async fn next_notification(
+    conn: &mut Option<Connection>,
+) -> core::result::Result<postern_core::relay_proto::QueueId, NetError> {
+    match conn.as_mut() {
+        Some(c) => c.next_notification().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A failure of the profile (or a bug) is passed on; one from the
+/// network is shown and the loop goes on.
+fn or_notice<U: Ui>(
+    ui: &mut U,
+    step: Step,
+    r: core::result::Result<(), U::Error>,
+) -> core::result::Result<(), U::Error> {
+    match r {
+        Err(e) if is_local_failure(&e) => Err(e),
+        Err(e) => {
+            ui.notice(Notice::Failed(step, &e));
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+/// The watch loop for `plan` with `cfg`: the engine's [`Watcher`] says
+/// what to do next and when to wake; this carries each task out and
+/// reports back until `stop` resolves. Everything sent — receipts,
+/// resends, cover — leaves through `links`. Ends with an error only when
+/// the first connection fails, the profile fails, or a bug.
+pub async fn watch<U: Ui>(
+    p: &mut Profile,
+    net: &Connector,
+    links: &mut Links,
+    plan: Plan,
+    cfg: WatchConfig,
+    ui: &mut U,
+    mut stop: core::pin::Pin<&mut impl core::future::Future<Output = ()>>,
+) -> core::result::Result<Collected, U::Error> {
+    let origin = tokio::time::Instant::now();
+    let clock = || Millis(u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX));
+    let mut w = Watcher::new(plan, cfg, clock(), &mut rand::rng());
+    let mut conn: Option<Connection> = None;
+    let mut counts = Collected::default();
+    loop {
+        while let Some(task) = w.poll_action() {
+            // What to report, and the network error behind it.
+            let (input, err): (WatchInput, Option<U::Error>) = match task {
+                Task::Connect { relay, queues } => match subscribe(net, relay, queues).await {
+                    Ok(c) => {
+                        conn = Some(c);
+                        (WatchInput::Connected, None)
+                    }
+                    Err(e) if is_local_failure(&e) => return Err(e.into()),
+                    Err(e) => (WatchInput::ConnectFailed, Some(e.into())),
+                },
+                Task::FetchHome { queues } => {
+                    let r = match conn.as_mut() {
+                        Some(c) => fetch_and_confirm(p, c, queues, links, ui, &mut counts).await,
+                        None => Err(NativeError::from(NetError::Closed).into()),
+                    };
+                    match r {
+                        Ok(()) => continue,
+                        Err(e) if is_local_failure(&e) => return Err(e),
+                        Err(e) => (WatchInput::Lost, Some(e)),
+                    }
+                }
+                Task::Ping => {
+                    let r = match conn.as_mut() {
+                        Some(c) => c.ping().await,
+                        None => Err(NetError::Closed),
+                    };
+                    match r {
+                        Ok(()) => continue,
+                        Err(e) => (WatchInput::Lost, Some(NativeError::from(e).into())),
+                    }
+                }
+                Task::FetchOther { queues } => {
+                    let r = fetch_relay(p, net, queues, links, ui, &mut counts).await;
+                    or_notice(ui, Step::PollOther, r)?;
+                    continue;
+                }
+                Task::Resend => {
+                    let r = resend_round(p, links, cfg.ack_timeout_ms).await;
+                    match r {
+                        Ok(round) => ui.notice(Notice::Resent(round)),
+                        Err(e) => or_notice(ui, Step::Resend, Err(e.into()))?,
+                    }
+                    continue;
+                }
+                Task::Cover => {
+                    let r = async { links.get(p).await?.send_cover(p).await }.await;
+                    match r {
+                        Ok(_) => counts.cover_sent = counts.cover_sent.saturating_add(1),
+                        Err(e) => or_notice(ui, Step::Cover, Err(e.into()))?,
+                    }
+                    continue;
+                }
+            };
+            if input == WatchInput::Lost {
+                // Dropped, not closed: it is broken.
+                conn = None;
+            }
+            match (w.handle(clock(), input), err) {
+                (Reaction::Started, _) => {
+                    let plan = w.plan();
+                    ui.notice(Notice::Started {
+                        watched: plan.watched.len(),
+                        polled: plan.polled_queues(),
+                    });
+                }
+                (Reaction::Reconnected, _) => ui.notice(Notice::Reconnected),
+                (Reaction::GiveUp, e) => {
+                    return Err(e.unwrap_or_else(|| NativeError::from(NetError::Closed).into()));
+                }
+                (Reaction::RetryIn(_), Some(e)) if input == WatchInput::Lost => {
+                    ui.notice(Notice::Lost(&e));
+                }
+                (Reaction::RetryIn(_), Some(e)) => ui.notice(Notice::OutOfReach(&e)),
+                _ => {}
+            }
+        }
+        let wake = origin
+            .checked_add(std::time::Duration::from_millis(w.poll_timeout().0))
+            .unwrap_or(origin);
+        tokio::select! {
+            n = next_notification(&mut conn) => match n {
+                Ok(rid) => {
+                    w.handle(clock(), WatchInput::Notified(rid));
+                }
+                Err(e) => {
+                    // Dropped: reconnect, resubscribe and fetch.
+                    ui.notice(Notice::Lost(&NativeError::from(e).into()));
+                    conn = None;
+                    w.handle(clock(), WatchInput::Lost);
+                }
+            },
+            _ = tokio::time::sleep_until(wake) => w.handle_timeout(clock(), &mut rand::rng()),
+            _ = &mut stop => break,
+        }
+    }
+    if let Some(c) = conn {
+        c.close().await.map_err(NativeError::from)?;
+    }
+    Ok(counts)
+}
+
+/// Fetches every queue once, one connection per relay.
+pub async fn collect<U: Ui>(
+    p: &mut Profile,
+    net: &Connector,
+    links: &mut Links,
+    ui: &mut U,
+) -> core::result::Result<Collected, U::Error> {
+    let mut counts = Collected::default();
+    let queues = courier::own_queues(p).map_err(NativeError::from)?;
+    for qs in postern_engine::watch::by_relay(queues) {
+        fetch_relay(p, net, &qs, links, ui, &mut counts).await?;
+    }
+    Ok(counts)
+}
+
+/// The settings of a watch: cover only through an onion network.
+pub fn watch_config(
+    ack_timeout_ms: u64,
+    cover_per_minute: u32,
+    onion: bool,
+    others_poll: std::time::Duration,
+) -> WatchConfig {
+    let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    WatchConfig {
+        ack_timeout_ms,
+        cover_per_minute: if onion { cover_per_minute } else { 0 },
+        others_poll_ms: Some(millis(others_poll)),
+        keepalive_ms: millis(postern_net::KEEPALIVE_INTERVAL),
+    }
+}
+
+/// The plan of a watch, from the profile's queues and home relay; `None`
+/// when it has no queue yet.
+pub fn watch_plan(p: &dyn KvStore) -> Result<Option<Plan>> {
+    let home = transport::home(p)?;
+    Ok(postern_engine::watch::plan(
+        courier::own_queues(p)?,
+        home.as_ref(),
+    ))
+}
