@@ -28,6 +28,7 @@ use postern_engine::flow::FlowError;
 use postern_engine::inbox;
 use postern_engine::outbox;
 use postern_native::client::{self, Notice, Step};
+use postern_native::files;
 use postern_native::transport::{self, Links, Transport};
 use postern_native::{NativeError, now};
 use postern_net::{Connector, NetError};
@@ -801,8 +802,8 @@ fn show(p: &Profile, e: inbox::Event, dl: &Path) -> Result<()> {
                 .find(|m| m.id == message_id)
                 .and_then(|m| Envelope::decode(&m.body).ok())
                 .map(|e| e.body);
-            let file_name = output::download_name(body.as_ref(), &message_id);
-            let path = output::save_attachment(p, &aref, dl, &file_name)?;
+            let file_name = files::download_name(body.as_ref(), &message_id);
+            let path = files::save_attachment(p, &aref, dl, &file_name)?;
             println!(
                 "{} → you: saved {} ({} bytes, digest checked)",
                 name(&from)?,

@@ -1,11 +1,11 @@
-//! Presentation: names, message lines, QR images, progress bars, saving
-//! attachments. No protocol logic here.
+//! Presentation: names, message lines, QR images, progress bars. No
+//! protocol logic here.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use postern_core::message::{AttachmentRef, Body};
+use postern_core::message::Body;
 use postern_core::qr::QrMatrix;
-use postern_core::{Address, KvStore, UnixTime, attachment};
+use postern_core::{Address, UnixTime};
 
 use crate::{CliError, Result, io_err};
 
@@ -55,53 +55,6 @@ pub fn describe(body: &Body) -> Option<String> {
         Body::Receipt(ids) => format!("✓ {} of your message(s) delivered", ids.len()),
         _ => return None,
     })
-}
-
-/// The file name a received attachment is saved under.
-pub fn download_name(body: Option<&Body>, message_id: &[u8; 16]) -> String {
-    let short: String = message_id
-        .iter()
-        .take(4)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    match body {
-        // The name was checked on decode: no path separators, no "..".
-        Some(Body::File(f)) => f.name.clone(),
-        Some(Body::Image(i)) if i.mime == "image/png" => format!("image-{short}.png"),
-        Some(Body::Image(_)) => format!("image-{short}.jpg"),
-        Some(Body::Voice(_)) => format!("voice-{short}.ogg"),
-        _ => format!("attachment-{short}.bin"),
-    }
-}
-
-/// Verifies a complete attachment against its digest and writes it into
-/// `dir` under a name that does not overwrite anything.
-pub fn save_attachment(
-    store: &dyn KvStore,
-    aref: &AttachmentRef,
-    dir: &Path,
-    name: &str,
-) -> Result<PathBuf> {
-    let v = attachment::verify(store, aref)?;
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let mut path = dir.join(name);
-    let mut n = 1;
-    while path.exists() {
-        path = dir.join(format!("{n}-{name}"));
-        n += 1;
-    }
-    use std::io::Write as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    for i in 0..attachment::chunk_count(aref.size)? {
-        f.write_all(&attachment::read_chunk(store, &v, i)?)
-            .map_err(io_err(&path))?;
-    }
-    f.sync_all().map_err(io_err(&path))?;
-    Ok(path)
 }
 
 /// Writes a QR code as a PNG image.

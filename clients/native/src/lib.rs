@@ -13,11 +13,14 @@
 //!   through entry relays), the one set of links a command sends
 //!   everything through, the directory by the engine's rule, resends.
 //! - [`flow`]: runs an engine flow (invite, accept, fetch) to its end.
+//! - [`files`]: received attachments, verified and saved without
+//!   overwriting anything.
 //! - [`client`]: a client's running work for any shell — sending from the
 //!   outbox, receipts, resend rounds, collecting, the watch loop — shown
 //!   through a [`client::Ui`].
 
 pub mod client;
+pub mod files;
 pub mod flow;
 pub mod transport;
 
@@ -42,6 +45,14 @@ pub enum NativeError {
     /// An engine flow stopped.
     #[error("{0}")]
     Flow(#[from] FlowError),
+    /// A file of this device could not be written (a download).
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl From<postern_core::StoreError> for NativeError {
@@ -56,6 +67,7 @@ impl HasKind for NativeError {
             NativeError::Core(e) => e.kind(),
             NativeError::Net(e) => e.kind(),
             NativeError::Flow(e) => e.kind(),
+            NativeError::Io { .. } => ErrorKind::Storage,
         }
     }
 }

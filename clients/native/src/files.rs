@@ -1,0 +1,116 @@
+//! Received attachments saved as files.
+//!
+//! An attachment is written only once every chunk is in the profile and
+//! the whole matches the digest its message announced; it goes into the
+//! downloads directory under a name that never overwrites a file there.
+//! The name a contact chose was checked when its message was decoded (no
+//! path separators, no `..`); other kinds get a name made here.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use postern_core::message::{AttachmentRef, Body};
+use postern_core::{KvStore, attachment};
+
+use crate::{NativeError, Result};
+
+/// The most names tried before saving gives up (`n-name` for n < this).
+pub const MAX_NAME_TRIES: u32 = 10_000;
+
+/// The file name a received attachment is saved under, from the message
+/// that announced it (`None` when that message is not in the history).
+pub fn download_name(body: Option<&Body>, message_id: &[u8; 16]) -> String {
+    let short: String = message_id
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    match body {
+        // The name was checked on decode: no path separators, no "..".
+        Some(Body::File(f)) => f.name.clone(),
+        Some(Body::Image(i)) if i.mime == "image/png" => format!("image-{short}.png"),
+        Some(Body::Image(_)) => format!("image-{short}.jpg"),
+        Some(Body::Voice(_)) => format!("voice-{short}.ogg"),
+        _ => format!("attachment-{short}.bin"),
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> NativeError + '_ {
+    move |source| NativeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Verifies a complete attachment against its digest and writes it into
+/// `dir` as `name` (or `1-name`, `2-name`, … if taken). Nothing is
+/// written when a chunk is missing or the digest does not match.
+pub fn save_attachment(
+    store: &dyn KvStore,
+    aref: &AttachmentRef,
+    dir: &Path,
+    name: &str,
+) -> Result<PathBuf> {
+    let v = attachment::verify(store, aref)?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let mut n = 0u32;
+    let (path, mut f) = loop {
+        let path = if n == 0 {
+            dir.join(name)
+        } else {
+            dir.join(format!("{n}-{name}"))
+        };
+        // `create_new`: an existing file (or one made meanwhile) is never
+        // opened, so nothing is overwritten.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => break (path, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < MAX_NAME_TRIES => {
+                n += 1;
+            }
+            Err(e) => return Err(io(&path)(e)),
+        }
+    };
+    for i in 0..attachment::chunk_count(aref.size)? {
+        f.write_all(&attachment::read_chunk(store, &v, i)?)
+            .map_err(io(&path))?;
+    }
+    f.sync_all().map_err(io(&path))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use postern_core::MemStore;
+    use postern_core::message::FileInfo;
+
+    #[test]
+    fn an_incomplete_attachment_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = rand::rng();
+        let aref = attachment::prepare(10_000, [7; 32], &mut rng).unwrap();
+        let store = MemStore::new();
+        let e = save_attachment(&store, &aref, dir.path(), "a.bin").unwrap_err();
+        assert!(matches!(e, NativeError::Core(_)), "{e:?}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn names_come_from_the_message_and_never_from_nothing() {
+        let id = [0xab; 16];
+        let mut rng = rand::rng();
+        let aref = attachment::prepare(1, [0; 32], &mut rng).unwrap();
+        let file = Body::File(FileInfo {
+            name: "report.pdf".into(),
+            mime: "application/pdf".into(),
+            attachment: aref,
+        });
+        assert_eq!(download_name(Some(&file), &id), "report.pdf");
+        assert_eq!(download_name(None, &id), "attachment-abababab.bin");
+    }
+}
