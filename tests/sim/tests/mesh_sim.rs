@@ -6,8 +6,8 @@
 //! users run the real courier (invitation, send, receive,
 //! acknowledgements) and the real client engine: its router chooses every
 //! path, fails over from a dead entry and decides every resend, and its
-//! watch schedule drives resends and cover traffic (drop and loop
-//! packets). Faults: lossy
+//! watch loop (`Watcher`, the same state machine every shell runs) drives
+//! resends and cover traffic (drop and loop packets). Faults: lossy
 //! links, reordering latencies, duplicated and replayed packets, a relay
 //! that is down for a while or restarts, fetches whose acknowledgement the
 //! relay loses (so blobs are handed out again).
@@ -38,7 +38,8 @@ use postern_core::relay_proto::{Blob, ErrorCode, QueueId};
 use postern_core::{Address, ChangeSet, KvStore as _, MemStore, RelayAddress, UnixTime, e2e};
 use postern_engine::inbox;
 use postern_engine::route::{self, EntryOutcome, Planned, Router};
-use postern_engine::schedule::{Due, Millis, Schedule, WatchConfig};
+use postern_engine::schedule::{Millis, WatchConfig};
+use postern_engine::watch::{self, Task, WatchInput, Watcher};
 use postern_relay::hop::{self, Decision, Topology, Work};
 use postern_relay::replay::Seen;
 use rand::{Rng as _, RngCore as _, SeedableRng as _};
@@ -245,9 +246,9 @@ struct Party {
     name: &'static str,
     home: usize,
     ack: (RelayAddress, QueueId),
-    /// The engine's router (rebuilt when outdated) and timers.
+    /// The engine's router (rebuilt when outdated) and watch loop.
     router: Router,
-    schedule: Schedule,
+    watcher: Watcher,
     /// Envelope id → (times received as `Received::Message`, text).
     got: BTreeMap<[u8; 16], (u32, String)>,
     /// Envelope id → text, for what this party sent.
@@ -313,7 +314,7 @@ enum Ev {
     Fetch {
         user: usize,
     },
-    /// The user's engine schedule is due (resends, cover).
+    /// The user's watch loop has a timer due (resends, cover).
     Timer {
         user: usize,
     },
@@ -508,14 +509,15 @@ impl Sim {
                 others_poll_ms: None,
                 keepalive_ms: 60_000,
             };
-            let schedule = Schedule::new(watch, Millis(0), &mut sim.crypto);
+            let plan = watch::plan(courier::own_queues(&user.store).unwrap(), None).unwrap();
+            let watcher = Watcher::new(plan, watch, Millis(0), &mut sim.crypto);
             sim.users.push(Party {
                 user,
                 name,
                 home,
                 ack,
                 router,
-                schedule,
+                watcher,
                 got: BTreeMap::new(),
                 sent: BTreeMap::new(),
                 errors: Vec::new(),
@@ -748,20 +750,32 @@ impl Sim {
         self.users[user].router.cover_outcome(&entry, outcome);
     }
 
-    /// Whatever the user's engine schedule has due now, then the next
+    /// Whatever the user's watch loop has to do now, then the next
     /// wake-up.
     fn timer(&mut self, user: usize) {
         let now = Millis(self.now);
-        while let Some(due) = self.users[user].schedule.poll_due(now, &mut self.net) {
-            match due {
-                Due::Resend => self.resend(user),
-                Due::Cover => self.cover(user),
-                // No home connection in the simulation; fetches are
-                // their own tick.
-                Due::Keepalive | Due::Reconnect | Due::PollOthers => {}
+        self.users[user].watcher.handle_timeout(now, &mut self.net);
+        loop {
+            let w = &mut self.users[user].watcher;
+            // Owned, so the work below can borrow the simulation.
+            let task = match w.poll_action() {
+                None => break,
+                Some(Task::Resend) => Task::Resend,
+                Some(Task::Cover) => Task::Cover,
+                // The simulation's users are always connected; their
+                // fetches are their own tick.
+                Some(Task::Connect { .. }) => {
+                    w.handle(now, WatchInput::Connected);
+                    continue;
+                }
+                Some(Task::FetchHome { .. } | Task::FetchOther { .. } | Task::Ping) => continue,
+            };
+            match task {
+                Task::Resend => self.resend(user),
+                _ => self.cover(user),
             }
         }
-        let next = self.users[user].schedule.poll_timeout().0.max(self.now + 1);
+        let next = self.users[user].watcher.poll_timeout().0.max(self.now + 1);
         self.schedule(next, Ev::Timer { user });
     }
 
