@@ -197,57 +197,74 @@ fn every_kind_crosses_three_hops_between_users_on_different_relays() {
     }
 
     // Cover traffic: a watching client sends drop and loop packets; the
-    // loops come back through the network as acknowledgements. Its resend
-    // check runs every 250 ms, more often than cover is due (every 500 ms
-    // on average): cover keeps its own schedule regardless.
-    let mut watcher = alice
-        .command(&[
-            "watch",
-            "--cover-per-minute",
-            "120",
-            "--ack-timeout-ms",
-            "500",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = watcher.stdout.take().unwrap();
-    let rx = harness::lines_of(stdout);
-    let mut out = String::new();
-    let started = std::time::Instant::now();
-    let watching = started + std::time::Duration::from_secs(8);
-    while std::time::Instant::now() < watching {
-        if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+    // loops come back through the network as acknowledgements. Cover is
+    // due every 500 ms on average, on its own schedule; the resend check
+    // runs every 750 ms and a loop counts as lost after 3 s (twice the
+    // acknowledgement timeout: it crosses the network twice).
+    // One watch session of 8 s: the (sent, loops back) of its summary.
+    let session = || {
+        let mut watcher = alice
+            .command(&[
+                "watch",
+                "--cover-per-minute",
+                "120",
+                "--ack-timeout-ms",
+                "1500",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = watcher.stdout.take().unwrap();
+        let rx = harness::lines_of(stdout);
+        let mut out = String::new();
+        let started = std::time::Instant::now();
+        let watching = started + std::time::Duration::from_secs(8);
+        while std::time::Instant::now() < watching {
+            if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                out.push_str(&l);
+                out.push('\n');
+            }
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &watcher.id().to_string()])
+            .status();
+        let done = watcher.wait_with_output().unwrap();
+        while let Ok(l) = rx.recv_timeout(std::time::Duration::from_secs(5)) {
             out.push_str(&l);
             out.push('\n');
         }
-    }
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &watcher.id().to_string()])
-        .status();
-    let done = watcher.wait_with_output().unwrap();
-    while let Ok(l) = rx.recv_timeout(std::time::Duration::from_secs(5)) {
-        out.push_str(&l);
-        out.push('\n');
-    }
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
-    let summary = out
-        .lines()
-        .find_map(|l| l.strip_prefix("cover traffic: "))
-        .unwrap_or_else(|| panic!("no cover summary: {out}"));
-    let numbers: Vec<u64> = summary.split(' ').filter_map(|w| w.parse().ok()).collect();
-    let [sent, loops] = numbers[..] else {
-        panic!("unexpected summary: {summary}")
+        assert!(
+            done.status.success(),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        let summary = out
+            .lines()
+            .find_map(|l| l.strip_prefix("cover traffic: "))
+            .unwrap_or_else(|| panic!("no cover summary: {out}"));
+        let numbers: Vec<u64> = summary.split(' ').filter_map(|w| w.parse().ok()).collect();
+        let [sent, loops] = numbers[..] else {
+            panic!("unexpected summary: {summary}")
+        };
+        (sent, loops, out)
     };
+    let (sent, mut loops, out) = session();
     // About 16 expected in 8 s; fewer than 4 would mean cover waits on
     // other events.
     assert!(sent >= 4, "only {sent} cover packets in 8 s: {out}");
-    assert!(loops >= 1, "no loop came back: {out}");
+    // A loop takes a few mixing delays out and back; on a loaded machine
+    // the last ones may still be on their way when the session ends, so
+    // a second session may be needed to see one come back.
+    let mut sessions = 1;
+    while loops == 0 && sessions < 3 {
+        loops += session().1;
+        sessions += 1;
+    }
+    assert!(
+        loops >= 1,
+        "no loop came back in {sessions} sessions: {out}"
+    );
 
     // Every relay took part only through onion packets: no relay log
     // names a client address, a queue id or a plaintext.
