@@ -130,7 +130,7 @@ fn main() -> Result<(), postern_core::Error> {
             "MISMATCH"
         }
     );
-    let qr = postern_core::qr::encode(&b.scannable)?;
+    let qr = postern_media::qr::encode(&b.scannable)?;
     println!(
         "bob's safety-number QR code ({}x{} modules):",
         qr.width, qr.width

@@ -19,16 +19,13 @@ pub mod crypto;
 pub mod directory;
 pub mod e2e;
 pub mod error;
-pub mod media;
 pub mod message;
 pub mod onion;
-pub mod qr;
 pub mod relay_address;
 pub mod relay_proto;
 pub mod settings;
 pub mod store;
 pub mod time;
-pub mod voice;
 
 pub use address::Address;
 pub use crypto::signal::{IdentityPublic, SafetyNumber};

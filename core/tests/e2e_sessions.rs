@@ -127,7 +127,7 @@ fn safety_numbers_match_and_verify() {
     assert!(a.digits.chars().all(|c| c.is_ascii_digit()));
     assert_eq!(a.digits, b.digits);
     // The QR code carries the scannable form; Alice scans Bob's screen.
-    let qr = postern_core::qr::encode(&b.scannable).unwrap();
+    let qr = postern_media::qr::encode(&b.scannable).unwrap();
     assert!(qr.width >= 21);
     let (ok, cs) = e2e::verify_scanned(&alice.store, &bob.addr, &b.scannable).unwrap();
     assert!(ok);

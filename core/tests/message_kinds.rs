@@ -106,12 +106,12 @@ fn every_kind_round_trips_through_chunks_and_sealed_envelopes() {
     connect(&mut alice, &mut bob, &mut r);
 
     // Image: re-encoded before sending.
-    let img = postern_core::media::sanitize_image(&jpeg()).unwrap();
+    let img = postern_media::images::sanitize_image(&jpeg()).unwrap();
     // File: arbitrary bytes.
     let file: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
     // Voice: checked container.
     let clip = ogg_clip();
-    let info = postern_core::voice::validate_voice_clip(&clip).unwrap();
+    let info = postern_media::voice::validate_voice_clip(&clip).unwrap();
 
     let mut inbox = MemStore::new();
     let cases: Vec<(Body, Option<Vec<u8>>)> = vec![

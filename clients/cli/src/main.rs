@@ -516,7 +516,7 @@ async fn invite(
     if quiet {
         println!("{link}");
     } else {
-        let qr = postern_core::qr::encode(link.as_bytes())?;
+        let qr = postern_media::qr::encode(link.as_bytes())?;
         println!("{}", qr.to_terminal());
         println!("{link}");
         println!(
@@ -525,10 +525,10 @@ async fn invite(
         );
     }
     if let Some(path) = png {
-        output::write_qr_png(&postern_core::qr::encode(link.as_bytes())?, path)?;
+        output::write_qr_png(&postern_media::qr::encode(link.as_bytes())?, path)?;
     }
     if let Some(path) = svg {
-        std::fs::write(path, postern_core::qr::svg(link.as_bytes())?).map_err(io_err(path))?;
+        std::fs::write(path, postern_media::qr::svg(link.as_bytes())?).map_err(io_err(path))?;
     }
     Ok(())
 }
@@ -963,7 +963,7 @@ fn verify(
     let sn = e2e::safety_number(&p, &peer)?;
     println!("safety number with {who}:");
     println!("{}", output::group_digits(&sn.digits));
-    let qr = postern_core::qr::encode(&sn.scannable)?;
+    let qr = postern_media::qr::encode(&sn.scannable)?;
     println!("{}", qr.to_terminal());
     if let Some(path) = png {
         output::write_qr_png(&qr, path)?;

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use postern_core::message::Body;
-use postern_core::qr::QrMatrix;
 use postern_core::{Address, UnixTime};
+use postern_media::qr::QrMatrix;
 
 use crate::{CliError, Result, io_err};
 

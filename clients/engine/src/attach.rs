@@ -13,7 +13,8 @@ use postern_core::courier::{self, Outgoing};
 use postern_core::crypto::hash::Sha256Stream;
 use postern_core::message::{AttachmentRef, Body, Envelope, FileInfo, Image, Voice};
 use postern_core::store::OutboxEntry;
-use postern_core::{Address, Error, KvStore, UnixTime, attachment, media, voice};
+use postern_core::{Address, Error, KvStore, UnixTime, attachment};
+use postern_media::{images, voice};
 use rand_core::{CryptoRng, RngCore};
 
 /// What a file is sent as.
@@ -77,8 +78,8 @@ impl Attachment {
                 },
             });
         }
-        if media::is_image(&raw) {
-            let img = media::sanitize_image(&raw)?;
+        if images::is_image(&raw) {
+            let img = images::sanitize_image(&raw)?;
             return Ok(Attachment {
                 bytes: img.bytes,
                 kind: Kind::Image {

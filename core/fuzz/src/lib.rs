@@ -239,12 +239,12 @@ pub fn blob_inner(data: &[u8]) {
 
 /// Voice clips (Opus in Ogg).
 pub fn voice(data: &[u8]) {
-    let _ = postern_core::voice::validate_voice_clip(data);
+    let _ = postern_media::voice::validate_voice_clip(data);
 }
 
 /// Images to re-encode.
 pub fn image(data: &[u8]) {
-    let _ = postern_core::media::sanitize_image(data);
+    let _ = postern_media::images::sanitize_image(data);
 }
 
 /// Scanned safety-number codes.

@@ -5,8 +5,8 @@
 
 use std::io::Cursor;
 
-use crate::consts::MAX_VOICE_MS;
-use crate::error::{Error, Result};
+use postern_core::consts::MAX_VOICE_MS;
+use postern_core::{Error, Result};
 
 /// Largest voice clip file accepted.
 pub const MAX_VOICE_BYTES: usize = 20 * 1024 * 1024;

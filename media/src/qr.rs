@@ -1,6 +1,6 @@
 //! QR codes for safety numbers (and, later, invitations).
 
-use crate::error::{Error, Result};
+use postern_core::{Error, Result};
 
 /// A rendered QR code: a square of dark/light modules.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 
-use crate::consts::{MAX_IMAGE_PIXELS_PER_SIDE, MAX_THUMBNAIL_BYTES, THUMBNAIL_SIDE};
-use crate::error::{Error, Result};
+use postern_core::consts::{MAX_IMAGE_PIXELS_PER_SIDE, MAX_THUMBNAIL_BYTES, THUMBNAIL_SIDE};
+use postern_core::{Error, Result};
 
 /// Largest image file accepted for re-encoding.
 pub const MAX_IMAGE_INPUT_BYTES: usize = 50 * 1024 * 1024;

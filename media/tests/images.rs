@@ -8,7 +8,7 @@
 )]
 
 use postern_core::Error;
-use postern_core::media::sanitize_image;
+use postern_media::images::sanitize_image;
 
 /// A JPEG of a gradient, as a camera would write it, with an EXIF block
 /// (APP1) holding a GPS IFD whose latitude is recognisable.

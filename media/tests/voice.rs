@@ -9,7 +9,7 @@
 use ogg::writing::{PacketWriteEndInfo, PacketWriter};
 use postern_core::Error;
 use postern_core::consts::MAX_VOICE_MS;
-use postern_core::voice::validate_voice_clip;
+use postern_media::voice::validate_voice_clip;
 
 /// An Opus-in-Ogg file of `seconds` seconds (20 ms packets; the audio
 /// payloads are placeholders: the core checks the container, not the codec).
@@ -61,7 +61,7 @@ fn rejects_bad_containers() {
         "stream never ends"
     );
     assert!(matches!(
-        validate_voice_clip(&vec![0; postern_core::voice::MAX_VOICE_BYTES + 1]),
+        validate_voice_clip(&vec![0; postern_media::voice::MAX_VOICE_BYTES + 1]),
         Err(Error::TooLarge { .. })
     ));
 }
