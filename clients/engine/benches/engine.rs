@@ -93,8 +93,11 @@ fn main() {
     let texts = if full { 2_000 } else { 5 };
     let mut r = ChaCha20Rng::seed_from_u64(1);
     let d = mesh(&mut r);
-    let mut figures = Vec::new();
-    for engine in [false, true] {
+    // Core and engine passes alternate, three rounds each; the best of
+    // each is kept (a shared machine only ever adds time).
+    let mut figures = [f64::MAX, f64::MAX];
+    let rounds = if full { 3 } else { 1 };
+    for engine in (0..rounds).flat_map(|_| [false, true]) {
         let (mut bob, alice) = contact(&mut r);
         let acks = courier::ack_queue(&bob).unwrap().unwrap();
         let router = Router::new(&d, T, acks.clone(), 3);
@@ -144,7 +147,9 @@ fn main() {
                     .unwrap();
             }
         }
-        figures.push(start.elapsed().as_secs_f64() * 1e6 / texts as f64);
+        let per_text = start.elapsed().as_secs_f64() * 1e6 / texts as f64;
+        let best = &mut figures[usize::from(engine)];
+        *best = best.min(per_text);
     }
     println!(
         "per text: core alone {:.1} us, through the engine {:.1} us, engine / core {:.3}",
