@@ -11,16 +11,20 @@ pub struct QrMatrix {
     pub dark: Vec<bool>,
 }
 
+/// The QR code of `data` (binary), with medium error correction.
+fn code(data: &[u8]) -> Result<qrcode::QrCode> {
+    qrcode::QrCode::with_error_correction_level(data, qrcode::EcLevel::M).map_err(|_| {
+        Error::TooLarge {
+            what: "QR payload",
+            len: data.len(),
+            max: 2331,
+        }
+    })
+}
+
 /// Encodes `data` (binary) as a QR code with medium error correction.
 pub fn encode(data: &[u8]) -> Result<QrMatrix> {
-    let code =
-        qrcode::QrCode::with_error_correction_level(data, qrcode::EcLevel::M).map_err(|_| {
-            Error::TooLarge {
-                what: "QR payload",
-                len: data.len(),
-                max: 2331,
-            }
-        })?;
+    let code = code(data)?;
     let width = code.width();
     let dark = code
         .to_colors()
@@ -32,14 +36,7 @@ pub fn encode(data: &[u8]) -> Result<QrMatrix> {
 
 /// Encodes `data` as an SVG document.
 pub fn svg(data: &[u8]) -> Result<String> {
-    let code =
-        qrcode::QrCode::with_error_correction_level(data, qrcode::EcLevel::M).map_err(|_| {
-            Error::TooLarge {
-                what: "QR payload",
-                len: data.len(),
-                max: 2331,
-            }
-        })?;
+    let code = code(data)?;
     Ok(code
         .render::<qrcode::render::svg::Color<'_>>()
         .min_dimensions(240, 240)

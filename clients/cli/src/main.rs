@@ -598,22 +598,6 @@ fn resolve(p: &Profile, query: &str) -> Result<(Address, String)> {
     }
 }
 
-/// Seals a body for `peer`, commits it with an outbox entry, sends it.
-async fn send_body(
-    p: &mut Profile,
-    t: &mut Transport,
-    peer: &Address,
-    body: Body,
-) -> Result<Envelope> {
-    let (env, out) = outbox::queue(p, peer, body, None, now(), &mut rand::rng())?;
-    queued_hint(
-        client::deliver(p, t, env.id, &out)
-            .await
-            .map_err(CliError::from),
-    )?;
-    Ok(env)
-}
-
 /// Passes on a failed delivery, saying that what failed is safe in the
 /// outbox (it was committed before sending began).
 fn queued_hint(r: Result<()>) -> Result<()> {
@@ -628,7 +612,17 @@ async fn send_text(cli: &Cli, cx: &Ctx, contact: &str, text: &str) -> Result<()>
     let (peer, name) = resolve(&p, contact)?;
     let home = transport::home(&p)?;
     let mut t = Transport::for_profile(&mut p, home.as_ref(), &cx.net).await?;
-    let sent = send_body(&mut p, &mut t, &peer, Body::Text(Text(text.to_owned()))).await;
+    let body = Body::Text(Text(text.to_owned()));
+    let sent = async {
+        let (env, out) = outbox::queue(&mut p, &peer, body, None, now(), &mut rand::rng())?;
+        // Committed: a failure from here on leaves it in the outbox.
+        queued_hint(
+            client::deliver(&mut p, &mut t, env.id, &out)
+                .await
+                .map_err(CliError::from),
+        )
+    }
+    .await;
     let via = if t.is_onion() { " (onion)" } else { "" };
     t.close().await;
     sent?;
@@ -869,8 +863,9 @@ async fn watching(
         ));
     };
     // Cover traffic goes through the onion network only.
-    let cover = links.get(p).await?.is_onion() && cover_per_minute > 0;
-    let cfg = client::watch_config(ack_timeout_ms, cover_per_minute, cover, others_poll);
+    let onion = links.get(p).await?.is_onion();
+    let cover = onion && cover_per_minute > 0;
+    let cfg = client::watch_config(ack_timeout_ms, cover_per_minute, onion, others_poll);
     let mut ui = Printer {
         dl,
         poll_secs: others_poll.as_secs(),

@@ -83,11 +83,55 @@ pub fn save_attachment(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use postern_core::MemStore;
+    use postern_core::crypto::hash::Sha256Stream;
     use postern_core::message::FileInfo;
+
+    /// A store holding every chunk of `data` as an attachment announced
+    /// with `digest` (the true one unless a test lies).
+    fn received(data: &[u8], digest: Option<[u8; 32]>) -> (MemStore, AttachmentRef) {
+        let mut h = Sha256Stream::new();
+        h.update(data);
+        let digest = digest.unwrap_or_else(|| h.finish());
+        let aref = attachment::prepare(data.len() as u64, digest, &mut rand::rng()).unwrap();
+        let mut store = MemStore::new();
+        let n = attachment::chunk_count(aref.size).unwrap();
+        let per = data.len().div_ceil(n as usize);
+        for (i, part) in data.chunks(per).enumerate() {
+            let wire = attachment::seal_chunk(&aref, i as u32, part).unwrap();
+            let cs = attachment::receive_chunk(&store, &aref, &wire).unwrap();
+            store.commit(cs).unwrap();
+        }
+        (store, aref)
+    }
+
+    #[test]
+    fn an_attachment_that_does_not_match_its_digest_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, aref) = received(b"what the sender announced", Some([9; 32]));
+        assert!(save_attachment(&store, &aref, dir.path(), "a.txt").is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_saved_attachment_never_overwrites_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+        let (store, aref) = received(b"from a contact", None);
+        let first = save_attachment(&store, &aref, dir.path(), "notes.txt").unwrap();
+        let second = save_attachment(&store, &aref, dir.path(), "notes.txt").unwrap();
+        assert_eq!(first, dir.path().join("1-notes.txt"));
+        assert_eq!(second, dir.path().join("2-notes.txt"));
+        assert_eq!(
+            std::fs::read(dir.path().join("notes.txt")).unwrap(),
+            b"mine"
+        );
+        assert_eq!(std::fs::read(&first).unwrap(), b"from a contact");
+        assert_eq!(std::fs::read(&second).unwrap(), b"from a contact");
+    }
 
     #[test]
     fn an_incomplete_attachment_writes_nothing() {
