@@ -352,3 +352,238 @@ fn a_resend_that_cannot_leave_still_counts_as_an_attempt() {
     assert_eq!((due.len(), due[0].attempts), (1, 2));
     assert_eq!(courier::unacknowledged(&store).unwrap(), 1);
 }
+
+/// Three relays with every role, and the path through them.
+fn three_nodes(r: &mut ChaCha20Rng) -> postern_core::onion::Path {
+    use postern_core::crypto::sphinx::NodeSecret;
+    use postern_core::onion::{self, Node, Path};
+    let nodes: Vec<Node> = (0..3u8)
+        .map(|i| Node {
+            id: [i + 1; 32],
+            address: RelayAddress::new("127.0.0.1", 7000 + u16::from(i), None).unwrap(),
+            roles: onion::ROLE_ENTRY | onion::ROLE_MIX | onion::ROLE_MAILBOX,
+            key: NodeSecret::generate(r).public(),
+        })
+        .collect();
+    Path { nodes }
+}
+
+/// Records `blob` as sent (attempt `attempts`) at `at`; returns its id.
+fn record_sent(
+    u: &mut User,
+    path: &postern_core::onion::Path,
+    blob: &Blob,
+    at: UnixTime,
+    attempts: u32,
+    r: &mut ChaCha20Rng,
+) -> [u8; 16] {
+    let (_, pending) =
+        postern_core::onion::wrap_with_ack(path, &[2; 16], blob, path, &[9; 16], r).unwrap();
+    let cs = courier::record_pending(
+        &u.store,
+        &pending,
+        &relay(),
+        &[2; 16],
+        blob,
+        at,
+        attempts,
+        None,
+    )
+    .unwrap();
+    u.apply(cs);
+    pending.id
+}
+
+fn text(s: &str) -> Body {
+    Body::Text(Text(s.into()))
+}
+
+/// One short text from `from` to `to`, delivered into `queue`.
+fn turn(from: &mut User, to: &mut User, queue: &[u8; 16], r: &mut ChaCha20Rng) {
+    let (_, out, cs) = courier::send(&from.store, &to.addr, text("turn"), None, T0, r).unwrap();
+    from.apply(cs);
+    let got = deliver(to, queue, &out.blobs, r);
+    assert!(matches!(got.last(), Some(Received::Message { .. })));
+}
+
+#[test]
+fn only_a_live_message_blob_can_be_sealed_again() {
+    use postern_core::courier::SealedState;
+    use postern_core::store::Namespace;
+    let mut r = rng(21);
+    let (mut alice, mut bob) = (User::new(&mut r), User::new(&mut r));
+    let (_, _, intro, aq) = invite(&mut alice, &mut bob, &mut r);
+    deliver(&mut alice, &aq, &intro.blobs, &mut r);
+    let path = three_nodes(&mut r);
+    let later = T0.plus_millis(60_000);
+
+    // A blob that is not a sealed message (an introduction, a chunk, or
+    // anything else): resent as it is, never sealed again.
+    let stray: Blob = Box::new([7; postern_core::consts::BLOB_BYTES]);
+    record_sent(&mut alice, &path, &stray, T0, 1, &mut r);
+    assert_eq!(
+        courier::sealed_state(&alice.store, &stray).unwrap(),
+        SealedState::Other
+    );
+    let u = courier::overdue(&alice.store, later).unwrap().remove(0);
+    let before = alice.store.keys(Namespace::PendingAck).unwrap();
+    assert!(matches!(
+        courier::reseal(&alice.store, &u, T0, &mut r),
+        Err(Error::Bug(_))
+    ));
+    assert_eq!(alice.store.keys(Namespace::PendingAck).unwrap(), before);
+    let cs = courier::forget_pending(&alice.store, &u.id).unwrap();
+    alice.apply(cs);
+
+    // A message whose record was settled (all its blobs acknowledged or
+    // given up) is no longer live either.
+    let (_, out, cs) = courier::send(&alice.store, &bob.addr, text("x"), None, T0, &mut r).unwrap();
+    alice.apply(cs);
+    let id = record_sent(&mut alice, &path, &out.blobs[0], T0, 1, &mut r);
+    assert!(matches!(
+        courier::sealed_state(&alice.store, &out.blobs[0]).unwrap(),
+        SealedState::Live { reseals: 0, .. }
+    ));
+    let cs = courier::forget_pending(&alice.store, &id).unwrap();
+    alice.apply(cs);
+    assert_eq!(
+        courier::sealed_state(&alice.store, &out.blobs[0]).unwrap(),
+        SealedState::Other
+    );
+    assert!(alice.store.keys(Namespace::Sealed).unwrap().is_empty());
+    assert!(alice.store.keys(Namespace::SealedBlob).unwrap().is_empty());
+}
+
+/// The loss a reseal prevents: a message whose blobs come together only
+/// after the conversation has turned more than the five receiving chains
+/// libsignal keeps cannot be opened any more, while the same message
+/// sealed again on the current session arrives, once.
+#[test]
+fn an_overdue_message_sealed_again_arrives_once_after_the_session_moved_on() {
+    use postern_core::courier::SealedState;
+    use postern_core::store::Namespace;
+    let mut r = rng(22);
+    let (mut alice, mut bob) = (User::new(&mut r), User::new(&mut r));
+    let (_, _, intro, aq) = invite(&mut alice, &mut bob, &mut r);
+    deliver(&mut alice, &aq, &intro.blobs, &mut r);
+    let bq = [2u8; 16];
+    let path = three_nodes(&mut r);
+
+    let big = "é".repeat(postern_core::consts::MAX_TEXT_BYTES / 2);
+    let (env, first, cs) =
+        courier::send(&alice.store, &bob.addr, text(&big), None, T0, &mut r).unwrap();
+    alice.apply(cs);
+    assert!(first.blobs.len() > 2);
+    for b in &first.blobs {
+        record_sent(&mut alice, &path, b, T0, 2, &mut r);
+    }
+    // The conversation turns on while the message's blobs are lost.
+    for _ in 0..6 {
+        turn(&mut bob, &mut alice, &aq, &mut r);
+        turn(&mut alice, &mut bob, &bq, &mut r);
+    }
+    let history = bob.store.history(&alice.addr, 100).unwrap().len();
+    // The turns went without acknowledgements: a sweep forgets them and
+    // keeps the message whose blobs are awaited.
+    assert_eq!(alice.store.keys(Namespace::Sealed).unwrap().len(), 7);
+    let cs = courier::forget_unawaited_sealed(&alice.store).unwrap();
+    alice.apply(cs);
+    assert_eq!(
+        alice.store.keys(Namespace::Sealed).unwrap(),
+        vec![env.id.to_vec()]
+    );
+    assert_eq!(
+        alice.store.keys(Namespace::SealedBlob).unwrap().len(),
+        first.blobs.len()
+    );
+
+    let later = T0.plus_millis(60_000);
+    let overdue = courier::overdue(&alice.store, later).unwrap();
+    assert_eq!(overdue.len(), first.blobs.len());
+    let u = &overdue[0];
+    let (peer, again, cs) = courier::reseal(&alice.store, u, later, &mut r).unwrap();
+    alice.apply(cs);
+    assert_eq!(peer, bob.addr);
+    assert_eq!(again.blobs.len(), first.blobs.len());
+    assert!(again.blobs.iter().all(|b| !first.blobs.contains(b)));
+    // The resealed blob's attempts are gone; the others are retired.
+    let left = courier::overdue(&alice.store, later).unwrap();
+    assert_eq!(left.len(), first.blobs.len() - 1);
+    assert!(left.iter().all(|x| x.id != u.id));
+    for x in &left {
+        assert_eq!(
+            courier::sealed_state(&alice.store, &x.blob).unwrap(),
+            SealedState::Retired
+        );
+        let cs = courier::forget_retired(&alice.store, x).unwrap();
+        alice.apply(cs);
+    }
+    assert!(courier::overdue(&alice.store, later).unwrap().is_empty());
+    assert!(matches!(
+        courier::sealed_state(&alice.store, &again.blobs[0]).unwrap(),
+        SealedState::Live { reseals: 1, .. }
+    ));
+
+    // The first sealing, come together late, cannot be opened: a typed
+    // error, nothing stored.
+    let mut err = None;
+    for b in &first.blobs {
+        match courier::receive(&bob.store, &bq, b, T0, &mut r) {
+            Ok((_, cs)) => bob.apply(cs),
+            Err(e) => err = Some(e),
+        }
+    }
+    assert!(
+        matches!(err, Some(Error::DecryptionFailed { .. })),
+        "{err:?}"
+    );
+    assert_eq!(bob.store.history(&alice.addr, 100).unwrap().len(), history);
+    // The second one arrives, once.
+    let got = deliver(&mut bob, &bq, &again.blobs, &mut r);
+    assert!(matches!(got.last(), Some(Received::Message { envelope, .. }) if *envelope == env));
+    let got = deliver(&mut bob, &bq, &again.blobs, &mut r);
+    assert!(matches!(got.last(), Some(Received::Duplicate)));
+    assert_eq!(
+        bob.store.history(&alice.addr, 100).unwrap().len(),
+        history + 1
+    );
+
+    // Once its new blobs are settled nothing of the message is kept.
+    let ids: Vec<_> = again
+        .blobs
+        .iter()
+        .map(|b| record_sent(&mut alice, &path, b, later, 1, &mut r))
+        .collect();
+    for id in ids {
+        let cs = courier::forget_pending(&alice.store, &id).unwrap();
+        alice.apply(cs);
+    }
+    assert!(alice.store.keys(Namespace::Sealed).unwrap().is_empty());
+    assert!(alice.store.keys(Namespace::SealedBlob).unwrap().is_empty());
+}
+
+/// A message sealed again before the session moved on is still one
+/// message: whichever sealing comes together second is a duplicate.
+#[test]
+fn both_sealings_of_a_message_arriving_make_one_message() {
+    let mut r = rng(23);
+    let (mut alice, mut bob) = (User::new(&mut r), User::new(&mut r));
+    let (_, _, intro, aq) = invite(&mut alice, &mut bob, &mut r);
+    deliver(&mut alice, &aq, &intro.blobs, &mut r);
+    let bq = [2u8; 16];
+    let path = three_nodes(&mut r);
+    let (env, first, cs) =
+        courier::send(&alice.store, &bob.addr, text("once"), None, T0, &mut r).unwrap();
+    alice.apply(cs);
+    record_sent(&mut alice, &path, &first.blobs[0], T0, 2, &mut r);
+    let u = courier::overdue(&alice.store, T0.plus_millis(60_000))
+        .unwrap()
+        .remove(0);
+    let (_, again, cs) = courier::reseal(&alice.store, &u, T0, &mut r).unwrap();
+    alice.apply(cs);
+    let got = deliver(&mut bob, &bq, &again.blobs, &mut r);
+    assert!(matches!(got.last(), Some(Received::Message { envelope, .. }) if *envelope == env));
+    let got = deliver(&mut bob, &bq, &first.blobs, &mut r);
+    assert!(matches!(got.last(), Some(Received::Duplicate)));
+    assert_eq!(bob.store.history(&alice.addr, 10).unwrap().len(), 1);
+}

@@ -699,6 +699,12 @@ fn show_round(round: &client::Round) {
             r.resent
         );
     }
+    if r.resealed > 0 {
+        println!(
+            "sealed {} overdue message(s) again on the current session and resent them",
+            r.resealed
+        );
+    }
     if r.failed > 0 {
         eprintln!(
             "note: {} packet(s) found no working path now; tried again later",

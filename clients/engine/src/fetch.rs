@@ -46,6 +46,7 @@ pub struct FetchFlow<'q> {
     receipts: Receipts,
     received: usize,
     loops_back: usize,
+    duplicates: usize,
 }
 
 impl<'q> FetchFlow<'q> {
@@ -65,6 +66,7 @@ impl<'q> FetchFlow<'q> {
             receipts: Receipts::new(),
             received: 0,
             loops_back: 0,
+            duplicates: 0,
         }
     }
 
@@ -87,6 +89,11 @@ impl<'q> FetchFlow<'q> {
     /// Loop cover packets that came back.
     pub fn loops_back(&self) -> usize {
         self.loops_back
+    }
+
+    /// Items recognised as already received (handed out again).
+    pub fn duplicates(&self) -> usize {
+        self.duplicates
     }
 
     /// Whether every queue has been fetched to its end.
@@ -171,6 +178,7 @@ impl Flow for FetchFlow<'_> {
                     Err(e) => return self.fail(e.into()),
                 };
                 self.loops_back = self.loops_back.saturating_add(batch.loops_back);
+                self.duplicates = self.duplicates.saturating_add(batch.duplicates);
                 self.events.extend(batch.events);
                 if batch.ack.is_empty() {
                     self.next_queue();
@@ -414,8 +422,14 @@ mod tests {
         // recognised, acknowledged, and no second contact appears.
         let qs = queues(&p);
         let mut f = FetchFlow::new(&qs);
+        let n = held.len();
         play(&mut p, &mut f, &mut held, 10, &mut r);
         assert!(held.is_empty());
+        assert_eq!(
+            f.duplicates(),
+            n,
+            "every item handed out again is a duplicate"
+        );
         while let Some(e) = f.poll_event() {
             assert!(
                 !matches!(e, Event::NewContact { .. }),

@@ -84,6 +84,9 @@ pub struct Batch {
     pub events: Vec<Event>,
     /// Loop cover packets that came back.
     pub loops_back: usize,
+    /// Blobs recognised as already received (a relay handing an item out
+    /// again, or a resend of something that did arrive).
+    pub duplicates: usize,
 }
 
 /// Handles the `items` (relay item id, blob) fetched from `queue`,
@@ -106,6 +109,9 @@ pub fn receive<'a, R: RngCore + CryptoRng>(
         match courier::receive(&*store, &queue.recipient_id, blob, now, rng) {
             Ok((got, cs)) => {
                 store.commit(cs)?;
+                if matches!(got, Received::Duplicate) {
+                    batch.duplicates = batch.duplicates.saturating_add(1);
+                }
                 events(&*store, got, receipts, &mut batch.events)?;
             }
             Err(e) if e.kind() == ErrorKind::Storage => return Err(e),

@@ -12,11 +12,11 @@
 //! ([`Router::is_outdated`]).
 
 use postern_core::consts::SPHINX_PACKET_BYTES;
-use postern_core::courier::{self, Unacknowledged};
+use postern_core::courier::{self, Outgoing, SealedState, Unacknowledged};
 use postern_core::directory::Directory;
 use postern_core::onion::{self, Node, ROLE_MAILBOX};
 use postern_core::relay_proto::{Blob, QueueId};
-use postern_core::store::ChangeSet;
+use postern_core::store::{ChangeSet, OutboxEntry};
 use postern_core::{Error, KvStore, RelayAddress, UnixTime};
 use rand_core::{CryptoRng, RngCore};
 
@@ -319,6 +319,85 @@ pub fn resend(u: &Unacknowledged) -> Resend {
     }
 }
 
+/// From this attempt on, an overdue blob of a message is not sent again
+/// as it was: the whole message is sealed again on the current session
+/// ([`courier::reseal`]). A blob sent as it was carries the ratchet state
+/// of its first sending, which the recipient stops being able to open
+/// once the conversation has turned a few more times; the first resend
+/// (usually a lost packet or acknowledgement) still goes as it was.
+pub const RESEAL_FROM_ATTEMPT: u32 = 3;
+
+/// A message is sealed again at most this many times; after that its
+/// blobs are resent as they are until [`MAX_SEND_ATTEMPTS`]. A message
+/// therefore leaves at most `RESEAL_FROM_ATTEMPT - 1` times per sealing
+/// plus `MAX_SEND_ATTEMPTS` for the last one.
+pub const MAX_RESEALS: u32 = 2;
+
+/// What was done with an overdue blob ([`overdue_step`]).
+#[derive(Debug)]
+pub enum Overdue {
+    /// Send the same blob again as attempt `attempt` (nothing committed).
+    Resend {
+        /// The attempt number.
+        attempt: u32,
+    },
+    /// Its message was sealed again into `out`, committed to the outbox
+    /// as entry `id`: put every blob as a first attempt, then mark the
+    /// entry sent ([`crate::outbox::sent`]). Left in the outbox, it goes
+    /// with the next flush, as any new message does.
+    Resealed {
+        /// The outbox entry.
+        id: [u8; 16],
+        /// What to put where.
+        out: Outgoing,
+    },
+    /// Forgotten and committed: given up after its last attempt
+    /// (`gave_up`), or a blob of a message sealed again since.
+    Forgotten {
+        /// Whether it was given up on (to report undelivered).
+        gave_up: bool,
+    },
+}
+
+/// Decides what to do with the overdue blob `u` and commits what that
+/// changes: resend it as it was, seal its message again, or forget it.
+pub fn overdue_step<R: RngCore + CryptoRng>(
+    store: &mut dyn KvStore,
+    u: &Unacknowledged,
+    now: UnixTime,
+    rng: &mut R,
+) -> Result<Overdue, Error> {
+    let state = courier::sealed_state(&*store, &u.blob)?;
+    if state == SealedState::Retired {
+        let cs = courier::forget_retired(&*store, u)?;
+        store.commit(cs)?;
+        return Ok(Overdue::Forgotten { gave_up: false });
+    }
+    match resend(u) {
+        Resend::GiveUp => {
+            let cs = courier::forget_pending(&*store, &u.id)?;
+            store.commit(cs)?;
+            Ok(Overdue::Forgotten { gave_up: true })
+        }
+        Resend::Send { attempt }
+            if attempt >= RESEAL_FROM_ATTEMPT
+                && matches!(state, SealedState::Live { reseals, .. } if reseals < MAX_RESEALS) =>
+        {
+            let (peer, out, mut cs) = courier::reseal(&*store, u, now, rng)?;
+            let mut id = [0u8; 16];
+            rng.fill_bytes(&mut id);
+            cs.add_outbox(OutboxEntry {
+                id,
+                peer,
+                payload: out.to_bytes(),
+            });
+            store.commit(cs)?;
+            Ok(Overdue::Resealed { id, out })
+        }
+        Resend::Send { attempt } => Ok(Overdue::Resend { attempt }),
+    }
+}
+
 /// Blobs last sent before this instant are overdue.
 pub fn overdue_cutoff(now: UnixTime, ack_timeout_ms: u64) -> UnixTime {
     UnixTime(now.millis().saturating_sub(ack_timeout_ms))
@@ -505,6 +584,122 @@ mod tests {
         u.attempts = MAX_SEND_ATTEMPTS;
         assert_eq!(resend(&u), Resend::GiveUp);
         assert_eq!(lost_loop_cutoff(T, 30_000), UnixTime(T.0 - 60_000));
+    }
+
+    /// Records `blob` as sent (attempt `attempt`, replacing `previous`)
+    /// through the router at `at`.
+    #[allow(clippy::too_many_arguments)]
+    fn sent_as(
+        r: &Router,
+        store: &mut MemStore,
+        out: &Outgoing,
+        blob: &Blob,
+        attempt: u32,
+        previous: Option<[u8; 16]>,
+        at: UnixTime,
+        rng: &mut ChaCha20Rng,
+    ) {
+        let mut put = r.put(&out.relay, &out.sender_id, blob, attempt, previous);
+        let planned = put.next(r, store, at, rng).unwrap().unwrap();
+        store.commit(planned.changes).unwrap();
+    }
+
+    #[test]
+    fn an_overdue_message_is_resent_then_sealed_again_then_given_up() {
+        use postern_core::message::{Body, Text};
+        let mut rng = ChaCha20Rng::seed_from_u64(12);
+        let r = router(5);
+        let p = crate::testing::pair(&mut rng, T);
+        let mut bob = p.bob;
+        let big = Body::Text(Text("é".repeat(postern_core::consts::MAX_TEXT_BYTES / 2)));
+        let (_, out, cs) = courier::send(&bob, &p.alice_addr, big, None, T, &mut rng).unwrap();
+        bob.commit(cs).unwrap();
+        assert!(out.blobs.len() > 1);
+        for b in &out.blobs {
+            sent_as(&r, &mut bob, &out, b, 1, None, T, &mut rng);
+        }
+        let mut now = T;
+        let due = |store: &MemStore, now: &mut UnixTime| {
+            *now = now.plus_millis(30_000);
+            courier::overdue(store, overdue_cutoff(*now, 30_000)).unwrap()
+        };
+        // Attempt 2 goes as it was, every blob.
+        for u in due(&bob, &mut now) {
+            let step = overdue_step(&mut bob, &u, now, &mut rng).unwrap();
+            assert!(matches!(step, Overdue::Resend { attempt: 2 }), "{step:?}");
+            sent_as(&r, &mut bob, &out, &u.blob, 2, Some(u.id), now, &mut rng);
+        }
+        // At attempt 3 the first blob's message is sealed again, into the
+        // outbox; the message's other blobs are then forgotten.
+        let mut current = out;
+        for reseal in 1..=MAX_RESEALS {
+            let overdue = due(&bob, &mut now);
+            assert_eq!(overdue.len(), current.blobs.len());
+            let step = overdue_step(&mut bob, &overdue[0], now, &mut rng).unwrap();
+            let Overdue::Resealed { id, out: again } = step else {
+                panic!("reseal {reseal}: {step:?}")
+            };
+            assert!(again.blobs.iter().all(|b| !current.blobs.contains(b)));
+            assert_eq!(bob.outbox().unwrap().len(), 1);
+            for u in &overdue[1..] {
+                let step = overdue_step(&mut bob, u, now, &mut rng).unwrap();
+                assert!(matches!(step, Overdue::Forgotten { gave_up: false }));
+            }
+            assert!(
+                courier::overdue(&bob, overdue_cutoff(now, 30_000))
+                    .unwrap()
+                    .is_empty()
+            );
+            for b in &again.blobs {
+                sent_as(&r, &mut bob, &again, b, 1, None, now, &mut rng);
+            }
+            crate::outbox::sent(&mut bob, id).unwrap();
+            assert!(bob.outbox().unwrap().is_empty());
+            for u in due(&bob, &mut now) {
+                let step = overdue_step(&mut bob, &u, now, &mut rng).unwrap();
+                assert!(matches!(step, Overdue::Resend { attempt: 2 }), "{step:?}");
+                sent_as(&r, &mut bob, &again, &u.blob, 2, Some(u.id), now, &mut rng);
+            }
+            current = again;
+        }
+        // Sealed as often as it may be: resent as it is, then given up.
+        for attempt in RESEAL_FROM_ATTEMPT..=MAX_SEND_ATTEMPTS {
+            for u in due(&bob, &mut now) {
+                let step = overdue_step(&mut bob, &u, now, &mut rng).unwrap();
+                assert!(
+                    matches!(step, Overdue::Resend { attempt: a } if a == attempt),
+                    "{step:?}"
+                );
+                sent_as(
+                    &r,
+                    &mut bob,
+                    &current,
+                    &u.blob,
+                    attempt,
+                    Some(u.id),
+                    now,
+                    &mut rng,
+                );
+            }
+        }
+        for u in due(&bob, &mut now) {
+            let step = overdue_step(&mut bob, &u, now, &mut rng).unwrap();
+            assert!(
+                matches!(step, Overdue::Forgotten { gave_up: true }),
+                "{step:?}"
+            );
+        }
+        assert_eq!(courier::unacknowledged(&bob).unwrap(), 0);
+        assert!(
+            bob.keys(postern_core::store::Namespace::Sealed)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            bob.keys(postern_core::store::Namespace::SealedBlob)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use postern_store::Profile;
 use crate::{NativeError, Result, commit, is_local_failure, now};
 
 use postern_engine::directory::{Keep, Lookup};
+use postern_engine::outbox;
 pub use postern_engine::route::DEFAULT_ACK_TIMEOUT_MS;
 use postern_engine::route::{self, EntryOutcome, Planned, Router};
 
@@ -364,6 +365,9 @@ async fn ensure_ack_queue(
 pub struct Resent {
     /// Blobs sent again.
     pub resent: usize,
+    /// Messages sealed again on the current session and sent whole
+    /// ([`route::RESEAL_FROM_ATTEMPT`]).
+    pub resealed: usize,
     /// Blobs given up after [`route::MAX_SEND_ATTEMPTS`].
     pub gave_up: usize,
     /// Blobs that could not leave this time (no path, no entry reachable);
@@ -372,32 +376,54 @@ pub struct Resent {
 }
 
 /// Sends again, over fresh paths, every blob whose acknowledgement has
-/// not come within `timeout_ms` (the engine's [`route::resend`] decides).
-/// A blob that cannot leave now does not stop the others; only a failure
-/// of the profile itself is an error.
+/// not come within `timeout_ms`, as the engine's [`route::overdue_step`]
+/// decides (the same blob, or its message sealed again). A blob that
+/// cannot leave now does not stop the others; only a failure of the
+/// profile itself is an error.
 pub async fn resend_overdue(p: &mut Profile, t: &mut Transport, timeout_ms: u64) -> Result<Resent> {
     let mut r = Resent::default();
+    // Messages nothing awaits an acknowledgement for cannot be resealed.
+    commit(p, courier::forget_unawaited_sealed(p)?)?;
     if !t.is_onion() {
         return Ok(r);
     }
     for u in courier::overdue(p, route::overdue_cutoff(now(), timeout_ms))? {
-        let attempt = match route::resend(&u) {
-            route::Resend::GiveUp => {
-                commit(p, courier::forget_pending(p, &u.id)?)?;
-                r.gave_up += 1;
-                continue;
+        match route::overdue_step(p, &u, now(), &mut rand::rng())? {
+            route::Overdue::Forgotten { gave_up } => r.gave_up += usize::from(gave_up),
+            route::Overdue::Resend { attempt } => {
+                match t
+                    .put_attempt(p, &u.relay, &u.sender_id, &u.blob, attempt, Some(u.id))
+                    .await
+                {
+                    Ok(()) => r.resent += 1,
+                    Err(e) if is_local_failure(&e) => return Err(e),
+                    Err(_) => {
+                        commit(p, courier::count_failed_attempt(p, &u.id, now())?)?;
+                        r.failed += 1;
+                    }
+                }
             }
-            route::Resend::Send { attempt } => attempt,
-        };
-        match t
-            .put_attempt(p, &u.relay, &u.sender_id, &u.blob, attempt, Some(u.id))
-            .await
-        {
-            Ok(()) => r.resent += 1,
-            Err(e) if is_local_failure(&e) => return Err(e),
-            Err(_) => {
-                commit(p, courier::count_failed_attempt(p, &u.id, now())?)?;
-                r.failed += 1;
+            route::Overdue::Resealed { id, out } => {
+                let mut left = true;
+                for b in &out.blobs {
+                    match t
+                        .put_attempt(p, &out.relay, &out.sender_id, b, 1, None)
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(e) if is_local_failure(&e) => return Err(e),
+                        // It stays in the outbox for the next flush.
+                        Err(_) => {
+                            left = false;
+                            r.failed += 1;
+                            break;
+                        }
+                    }
+                }
+                if left {
+                    outbox::sent(p, id)?;
+                    r.resealed += 1;
+                }
             }
         }
     }

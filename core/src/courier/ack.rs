@@ -130,6 +130,9 @@ pub fn record_loop(
 /// Forgets a blob given up on: this attempt and every earlier one.
 pub fn forget_pending(store: &dyn KvStore, id: &[u8; 16]) -> Result<ChangeSet> {
     let mut cs = ChangeSet::new();
+    if let Some(r) = load::<lp::PendingAckRecord>(store, Namespace::PendingAck, id)? {
+        settle(store, &[&r.blob], &mut cs)?;
+    }
     delete_attempts(store, id, false, &mut cs)?;
     Ok(cs)
 }
@@ -257,6 +260,7 @@ pub fn receive_acks(
     let ns = Namespace::PendingAck;
     let mut cs = ChangeSet::new();
     let mut got = AcksReceived::default();
+    let mut settled: Vec<Vec<u8>> = Vec::new();
     for (id, payload, _) in crate::onion::pair_replies(blobs) {
         let Some(r): Option<lp::PendingAckRecord> = load(store, ns, &id)? else {
             continue;
@@ -266,6 +270,9 @@ pub fn receive_acks(
         if crate::onion::open_ack(&rec, &payload).is_ok() {
             // This attempt and every other attempt of the same blob.
             cs.delete(ns, &id);
+            if !r.is_loop {
+                settled.push(r.blob.clone());
+            }
             delete_attempts(store, &r.prev, false, &mut cs)?;
             delete_attempts(store, &r.next, true, &mut cs)?;
             if r.is_loop {
@@ -275,5 +282,7 @@ pub fn receive_acks(
             }
         }
     }
+    let settled: Vec<&[u8]> = settled.iter().map(Vec::as_slice).collect();
+    settle(store, &settled, &mut cs)?;
     Ok((got, cs))
 }

@@ -21,6 +21,7 @@ mod invitation;
 mod park;
 mod queue;
 mod receive;
+mod reseal;
 mod send;
 
 pub use ack::*;
@@ -30,6 +31,7 @@ pub use invitation::*;
 pub use park::*;
 pub use queue::*;
 pub use receive::*;
+pub use reseal::*;
 pub use send::*;
 
 use rand_core::{CryptoRng, RngCore};

@@ -38,6 +38,7 @@ pub fn send<R: RngCore + CryptoRng>(
     let plain = env.encode()?;
     let (sealed, mut cs) = e2e::seal(store, peer, &plain, now, rng)?;
     let blobs = fragment(&r.queue.blob_key, MSG_SEALED, &sealed, rng)?;
+    remember(&mut cs, peer, &env.id, &plain, &blobs, 0);
     if !matches!(env.body, Body::Receipt(_)) {
         cs.add_message(StoredMessage {
             peer: *peer,

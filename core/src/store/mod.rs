@@ -63,11 +63,16 @@ pub enum Namespace {
     /// Onion packets waiting for a delivery acknowledgement, keyed by
     /// reply block id.
     PendingAck = 14,
+    /// Messages we sealed that are not acknowledged yet, keyed by
+    /// envelope id (so they can be sealed again).
+    Sealed = 15,
+    /// Which sealed message a blob carries, keyed by the blob's digest.
+    SealedBlob = 16,
 }
 
 impl Namespace {
     /// Every namespace.
-    pub const ALL: [Namespace; 14] = [
+    pub const ALL: [Namespace; 16] = [
         Namespace::LocalIdentity,
         Namespace::Contact,
         Namespace::Session,
@@ -82,6 +87,8 @@ impl Namespace {
         Namespace::Attachment,
         Namespace::Setting,
         Namespace::PendingAck,
+        Namespace::Sealed,
+        Namespace::SealedBlob,
     ];
 
     /// The namespace with this stable code, if any.
@@ -106,6 +113,8 @@ impl Namespace {
             Namespace::Attachment => "attachment",
             Namespace::Setting => "setting",
             Namespace::PendingAck => "pending_ack",
+            Namespace::Sealed => "sealed",
+            Namespace::SealedBlob => "sealed_blob",
         }
     }
 
