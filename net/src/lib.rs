@@ -6,10 +6,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use postern_core::RelayAddress;
-use postern_core::consts::{FRAME_BYTES, MAX_FETCH, MAX_INVITE_BLOBS, MAX_INVITE_TTL_SECS};
-use postern_core::crypto::signal::QueueSecret;
-use postern_core::relay_proto::Command;
-use postern_core::relay_proto::client::{Answer, ClientSession, Event};
+use postern_link::{Link, protocol};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -20,21 +17,16 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-pub use postern_core::relay_proto::{Blob, ErrorCode, QueueId};
+pub use postern_link::{
+    Blob, CONNECT_TIMEOUT, Connect, ErrorCode, Item, KEEPALIVE_INTERVAL, MAX_MESSAGE_BYTES,
+    MAX_PENDING_NOTIFICATIONS, NetError, QueueId, QueueIds, RELAY_PATH, REQUEST_TIMEOUT, Runtime,
+    TlsFailure,
+};
 
-/// How long `connect` may take (TCP, TLS, WebSocket and the relay's `Hello`).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long a request may wait for its complete answer.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-pub use postern_core::relay_proto::client::MAX_PENDING_NOTIFICATIONS;
-/// Largest WebSocket message or frame accepted from a relay.
-pub const MAX_MESSAGE_BYTES: usize = 2 * FRAME_BYTES;
-/// The WebSocket path of the relay protocol.
-pub const RELAY_PATH: &str = "/v1";
-/// How often a long-lived connection with nothing to say sends a `Ping`
-/// (a full-size frame, like all traffic) so the relay keeps it open; well
-/// under the relays' default idle timeout of 10 minutes.
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// A connection to a relay from a native process: the relay protocol's
+/// connection (`postern-link`) over a WebSocket, TLS 1.3 and TCP, timed
+/// by tokio.
+pub type Connection = postern_link::Connection<WsLink, TokioRuntime>;
 
 /// How this process reaches relays: passed to every connection, never
 /// kept in a process-wide static.
@@ -46,9 +38,127 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// Connects to the relay at `addr` (see [`Connection::connect`]).
+    /// TLS 1.3 (pinned when the address has a pin: the SHA-256 of the
+    /// relay's certificate must equal it, and the handshake signature is
+    /// still verified; otherwise the web PKI) and a WebSocket to
+    /// `wss://host:port/v1`, then the relay's `Hello`, all within
+    /// [`CONNECT_TIMEOUT`].
     pub async fn connect(&self, addr: &RelayAddress) -> Result<Connection, NetError> {
-        Connection::connect_with(addr, self).await
+        Connect::connect(&NativeConnector::new(*self), addr).await
+    }
+}
+
+/// [`Connector::connect`] from the system's choice of local address.
+pub async fn connect(addr: &RelayAddress) -> Result<Connection, NetError> {
+    Connector::default().connect(addr).await
+}
+
+/// The native platform's [`Connect`]: links made by a [`Connector`],
+/// timed by a [`TokioRuntime`].
+#[derive(Debug, Clone, Copy)]
+pub struct NativeConnector {
+    /// How links are made.
+    pub via: Connector,
+    /// Their timers, clocks and randomness.
+    pub rt: TokioRuntime,
+}
+
+impl NativeConnector {
+    /// Links made by `via`, on a runtime whose monotonic clock starts now.
+    pub fn new(via: Connector) -> NativeConnector {
+        NativeConnector {
+            via,
+            rt: TokioRuntime::default(),
+        }
+    }
+}
+
+impl Connect for NativeConnector {
+    type Link = WsLink;
+    type Runtime = TokioRuntime;
+
+    fn runtime(&self) -> &TokioRuntime {
+        &self.rt
+    }
+
+    async fn open(&self, relay: &RelayAddress) -> Result<WsLink, NetError> {
+        Ok(WsLink(connect_websocket_with(relay, &self.via).await?))
+    }
+}
+
+/// Tokio's timer, the system clock and the operating system's random
+/// generator.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioRuntime {
+    origin: tokio::time::Instant,
+}
+
+impl Default for TokioRuntime {
+    /// A runtime whose monotonic clock starts now.
+    fn default() -> TokioRuntime {
+        TokioRuntime {
+            origin: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Runtime for TokioRuntime {
+    fn sleep(&self, d: Duration) -> impl Future<Output = ()> {
+        tokio::time::sleep(d)
+    }
+
+    fn fill_random(&self, out: &mut [u8]) {
+        rand::RngCore::fill_bytes(&mut rand::rng(), out);
+    }
+
+    fn now(&self) -> postern_core::UnixTime {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        postern_core::UnixTime(ms)
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.origin.elapsed()
+    }
+}
+
+/// A WebSocket to a relay as a [`Link`]: one binary message per frame.
+pub struct WsLink(pub WsStream);
+
+impl core::fmt::Debug for WsLink {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("WsLink")
+    }
+}
+
+impl Link for WsLink {
+    async fn send(&mut self, frame: &[u8]) -> Result<(), NetError> {
+        self.0
+            .send(Message::Binary(frame.to_vec().into()))
+            .await
+            .map_err(ws_error)
+    }
+
+    async fn recv(&mut self) -> Result<Vec<u8>, NetError> {
+        // Cancel-safe: a dropped wait loses at most a partly read frame,
+        // which tungstenite keeps buffered.
+        read_frame(&mut self.0).await
+    }
+
+    async fn close(&mut self) -> Result<(), NetError> {
+        match self.0.close(None).await {
+            Ok(()) => {}
+            Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed) => return Ok(()),
+            Err(e) => return Err(ws_error(e)),
+        }
+        // Drain until the relay's close arrives.
+        while let Some(m) = self.0.next().await {
+            if m.is_err() {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -78,115 +188,11 @@ async fn tcp_connect(addr: &RelayAddress, via: &Connector) -> std::io::Result<Tc
 /// The WebSocket over TLS over TCP that carries the relay protocol.
 pub type WsStream = WebSocketStream<TlsStream<TcpStream>>;
 
-/// What went wrong talking to a relay.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum NetError {
-    /// The relay could not be reached over TCP (the OS's reason).
-    #[error("cannot connect to relay {relay}: {reason}")]
-    Connect {
-        /// The relay as we named it (never text from the network).
-        relay: String,
-        /// What the operating system said.
-        reason: std::io::ErrorKind,
-    },
-    /// The relay's host name is not a valid TLS server name.
-    #[error("relay {0}: bad host name")]
-    BadHostName(String),
-    /// The WebSocket upgrade to the relay failed.
-    #[error("relay {0}: WebSocket upgrade refused")]
-    WebSocket(String),
-    /// TLS failed (including a certificate that does not match the pin).
-    #[error("TLS: {0}")]
-    Tls(TlsFailure),
-    /// The relay answered with an error code.
-    #[error("relay refused: {0}")]
-    Relay(ErrorCode),
-    /// The relay sent something that is not a valid answer.
-    #[error("relay protocol violation: {0}")]
-    Protocol(postern_core::Error),
-    /// The connection is closed (or broken by an earlier timeout or error).
-    #[error("connection closed")]
-    Closed,
-    /// No answer in time.
-    #[error("timed out")]
-    Timeout,
-    /// The call's arguments are out of the protocol's bounds.
-    #[error("bad argument: {0}")]
-    Usage(&'static str),
-}
-
-/// Why TLS failed, in our own words (no text from the relay).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TlsFailure {
-    /// The relay's certificate does not match the pin, or is not valid
-    /// under the web PKI.
-    #[error("the relay's certificate is not the one expected")]
-    Certificate,
-    /// The relay sent a TLS alert.
-    #[error("the relay sent an alert")]
-    Alert,
-    /// The handshake or a record was malformed or broken off.
-    #[error("handshake or record failed")]
-    Handshake,
-    /// This build could not set up TLS (a bug).
-    #[error("client configuration")]
-    Config,
-}
-
 fn tls_failure(e: &std::io::Error) -> TlsFailure {
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::InvalidCertificate(_)) => TlsFailure::Certificate,
         Some(rustls::Error::AlertReceived(_)) => TlsFailure::Alert,
         _ => TlsFailure::Handshake,
-    }
-}
-
-impl postern_core::error::HasKind for NetError {
-    fn kind(&self) -> postern_core::ErrorKind {
-        use postern_core::ErrorKind;
-        match self {
-            NetError::Protocol(_) => ErrorKind::PeerMisbehaved,
-            NetError::Usage(_) | NetError::BadHostName(_) => ErrorKind::Usage,
-            NetError::Tls(TlsFailure::Config) => ErrorKind::Bug,
-            _ => ErrorKind::Network,
-        }
-    }
-}
-
-fn protocol(what: &'static str) -> NetError {
-    NetError::Protocol(postern_core::Error::Malformed { what })
-}
-
-/// A recipient's two queue ids, as created by the relay.
-#[derive(Clone, PartialEq, Eq)]
-pub struct QueueIds {
-    /// For fetch, ack, subscribe, delete and invitations (keep secret).
-    pub recipient_id: QueueId,
-    /// For senders (handed to contacts).
-    pub sender_id: QueueId,
-}
-
-impl core::fmt::Debug for QueueIds {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        // Queue ids stay out of logs.
-        f.write_str("QueueIds(..)")
-    }
-}
-
-/// One fetched item.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Item {
-    /// The id to acknowledge.
-    pub id: u64,
-    /// The stored blob.
-    pub blob: Blob,
-}
-
-impl core::fmt::Debug for Item {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "Item({})", self.id)
     }
 }
 
@@ -285,7 +291,7 @@ fn ws_config() -> WebSocketConfig {
 
 /// Opens TCP, TLS and the WebSocket to `wss://host:port/v1`, without
 /// reading anything. For tools and tests that speak the protocol
-/// themselves; [`Connection::connect`] is the normal way in.
+/// themselves; [`connect`] is the normal way in.
 pub async fn connect_websocket(addr: &RelayAddress) -> Result<WsStream, NetError> {
     connect_websocket_with(addr, &Connector::default()).await
 }
@@ -322,32 +328,6 @@ pub async fn connect_websocket_with(
     Ok(ws)
 }
 
-/// One connection to a relay: a WebSocket carrying the frames of a
-/// [`ClientSession`] (the protocol's sans-IO client half in the core).
-pub struct Connection {
-    ws: WsStream,
-    session: ClientSession,
-    broken: bool,
-}
-
-impl core::fmt::Debug for Connection {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Connection")
-            .field("in_flight", &self.session.in_flight())
-            .field("broken", &self.broken)
-            .finish_non_exhaustive()
-    }
-}
-
-async fn with_timeout<T>(
-    d: Duration,
-    f: impl Future<Output = Result<T, NetError>>,
-) -> Result<T, NetError> {
-    tokio::time::timeout(d, f)
-        .await
-        .map_err(|_| NetError::Timeout)?
-}
-
 /// The next binary message from the relay.
 async fn read_frame(ws: &mut WsStream) -> Result<Vec<u8>, NetError> {
     loop {
@@ -377,365 +357,11 @@ fn ws_error(e: tokio_tungstenite::tungstenite::Error) -> NetError {
     }
 }
 
-fn refused_or(answer: Answer, what: &'static str) -> NetError {
-    match answer {
-        Answer::Refused(code) => NetError::Relay(code),
-        _ => protocol(what),
-    }
-}
-
-impl Connection {
-    /// TLS 1.3 (pinned when the address has a pin: the SHA-256 of the
-    /// relay's certificate must equal it, and the handshake signature is
-    /// still verified; otherwise the web PKI) and a WebSocket to
-    /// `wss://host:port/v1`, then the relay's `Hello`.
-    pub async fn connect(addr: &RelayAddress) -> Result<Connection, NetError> {
-        Connection::connect_with(addr, &Connector::default()).await
-    }
-
-    /// [`Connection::connect`] through `via` (source address).
-    pub async fn connect_with(
-        addr: &RelayAddress,
-        via: &Connector,
-    ) -> Result<Connection, NetError> {
-        with_timeout(CONNECT_TIMEOUT, async {
-            let mut ws = connect_websocket_with(addr, via).await?;
-            let mut session = ClientSession::new();
-            let frame = read_frame(&mut ws).await?;
-            match session.receive(&frame).map_err(NetError::Protocol)? {
-                Event::Ready => Ok(Connection {
-                    ws,
-                    session,
-                    broken: false,
-                }),
-                _ => Err(protocol("relay hello")),
-            }
-        })
-        .await
-    }
-
-    /// Sends one request; returns its sequence number.
-    async fn send_request(
-        &mut self,
-        command: Command,
-        key: Option<&QueueSecret>,
-    ) -> Result<u64, NetError> {
-        if self.broken {
-            return Err(NetError::Closed);
-        }
-        let (seq, frame) = {
-            let mut rng = rand::rng();
-            self.session
-                .request(command, key, &mut rng)
-                .map_err(NetError::Protocol)?
-        };
-        if let Err(e) = self.ws.send(Message::Binary(frame.to_vec().into())).await {
-            self.broken = true;
-            return Err(ws_error(e));
-        }
-        Ok(seq)
-    }
-
-    /// The complete answer to request `seq`; notifications on the way are
-    /// kept by the session.
-    async fn answer_to(&mut self, seq: u64) -> Result<Answer, NetError> {
-        loop {
-            let frame = read_frame(&mut self.ws).await?;
-            match self.session.receive(&frame).map_err(NetError::Protocol)? {
-                Event::Answer { seq: s, answer } if s == seq => return Ok(answer),
-                // One request at a time on this connection: an answer to
-                // another is out of step.
-                Event::Answer { .. } | Event::Ready => {
-                    return Err(protocol("relay reply sequence"));
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Runs `f` under the request timeout; a timeout or a broken stream
-    /// leaves the connection unusable (its replies are out of step).
-    async fn guarded<T>(
-        &mut self,
-        f: impl AsyncFnOnce(&mut Self) -> Result<T, NetError>,
-    ) -> Result<T, NetError> {
-        if self.broken {
-            return Err(NetError::Closed);
-        }
-        let r = match tokio::time::timeout(REQUEST_TIMEOUT, f(self)).await {
-            Ok(r) => r,
-            Err(_) => Err(NetError::Timeout),
-        };
-        if matches!(
-            r,
-            Err(NetError::Timeout | NetError::Closed | NetError::Protocol(_) | NetError::Tls(_))
-        ) {
-            self.broken = true;
-        }
-        r
-    }
-
-    /// One request and its complete answer.
-    async fn call(
-        &mut self,
-        command: Command,
-        key: Option<&QueueSecret>,
-    ) -> Result<Answer, NetError> {
-        self.guarded(async move |c: &mut Self| {
-            let seq = c.send_request(command, key).await?;
-            c.answer_to(seq).await
-        })
-        .await
-    }
-
-    /// Any request and its complete answer (a refusal is
-    /// `Answer::Refused`, not an error): what the engine's flows hand in
-    /// as their step's input.
-    pub async fn request(
-        &mut self,
-        command: Command,
-        key: Option<&QueueSecret>,
-    ) -> Result<Answer, NetError> {
-        self.call(command, key).await
-    }
-
-    /// One request answered by `Ok`.
-    async fn simple(
-        &mut self,
-        command: Command,
-        key: Option<&QueueSecret>,
-    ) -> Result<(), NetError> {
-        match self.call(command, key).await? {
-            Answer::Ok => Ok(()),
-            a => Err(refused_or(a, "relay reply kind")),
-        }
-    }
-
-    /// Creates a queue owned by `key`.
-    pub async fn create_queue(&mut self, key: &QueueSecret) -> Result<QueueIds, NetError> {
-        let queue_key = key.public().map_err(NetError::Protocol)?;
-        match self.call(Command::Create { queue_key }, Some(key)).await? {
-            Answer::Created {
-                recipient_id,
-                sender_id,
-            } => Ok(QueueIds {
-                recipient_id,
-                sender_id,
-            }),
-            a => Err(refused_or(a, "relay reply kind")),
-        }
-    }
-
-    /// Hands an onion packet built for key epoch `epoch` to this relay.
-    /// `Ok` means the relay accepted it (and, when it is the packet's last
-    /// hop, durably stored the blob inside).
-    pub async fn forward(
-        &mut self,
-        epoch: u32,
-        packet: &[u8; postern_core::consts::SPHINX_PACKET_BYTES],
-    ) -> Result<(), NetError> {
-        let command = Command::Forward {
-            epoch,
-            packet: Box::new(*packet),
-        };
-        self.simple(command, None).await
-    }
-
-    /// Tells the relay the connection is still wanted (see
-    /// [`KEEPALIVE_INTERVAL`]).
-    pub async fn ping(&mut self) -> Result<(), NetError> {
-        self.simple(Command::Ping, None).await
-    }
-
-    /// Puts `blob` into the queue with this sender id. `Ok` means the
-    /// relay has durably stored it.
-    pub async fn send(&mut self, sender_id: &QueueId, blob: &Blob) -> Result<(), NetError> {
-        let command = Command::Send {
-            sender_id: *sender_id,
-            blob: blob.clone(),
-        };
-        self.simple(command, None).await
-    }
-
-    /// Up to `max` items (1..=MAX_FETCH), oldest first, and whether more wait.
-    pub async fn fetch(
-        &mut self,
-        recipient_id: &QueueId,
-        key: &QueueSecret,
-        max: u32,
-    ) -> Result<(Vec<Item>, bool), NetError> {
-        if max == 0 || max > MAX_FETCH {
-            return Err(NetError::Usage("fetch max must be 1..=MAX_FETCH"));
-        }
-        let command = Command::Fetch {
-            recipient_id: *recipient_id,
-            max,
-        };
-        match self.call(command, Some(key)).await? {
-            Answer::Items { items, more } => Ok((
-                items
-                    .into_iter()
-                    .map(|(id, blob)| Item { id, blob })
-                    .collect(),
-                more,
-            )),
-            a => Err(refused_or(a, "relay fetch reply")),
-        }
-    }
-
-    /// Deletes these items (ids the relay does not hold are ignored).
-    pub async fn ack(
-        &mut self,
-        recipient_id: &QueueId,
-        key: &QueueSecret,
-        ids: &[u64],
-    ) -> Result<(), NetError> {
-        if ids.is_empty() || ids.len() > MAX_FETCH as usize {
-            return Err(NetError::Usage("ack needs 1..=MAX_FETCH ids"));
-        }
-        let command = Command::Ack {
-            recipient_id: *recipient_id,
-            item_ids: ids.to_vec(),
-        };
-        self.simple(command, Some(key)).await
-    }
-
-    /// Asks the relay to notify this connection when an item arrives.
-    pub async fn subscribe(
-        &mut self,
-        recipient_id: &QueueId,
-        key: &QueueSecret,
-    ) -> Result<(), NetError> {
-        let command = Command::Subscribe {
-            recipient_id: *recipient_id,
-        };
-        self.simple(command, Some(key)).await
-    }
-
-    /// Waits for the next Notify (returns its recipient id); Notifies that
-    /// arrive while another call waits for its reply are queued and
-    /// returned here first. Waits without a time limit: wrap it in a
-    /// timeout to bound it.
-    pub async fn next_notification(&mut self) -> Result<QueueId, NetError> {
-        if let Some(id) = self.session.take_notification() {
-            return Ok(id);
-        }
-        if self.broken {
-            return Err(NetError::Closed);
-        }
-        // Cancel-safe: a dropped wait loses at most a partly read frame,
-        // which tungstenite keeps buffered.
-        let frame = match read_frame(&mut self.ws).await {
-            Ok(f) => f,
-            Err(e) => {
-                self.broken = true;
-                return Err(e);
-            }
-        };
-        match self.session.receive(&frame) {
-            Ok(Event::Notify(_)) => self
-                .session
-                .take_notification()
-                .ok_or(protocol("relay notification")),
-            _ => {
-                self.broken = true;
-                Err(protocol("relay notification"))
-            }
-        }
-    }
-
-    /// Deletes the queue and everything in it.
-    pub async fn delete_queue(
-        &mut self,
-        recipient_id: &QueueId,
-        key: &QueueSecret,
-    ) -> Result<(), NetError> {
-        let command = Command::DeleteQueue {
-            recipient_id: *recipient_id,
-        };
-        self.simple(command, Some(key)).await
-    }
-
-    /// Puts all blobs (1..=MAX_INVITE_BLOBS) of a one-time invitation payload.
-    pub async fn put_invite(
-        &mut self,
-        recipient_id: &QueueId,
-        key: &QueueSecret,
-        blobs: &[Blob],
-        ttl_secs: u32,
-    ) -> Result<(), NetError> {
-        let total = u32::try_from(blobs.len())
-            .ok()
-            .filter(|n| (1..=MAX_INVITE_BLOBS).contains(n))
-            .ok_or(NetError::Usage(
-                "invitation needs 1..=MAX_INVITE_BLOBS blobs",
-            ))?;
-        if ttl_secs == 0 || ttl_secs > MAX_INVITE_TTL_SECS {
-            return Err(NetError::Usage(
-                "invitation ttl must be 1..=MAX_INVITE_TTL_SECS",
-            ));
-        }
-        for (index, blob) in (0u32..).zip(blobs) {
-            let command = Command::PutInvite {
-                recipient_id: *recipient_id,
-                index,
-                total,
-                ttl_secs,
-                blob: blob.clone(),
-            };
-            self.simple(command, Some(key)).await?;
-        }
-        Ok(())
-    }
-
-    /// Takes (reads once; the relay deletes it) the invitation payload of
-    /// the queue with this sender id.
-    pub async fn take_invite(&mut self, sender_id: &QueueId) -> Result<Vec<Blob>, NetError> {
-        let command = Command::TakeInvite {
-            sender_id: *sender_id,
-        };
-        match self.call(command, None).await? {
-            Answer::Items { items, .. } => Ok(items.into_iter().map(|(_, b)| b).collect()),
-            a => Err(refused_or(a, "relay invitation reply")),
-        }
-    }
-
-    /// The relay's copy of the network's signed directory (the
-    /// `SignedDirectory` bytes, reassembled from its blobs). Not verified
-    /// here: the caller checks it with `postern_core::directory::Directory::verify`
-    /// and its pinned authority keys.
-    pub async fn get_directory(&mut self) -> Result<Vec<u8>, NetError> {
-        let blobs: Vec<Blob> = match self.call(Command::GetDirectory, None).await? {
-            Answer::Items { items, .. } => items.into_iter().map(|(_, b)| b).collect(),
-            a => return Err(refused_or(a, "relay directory reply")),
-        };
-        postern_core::directory::from_blobs(&blobs).map_err(NetError::Protocol)
-    }
-
-    /// Closes the connection politely.
-    pub async fn close(mut self) -> Result<(), NetError> {
-        with_timeout(REQUEST_TIMEOUT, async {
-            match self.ws.close(None).await {
-                Ok(()) => {}
-                Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed) => return Ok(()),
-                Err(e) => return Err(ws_error(e)),
-            }
-            // Drain until the relay's close arrives.
-            while let Some(m) = self.ws.next().await {
-                if m.is_err() {
-                    break;
-                }
-            }
-            Ok(())
-        })
-        .await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use postern_core::crypto::signal::QueueSecret;
 
     fn assert_send<T: Send>(_: &T) {}
 
@@ -748,7 +374,7 @@ mod tests {
         id: &QueueId,
         blob: &Blob,
     ) {
-        assert_send(&Connection::connect(addr));
+        assert_send(&connect(addr));
         assert_send(&c.create_queue(key));
         assert_send(&c.send(id, blob));
         assert_send(&c.fetch(id, key, 1));

@@ -30,7 +30,7 @@ use postern_engine::outbox;
 use postern_native::client::{self, Notice, Step};
 use postern_native::files;
 use postern_native::transport::{self, Links, Transport};
-use postern_native::{NativeError, now};
+use postern_native::{ClientError, Native, now};
 use postern_net::{Connector, NetError};
 use postern_store::{Profile, ProfileError, Unlock};
 
@@ -190,7 +190,7 @@ enum CliError {
     #[error("{0}")]
     Flow(FlowError),
     #[error("{0}")]
-    Native(NativeError),
+    Client(ClientError),
     #[error("{0}")]
     Usage(String),
     /// Something only the user can settle (a safety number that does not
@@ -210,13 +210,13 @@ impl From<postern_core::StoreError> for CliError {
     }
 }
 
-impl From<NativeError> for CliError {
-    fn from(e: NativeError) -> CliError {
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> CliError {
         match e {
-            NativeError::Core(e) => CliError::Core(e),
-            NativeError::Net(e) => CliError::Net(e),
-            NativeError::Flow(e) => e.into(),
-            e => CliError::Native(e),
+            ClientError::Core(e) => CliError::Core(e),
+            ClientError::Net(e) => CliError::Net(e),
+            ClientError::Flow(e) => e.into(),
+            e => CliError::Client(e),
         }
     }
 }
@@ -239,7 +239,7 @@ impl HasKind for CliError {
             CliError::Core(e) => e.kind(),
             CliError::Net(e) => e.kind(),
             CliError::Flow(e) => e.kind(),
-            CliError::Native(e) => e.kind(),
+            CliError::Client(e) => e.kind(),
             CliError::Usage(_) | CliError::Io { .. } => ErrorKind::Usage,
             CliError::Decision(_) => ErrorKind::NeedsUserDecision,
         }
@@ -279,11 +279,11 @@ mod exit {
     pub const BUG: u8 = 70;
 }
 
-/// What every command that talks to relays carries: how connections are
-/// made.
-#[derive(Debug, Default)]
+/// What every command that talks to relays carries: the native platform
+/// (how connections are made, its clock and randomness).
+#[derive(Debug)]
 struct Ctx {
-    net: Connector,
+    net: Native,
 }
 
 type Result<T> = core::result::Result<T, CliError>;
@@ -298,9 +298,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let cx = Ctx {
-        net: Connector {
+        net: postern_native::native(Connector {
             source_address: cli.source_addr,
-        },
+        }),
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -379,7 +379,7 @@ async fn run(cli: Cli, cx: &Ctx) -> Result<()> {
             let mut links = Links::new(cx.net);
             let r = async {
                 client::flush_outbox(&mut p, &mut links).await?;
-                sync(&mut p, cx, &dl, &mut links).await?;
+                sync(&mut p, &dl, &mut links).await?;
                 resend(&mut p, &mut links, cli.ack_timeout_ms).await
             }
             .await;
@@ -674,9 +674,9 @@ async fn send_file(cli: &Cli, cx: &Ctx, contact: &str, path: &Path, voice: bool)
 }
 
 /// Fetches and processes every queue once, one connection per relay.
-async fn sync(p: &mut Profile, cx: &Ctx, dl: &Path, links: &mut Links) -> Result<()> {
+async fn sync(p: &mut Profile, dl: &Path, links: &mut Links<Native>) -> Result<()> {
     let mut ui = Printer { dl, poll_secs: 0 };
-    let got = client::collect(p, &cx.net, links, &mut ui).await?;
+    let got = client::collect(p, links, &mut ui).await?;
     if got.received == 0 {
         println!("no new messages");
     }
@@ -684,7 +684,7 @@ async fn sync(p: &mut Profile, cx: &Ctx, dl: &Path, links: &mut Links) -> Result
 }
 
 /// Sends again whatever the onion network has not acknowledged in time.
-async fn resend(p: &mut Profile, links: &mut Links, timeout_ms: u64) -> Result<()> {
+async fn resend(p: &mut Profile, links: &mut Links<Native>, timeout_ms: u64) -> Result<()> {
     let round = client::resend_round(p, links, timeout_ms).await?;
     show_round(&round);
     Ok(())
@@ -739,7 +739,7 @@ struct Printer<'a> {
 impl client::Ui for Printer<'_> {
     type Error = CliError;
 
-    fn event(&mut self, p: &Profile, e: inbox::Event) -> Result<()> {
+    fn event(&mut self, p: &dyn KvStore, e: inbox::Event) -> Result<()> {
         show(p, e, self.dl)
     }
 
@@ -765,7 +765,7 @@ impl client::Ui for Printer<'_> {
 }
 
 /// Prints one event from the inbox; a complete attachment is saved.
-fn show(p: &Profile, e: inbox::Event, dl: &Path) -> Result<()> {
+fn show(p: &dyn KvStore, e: inbox::Event, dl: &Path) -> Result<()> {
     let name = |from: &Address| -> Result<String> {
         let n = courier::route(p, from)?
             .map(|r| r.display_name)
@@ -835,7 +835,6 @@ async fn watch(
     let mut links = Links::new(cx.net);
     let r = watching(
         p,
-        cx,
         dl,
         &mut links,
         ack_timeout_ms,
@@ -854,9 +853,8 @@ async fn watch(
 #[allow(clippy::too_many_arguments)]
 async fn watching(
     p: &mut Profile,
-    cx: &Ctx,
     dl: &Path,
-    links: &mut Links,
+    links: &mut Links<Native>,
     ack_timeout_ms: u64,
     cover_per_minute: u32,
     others_poll: std::time::Duration,
@@ -876,7 +874,7 @@ async fn watching(
         dl,
         poll_secs: others_poll.as_secs(),
     };
-    let got = client::watch(p, &cx.net, links, plan, cfg, &mut ui, stop).await?;
+    let got = client::watch(p, links, plan, cfg, &mut ui, stop).await?;
     if cover {
         println!(
             "cover traffic: {} packet(s) sent, {} loop(s) came back",

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use postern_core::message::{AttachmentRef, Body};
 use postern_core::{KvStore, attachment};
 
-use crate::{NativeError, Result};
+use crate::{ClientError, Result};
 
 /// The most names tried before saving gives up (`n-name` for n < this).
 pub const MAX_NAME_TRIES: u32 = 10_000;
@@ -35,8 +35,8 @@ pub fn download_name(body: Option<&Body>, message_id: &[u8; 16]) -> String {
     }
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> NativeError + '_ {
-    move |source| NativeError::Io {
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
+    move |source| ClientError::Io {
         path: path.to_path_buf(),
         source,
     }
@@ -140,7 +140,7 @@ mod tests {
         let aref = attachment::prepare(10_000, [7; 32], &mut rng).unwrap();
         let store = MemStore::new();
         let e = save_attachment(&store, &aref, dir.path(), "a.bin").unwrap_err();
-        assert!(matches!(e, NativeError::Core(_)), "{e:?}");
+        assert!(matches!(e, ClientError::Core(_)), "{e:?}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 

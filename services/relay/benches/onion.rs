@@ -238,7 +238,7 @@ async fn testnet(relays: usize) -> Net {
         }
     }
     assert_eq!(addrs.len(), relays);
-    let mut c = Connection::connect(&addrs[0]).await.unwrap();
+    let mut c = postern_net::connect(&addrs[0]).await.unwrap();
     let bytes = c.get_directory().await.unwrap();
     c.close().await.unwrap();
     let dir = Directory::verify(&bytes, &[authority.unwrap()], 1, now()).unwrap();
@@ -360,7 +360,7 @@ async fn forwarding(plan: &Plan, net: &Net) -> f64 {
         net.node(&net.relays[2]),
     );
     let key = QueueSecret::generate(&mut r);
-    let mut conn_c = Connection::connect(&c.address).await.unwrap();
+    let mut conn_c = postern_net::connect(&c.address).await.unwrap();
     let ids = conn_c.create_queue(&key).await.unwrap();
     conn_c.subscribe(&ids.recipient_id, &key).await.unwrap();
     let path = Path {
@@ -377,7 +377,7 @@ async fn forwarding(plan: &Plan, net: &Net) -> f64 {
     );
     let mut conns = Vec::new();
     for _ in 0..plan.forward_connections {
-        conns.push(Connection::connect(&a.address).await.unwrap());
+        conns.push(postern_net::connect(&a.address).await.unwrap());
     }
     let cpu = CpuMeter::start(net);
     let start = Instant::now();
@@ -431,10 +431,10 @@ async fn latency(plan: &Plan, net: &Net) {
         net.node(&net.relays[2]),
     );
     let key = QueueSecret::generate(&mut r);
-    let mut conn_c = Connection::connect(&c.address).await.unwrap();
+    let mut conn_c = postern_net::connect(&c.address).await.unwrap();
     let ids = conn_c.create_queue(&key).await.unwrap();
     conn_c.subscribe(&ids.recipient_id, &key).await.unwrap();
-    let mut conn_a = Connection::connect(&a.address).await.unwrap();
+    let mut conn_a = postern_net::connect(&a.address).await.unwrap();
     let path = Path {
         nodes: vec![a, b, c],
     };
@@ -655,7 +655,7 @@ async fn messages(plan: &Plan, net: &Net) -> f64 {
     let setup = Instant::now();
     let mut admin = Vec::new();
     for a in &net.relays {
-        admin.push(Connection::connect(a).await.unwrap());
+        admin.push(postern_net::connect(a).await.unwrap());
     }
     let mut pairs = Vec::new();
     for i in 0..plan.senders {
@@ -681,9 +681,9 @@ async fn messages(plan: &Plan, net: &Net) -> f64 {
     for p in pairs {
         let mut entries = HashMap::new();
         for a in net.relays.iter().filter(|a| **a != p.q.relay) {
-            entries.insert(a.clone(), Connection::connect(a).await.unwrap());
+            entries.insert(a.clone(), postern_net::connect(a).await.unwrap());
         }
-        let mut inbox = Connection::connect(&p.q.relay).await.unwrap();
+        let mut inbox = postern_net::connect(&p.q.relay).await.unwrap();
         inbox
             .subscribe(&p.q.recipient_id, &p.q.keys.queue_key)
             .await
@@ -782,7 +782,7 @@ async fn attachment(plan: &Plan, net: &Net) -> Duration {
     let mut r = rng();
     let mailbox = net.relays[net.relays.len() - 1].clone();
     let key = QueueSecret::generate(&mut r);
-    let mut inbox = Connection::connect(&mailbox).await.unwrap();
+    let mut inbox = postern_net::connect(&mailbox).await.unwrap();
     let ids = inbox.create_queue(&key).await.unwrap();
     inbox.subscribe(&ids.recipient_id, &key).await.unwrap();
     let n = plan.attachment_blobs;
@@ -791,7 +791,7 @@ async fn attachment(plan: &Plan, net: &Net) -> Duration {
     for _ in 0..plan.attachment_connections {
         let mut entries = HashMap::new();
         for a in net.relays.iter().filter(|a| **a != mailbox) {
-            entries.insert(a.clone(), Connection::connect(a).await.unwrap());
+            entries.insert(a.clone(), postern_net::connect(a).await.unwrap());
         }
         conns.push(entries);
     }

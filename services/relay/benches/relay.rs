@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 use common::{Relay, blob};
 use postern_core::crypto::signal::QueueSecret;
 use postern_core::relay_proto::Command;
-use postern_net::Connection;
 use postern_relay::storage::{Limits, Op, Outcome, Storage};
 
 /// The throughput runs lift the per-connection rate limit: the benchmark
@@ -62,7 +61,7 @@ async fn relay_rounds(plan: &Plan) -> f64 {
         let (addr, rounds) = (relay.addr.clone(), rounds.clone());
         tasks.push(tokio::spawn(async move {
             let key = QueueSecret::generate(&mut rand::rng());
-            let mut c = Connection::connect(&addr).await.unwrap();
+            let mut c = postern_net::connect(&addr).await.unwrap();
             let q = c.create_queue(&key).await.unwrap();
             let b = blob(i as u64);
             while Instant::now() < deadline {
@@ -167,7 +166,7 @@ async fn idle_queue_memory(plan: &Plan) -> (u64, u64) {
         let addr = relay.addr.clone();
         tasks.push(tokio::spawn(async move {
             let key = QueueSecret::generate(&mut rand::rng());
-            let mut c = Connection::connect(&addr).await.unwrap();
+            let mut c = postern_net::connect(&addr).await.unwrap();
             for _ in 0..per_conn {
                 c.create_queue(&key).await.unwrap();
             }

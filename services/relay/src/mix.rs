@@ -298,7 +298,7 @@ impl Mix {
         };
         for _attempt in 0..2 {
             if conn.is_none() {
-                match postern_net::Connection::connect(addr).await {
+                match postern_net::connect(addr).await {
                     Ok(c) => *conn = Some(c),
                     Err(_) => break,
                 }

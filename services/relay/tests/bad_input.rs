@@ -13,13 +13,13 @@ use common::{Raw, Relay, blob, marker};
 use postern_core::consts::FRAME_BYTES;
 use postern_core::crypto::signal::QueueSecret;
 use postern_core::relay_proto::{self, Command, Reply};
-use postern_net::{Connection, ErrorCode, NetError};
+use postern_net::{ErrorCode, NetError};
 use rand::RngCore as _;
 
 /// A fresh connection creates a queue, sends to it and fetches it back.
 async fn still_serves(relay: &mut Relay) {
     assert!(relay.alive(), "relay died");
-    let mut c = Connection::connect(&relay.addr).await.unwrap();
+    let mut c = postern_net::connect(&relay.addr).await.unwrap();
     let key = QueueSecret::generate(&mut common::rng());
     let q = c.create_queue(&key).await.unwrap();
     c.send(&q.sender_id, &blob(42)).await.unwrap();
@@ -204,7 +204,7 @@ async fn too_many_errors_close_the_connection() {
 #[tokio::test]
 async fn queue_over_quota_is_full() {
     let mut relay = Relay::start(&["--queue-max-messages", "3"]);
-    let mut c = Connection::connect(&relay.addr).await.unwrap();
+    let mut c = postern_net::connect(&relay.addr).await.unwrap();
     let key = QueueSecret::generate(&mut common::rng());
     let q = c.create_queue(&key).await.unwrap();
     for i in 0..3 {
@@ -219,7 +219,7 @@ async fn queue_over_quota_is_full() {
     c.ack(&q.recipient_id, &key, &[items[0].id]).await.unwrap();
     c.send(&q.sender_id, &blob(3)).await.unwrap();
     // Another queue is unaffected.
-    let mut d = Connection::connect(&relay.addr).await.unwrap();
+    let mut d = postern_net::connect(&relay.addr).await.unwrap();
     let key2 = QueueSecret::generate(&mut common::rng());
     let q2 = d.create_queue(&key2).await.unwrap();
     d.send(&q2.sender_id, &blob(9)).await.unwrap();
@@ -236,7 +236,7 @@ async fn rate_limit_and_queue_limit() {
         "--max-queues",
         "2",
     ]);
-    let mut c = Connection::connect(&relay.addr).await.unwrap();
+    let mut c = postern_net::connect(&relay.addr).await.unwrap();
     let key = QueueSecret::generate(&mut common::rng());
     c.create_queue(&key).await.unwrap();
     c.create_queue(&key).await.unwrap();
@@ -249,7 +249,7 @@ async fn rate_limit_and_queue_limit() {
         Err(NetError::Relay(ErrorCode::RateLimited))
     ));
     // Another connection has its own bucket.
-    let mut d = Connection::connect(&relay.addr).await.unwrap();
+    let mut d = postern_net::connect(&relay.addr).await.unwrap();
     assert!(matches!(
         d.take_invite(&[1; 16]).await,
         Err(NetError::Relay(ErrorCode::NoSuchInvite))
@@ -268,12 +268,12 @@ async fn connections_over_the_limit_are_refused() {
     let mut relay = Relay::start(&["--max-connections", "2"]);
     let a = Raw::connect(&relay.addr).await;
     let _b = Raw::connect(&relay.addr).await;
-    assert!(Connection::connect(&relay.addr).await.is_err());
+    assert!(postern_net::connect(&relay.addr).await.is_err());
     drop(a);
     // The slot comes back once the relay has seen the close.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        if let Ok(c) = Connection::connect(&relay.addr).await {
+        if let Ok(c) = postern_net::connect(&relay.addr).await {
             c.close().await.unwrap();
             break;
         }

@@ -20,7 +20,7 @@ use postern_core::crypto::signal::QueueSecret;
 use postern_core::directory::Directory;
 use postern_core::onion::{self, Node, Path};
 use postern_core::{RelayAddress, UnixTime};
-use postern_net::{Connection, ErrorCode, NetError};
+use postern_net::{ErrorCode, NetError};
 use postern_relay::config::parse_authority_key;
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern-relay");
@@ -68,7 +68,7 @@ async fn testnet(path: &std::path::Path) -> Net {
             _ => {}
         }
     }
-    let mut c = Connection::connect(&relays[0]).await.unwrap();
+    let mut c = postern_net::connect(&relays[0]).await.unwrap();
     let bytes = c.get_directory().await.unwrap();
     let dir = Directory::verify(&bytes, &[authority.unwrap()], 1, now()).unwrap();
     Net { child, relays, dir }
@@ -100,13 +100,13 @@ async fn hops_reject_bad_packets_and_deliver_good_ones() {
 
     // A queue on relay C.
     let key = QueueSecret::generate(&mut rng);
-    let mut conn_c = Connection::connect(&c.address).await.unwrap();
+    let mut conn_c = postern_net::connect(&c.address).await.unwrap();
     let ids = conn_c.create_queue(&key).await.unwrap();
     let blob = Box::new([0x42u8; BLOB_BYTES]);
     let path = Path {
         nodes: vec![a.clone(), b.clone(), c.clone()],
     };
-    let mut conn_a = Connection::connect(&a.address).await.unwrap();
+    let mut conn_a = postern_net::connect(&a.address).await.unwrap();
 
     // Tampered header: refused at the first hop.
     let mut p = onion::wrap(&path, &ids.sender_id, &blob, &mut rng).unwrap();

@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use common::{Raw, Relay, blob, marker};
 use postern_core::crypto::signal::QueueSecret;
-use postern_net::{Connection, ErrorCode, NetError};
+use postern_net::{ErrorCode, NetError};
 
 #[tokio::test]
 async fn acknowledged_blobs_survive_kill_9() {
     let mut relay = Relay::start(&[]);
     let key = QueueSecret::generate(&mut common::rng());
-    let mut c = Connection::connect(&relay.addr).await.unwrap();
+    let mut c = postern_net::connect(&relay.addr).await.unwrap();
     let q = c.create_queue(&key).await.unwrap();
     let mut acked = BTreeSet::new();
     for i in 0..30 {
@@ -34,7 +34,7 @@ async fn acknowledged_blobs_survive_kill_9() {
     for s in 0..4u64 {
         let (addr, sid, tx) = (relay.addr.clone(), q.sender_id, tx.clone());
         senders.push(tokio::spawn(async move {
-            let mut c = Connection::connect(&addr).await.unwrap();
+            let mut c = postern_net::connect(&addr).await.unwrap();
             for i in 0.. {
                 let m = 1000 * (s + 1) + i;
                 if c.send(&sid, &blob(m)).await.is_err() {
@@ -56,7 +56,7 @@ async fn acknowledged_blobs_survive_kill_9() {
     assert!(acked.len() > 30, "no concurrent send was acknowledged");
 
     relay.restart();
-    let mut c = Connection::connect(&relay.addr).await.unwrap();
+    let mut c = postern_net::connect(&relay.addr).await.unwrap();
     let mut seen = BTreeSet::new();
     let mut ids = BTreeSet::new();
     loop {
@@ -86,13 +86,13 @@ async fn acknowledged_blobs_survive_kill_9() {
 async fn invitations_are_taken_once_and_expire() {
     let relay = Relay::start(&[]);
     let key = QueueSecret::generate(&mut common::rng());
-    let mut alice = Connection::connect(&relay.addr).await.unwrap();
+    let mut alice = postern_net::connect(&relay.addr).await.unwrap();
     let q = alice.create_queue(&key).await.unwrap();
     alice
         .put_invite(&q.recipient_id, &key, &[blob(1), blob(2)], 600)
         .await
         .unwrap();
-    let mut bob = Connection::connect(&relay.addr).await.unwrap();
+    let mut bob = postern_net::connect(&relay.addr).await.unwrap();
     let got = bob.take_invite(&q.sender_id).await.unwrap();
     assert_eq!(got.iter().map(marker).collect::<Vec<_>>(), [1, 2]);
     assert!(matches!(
@@ -124,10 +124,10 @@ async fn invitations_are_taken_once_and_expire() {
 async fn subscribers_are_notified() {
     let relay = Relay::start(&[]);
     let key = QueueSecret::generate(&mut common::rng());
-    let mut alice = Connection::connect(&relay.addr).await.unwrap();
+    let mut alice = postern_net::connect(&relay.addr).await.unwrap();
     let q = alice.create_queue(&key).await.unwrap();
     alice.subscribe(&q.recipient_id, &key).await.unwrap();
-    let mut bob = Connection::connect(&relay.addr).await.unwrap();
+    let mut bob = postern_net::connect(&relay.addr).await.unwrap();
     bob.send(&q.sender_id, &blob(1)).await.unwrap();
     let n = tokio::time::timeout(Duration::from_secs(5), alice.next_notification())
         .await
@@ -160,7 +160,7 @@ async fn subscribers_are_notified() {
 async fn sigterm_exits_zero_promptly() {
     let mut relay = Relay::start(&[]);
     let key = QueueSecret::generate(&mut common::rng());
-    let mut c = Connection::connect(&relay.addr).await.unwrap();
+    let mut c = postern_net::connect(&relay.addr).await.unwrap();
     let q = c.create_queue(&key).await.unwrap();
     c.send(&q.sender_id, &blob(7)).await.unwrap();
     let (status, took) = relay.terminate();
@@ -174,7 +174,7 @@ async fn sigterm_exits_zero_promptly() {
     assert!(logs.contains("stopped"), "{logs}");
     // And the data is there after a restart.
     relay.restart();
-    let mut c = Connection::connect(&relay.addr).await.unwrap();
+    let mut c = postern_net::connect(&relay.addr).await.unwrap();
     let (items, _) = c.fetch(&q.recipient_id, &key, 10).await.unwrap();
     assert_eq!(
         items.iter().map(|i| marker(&i.blob)).collect::<Vec<_>>(),
@@ -191,7 +191,7 @@ async fn admin_health_and_metrics() {
         "{h}"
     );
     let key = QueueSecret::generate(&mut common::rng());
-    let mut c = Connection::connect(&relay.addr).await.unwrap();
+    let mut c = postern_net::connect(&relay.addr).await.unwrap();
     let q = c.create_queue(&key).await.unwrap();
     c.send(&q.sender_id, &blob(1)).await.unwrap();
     let m = relay.admin_get("/metrics");
@@ -231,7 +231,7 @@ async fn logs_and_data_hold_no_queue_ids_or_client_addresses() {
     else {
         panic!()
     };
-    let mut c = Connection::connect(&relay.addr).await.unwrap();
+    let mut c = postern_net::connect(&relay.addr).await.unwrap();
     c.subscribe(&recipient_id, &key).await.unwrap();
     c.send(&sender_id, &blob(5)).await.unwrap();
     c.put_invite(&recipient_id, &key, &[blob(6)], 60)
@@ -290,16 +290,16 @@ async fn wrong_pin_and_missing_pin_are_refused() {
     let a = &relay.addr;
     let wrong = postern_core::RelayAddress::new(a.host(), a.port(), Some([7; 32])).unwrap();
     assert!(matches!(
-        Connection::connect(&wrong).await,
+        postern_net::connect(&wrong).await,
         Err(NetError::Tls(postern_net::TlsFailure::Certificate))
     ));
     // Without a pin the self-signed certificate fails the web PKI.
     let unpinned = postern_core::RelayAddress::new(a.host(), a.port(), None).unwrap();
     assert!(matches!(
-        Connection::connect(&unpinned).await,
+        postern_net::connect(&unpinned).await,
         Err(NetError::Tls(postern_net::TlsFailure::Certificate))
     ));
-    assert!(Connection::connect(a).await.is_ok());
+    assert!(postern_net::connect(a).await.is_ok());
 }
 
 /// A connection the client says nothing on is closed after
@@ -308,8 +308,8 @@ async fn wrong_pin_and_missing_pin_are_refused() {
 #[tokio::test]
 async fn idle_connections_are_closed_and_pings_keep_one_open() {
     let relay = Relay::start(&["--idle-timeout-secs", "2"]);
-    let mut idle = Connection::connect(&relay.addr).await.unwrap();
-    let mut busy = Connection::connect(&relay.addr).await.unwrap();
+    let mut idle = postern_net::connect(&relay.addr).await.unwrap();
+    let mut busy = postern_net::connect(&relay.addr).await.unwrap();
     for _ in 0..17 {
         tokio::time::sleep(Duration::from_millis(300)).await;
         busy.ping().await.unwrap();

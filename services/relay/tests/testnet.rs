@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use postern_core::directory::{Directory, ROLES_ALL};
 use postern_core::{RelayAddress, UnixTime};
-use postern_net::{Connection, ErrorCode, NetError};
+use postern_net::{ErrorCode, NetError};
 use postern_relay::config::parse_authority_key;
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern-relay");
@@ -63,7 +63,7 @@ async fn testnet_serves_a_verified_directory_and_stops_cleanly() {
     // Every relay serves the same directory, which verifies.
     let t = now();
     for addr in &relays {
-        let mut c = Connection::connect(addr).await.unwrap();
+        let mut c = postern_net::connect(addr).await.unwrap();
         let bytes = c.get_directory().await.unwrap();
         assert_eq!(bytes, file);
         let d = Directory::verify(&bytes, std::slice::from_ref(&authority), 1, t).unwrap();
@@ -105,7 +105,7 @@ async fn testnet_serves_a_verified_directory_and_stops_cleanly() {
         assert!(lock.try_lock().is_ok(), "relay {i} still running");
     }
     for addr in &relays {
-        assert!(Connection::connect(addr).await.is_err());
+        assert!(postern_net::connect(addr).await.is_err());
     }
 }
 
@@ -136,7 +136,7 @@ async fn relay_without_directory_answers_no_directory() {
             break RelayAddress::parse(a).unwrap();
         }
     };
-    let mut c = Connection::connect(&addr).await.unwrap();
+    let mut c = postern_net::connect(&addr).await.unwrap();
     match c.get_directory().await {
         Err(NetError::Relay(ErrorCode::NoDirectory)) => {}
         other => panic!("{other:?}"),

@@ -1,26 +1,31 @@
-//! A client's running work, carried out for any native shell (the CLI,
-//! the desktop client): sending from the outbox, receipts, the resend
-//! round, collecting a relay's queues, and the watch loop. The engine
-//! decides every step; a shell only shows what happened, through [`Ui`].
+//! A client's running work, carried out for any shell (the CLI, the
+//! desktop and browser clients): sending from the outbox, receipts, the
+//! resend round, collecting a relay's queues, and the watch loop. The
+//! engine decides every step; a shell only shows what happened, through
+//! [`Ui`].
 
+use core::pin::{Pin, pin};
+use core::time::Duration;
+
+use futures_util::future::{Either, select};
 use postern_core::courier::{self, Outgoing, OwnQueue};
 use postern_core::error::HasKind;
 use postern_core::message::{Body, Envelope};
+use postern_core::relay_proto::QueueId;
 use postern_core::{Address, KvStore, RelayAddress};
 use postern_engine::inbox::{self, Event, Receipts};
 use postern_engine::watch::{Plan, Reaction, Task, WatchInput, Watcher};
 use postern_engine::{Millis, WatchConfig, outbox, route};
-use postern_net::{Connection, Connector, NetError};
-use postern_store::Profile;
+use postern_link::{Connect, Connection, Link, NetError, Runtime, RuntimeRng};
 
 use crate::flow::fetch_on;
 use crate::transport::{self, Links, Transport, put_all};
-use crate::{NativeError, Result, commit, is_local_failure, now};
+use crate::{ClientError, Conn, Result, commit, is_local_failure};
 
 /// Sends an outbox entry's blobs and removes it from the outbox.
-pub async fn deliver(
-    p: &mut Profile,
-    t: &mut Transport,
+pub async fn deliver<N: Connect>(
+    p: &mut dyn KvStore,
+    t: &mut Transport<N>,
     id: [u8; 16],
     out: &Outgoing,
 ) -> Result<()> {
@@ -29,7 +34,10 @@ pub async fn deliver(
 }
 
 /// Sends whatever an earlier run committed but could not send.
-pub async fn flush_outbox(p: &mut Profile, links: &mut Links) -> Result<()> {
+pub async fn flush_outbox<N: Connect + Clone>(
+    p: &mut dyn KvStore,
+    links: &mut Links<N>,
+) -> Result<()> {
     for (id, out) in outbox::waiting(p)? {
         let t = links.get(p).await?;
         deliver(p, t, id, &out).await?;
@@ -40,23 +48,29 @@ pub async fn flush_outbox(p: &mut Profile, links: &mut Links) -> Result<()> {
 /// Seals a body for `peer`, commits it with an outbox entry, sends it. A
 /// failure to send leaves it in the outbox (committed first), to be sent
 /// by the next [`flush_outbox`].
-pub async fn send_body(
-    p: &mut Profile,
-    t: &mut Transport,
+pub async fn send_body<N: Connect>(
+    p: &mut dyn KvStore,
+    t: &mut Transport<N>,
+    rt: &N::Runtime,
     peer: &Address,
     body: Body,
 ) -> Result<Envelope> {
-    let (env, out) = outbox::queue(p, peer, body, None, now(), &mut rand::rng())?;
+    let (env, out) = outbox::queue(p, peer, body, None, rt.now(), &mut RuntimeRng(rt))?;
     deliver(p, t, env.id, &out).await?;
     Ok(env)
 }
 
 /// Tells each contact which of its messages arrived (the engine makes one
 /// receipt message per `MAX_RECEIPT_IDS` ids).
-pub async fn send_receipts(p: &mut Profile, links: &mut Links, receipts: Receipts) -> Result<()> {
+pub async fn send_receipts<N: Connect + Clone>(
+    p: &mut dyn KvStore,
+    links: &mut Links<N>,
+    receipts: Receipts,
+) -> Result<()> {
+    let rt = links.connector().runtime().clone();
     for (peer, body) in inbox::receipt_bodies(receipts) {
         let t = links.get(p).await?;
-        send_body(p, t, &peer, body).await?;
+        send_body(p, t, &rt, &peer, body).await?;
     }
     Ok(())
 }
@@ -74,7 +88,12 @@ pub struct Round {
 
 /// Sends again whatever the onion network has not acknowledged within
 /// `timeout_ms`, and counts the loops that did not come back.
-pub async fn resend_round(p: &mut Profile, links: &mut Links, timeout_ms: u64) -> Result<Round> {
+pub async fn resend_round<N: Connect + Clone>(
+    p: &mut dyn KvStore,
+    links: &mut Links<N>,
+    timeout_ms: u64,
+) -> Result<Round> {
+    let now = links.connector().runtime().now();
     let mut round = Round::default();
     if !p
         .keys(postern_core::store::Namespace::PendingAck)?
@@ -83,7 +102,7 @@ pub async fn resend_round(p: &mut Profile, links: &mut Links, timeout_ms: u64) -
         let t = links.get(p).await?;
         round.resent = transport::resend_overdue(p, t, timeout_ms).await?;
     }
-    let (lost, cs) = courier::lost_loops(p, route::lost_loop_cutoff(now(), timeout_ms))?;
+    let (lost, cs) = courier::lost_loops(p, route::lost_loop_cutoff(now, timeout_ms))?;
     commit(p, cs)?;
     round.lost_loops = lost;
     round.waiting = courier::unacknowledged(p)?;
@@ -128,9 +147,9 @@ pub enum Notice<'a, E> {
 pub trait Ui {
     /// The shell's error; its own failures (saving a file, say) stop the
     /// work like a failure of the profile when [`is_local_failure`].
-    type Error: From<NativeError> + HasKind + core::fmt::Display;
+    type Error: From<ClientError> + HasKind + core::fmt::Display;
     /// One event from the inbox, shown as it is committed.
-    fn event(&mut self, p: &Profile, e: Event) -> core::result::Result<(), Self::Error>;
+    fn event(&mut self, p: &dyn KvStore, e: Event) -> core::result::Result<(), Self::Error>;
     /// Something about watching.
     fn notice(&mut self, n: Notice<'_, Self::Error>);
 }
@@ -156,11 +175,11 @@ impl Collected {
 /// Fetches `qs` (queues on one relay) over `conn` through the engine's
 /// fetch flow, then sends the receipts owed — also when the fetch stopped
 /// on an error, for what was already processed.
-pub async fn fetch_and_confirm<U: Ui>(
-    p: &mut Profile,
-    conn: &mut Connection,
+pub async fn fetch_and_confirm<N: Connect + Clone, L: Link, R: Runtime, U: Ui>(
+    p: &mut dyn KvStore,
+    conn: &mut Connection<L, R>,
     qs: &[OwnQueue],
-    links: &mut Links,
+    links: &mut Links<N>,
     ui: &mut U,
     counts: &mut Collected,
 ) -> core::result::Result<(), U::Error> {
@@ -172,26 +191,26 @@ pub async fn fetch_and_confirm<U: Ui>(
 
 /// Connects to the relay of `qs` (queues on one relay), fetches what
 /// waits in each, confirms, and closes.
-pub async fn fetch_relay<U: Ui>(
-    p: &mut Profile,
-    net: &Connector,
+pub async fn fetch_relay<N: Connect + Clone, U: Ui>(
+    p: &mut dyn KvStore,
     qs: &[OwnQueue],
-    links: &mut Links,
+    links: &mut Links<N>,
     ui: &mut U,
     counts: &mut Collected,
 ) -> core::result::Result<(), U::Error> {
     let Some(first) = qs.first() else {
         return Ok(());
     };
-    let mut conn = net.connect(&first.relay).await.map_err(NativeError::from)?;
+    let net = links.connector().clone();
+    let mut conn = net.connect(&first.relay).await.map_err(ClientError::from)?;
     fetch_and_confirm(p, &mut conn, qs, links, ui, counts).await?;
-    conn.close().await.map_err(NativeError::from)?;
+    conn.close().await.map_err(ClientError::from)?;
     Ok(())
 }
 
 /// Opens the lasting connection to the watched relay and subscribes to
 /// its queues.
-async fn subscribe(net: &Connector, relay: &RelayAddress, qs: &[OwnQueue]) -> Result<Connection> {
+async fn subscribe<N: Connect>(net: &N, relay: &RelayAddress, qs: &[OwnQueue]) -> Result<Conn<N>> {
     let mut conn = net.connect(relay).await?;
     for q in qs {
         conn.subscribe(&q.recipient_id, &q.queue_key).await?;
@@ -201,17 +220,17 @@ async fn subscribe(net: &Connector, relay: &RelayAddress, qs: &[OwnQueue]) -> Re
 
 /// The next notification on the lasting connection; never resolves
 /// while there is none.
-async fn next_notification(
-    conn: &mut Option<Connection>,
-) -> core::result::Result<postern_core::relay_proto::QueueId, NetError> {
+async fn next_notification<L: Link, R: Runtime>(
+    conn: &mut Option<Connection<L, R>>,
+) -> core::result::Result<QueueId, NetError> {
     match conn.as_mut() {
         Some(c) => c.next_notification().await,
-        None => std::future::pending().await,
+        None => core::future::pending().await,
     }
 }
 
-/// A failure of the profile (or a bug) is passed on; one from the
-/// network is shown and the loop goes on.
+/// A failure of the store (or a bug) is passed on; one from the network
+/// is shown and the loop goes on.
 fn or_notice<U: Ui>(
     ui: &mut U,
     step: Step,
@@ -227,30 +246,44 @@ fn or_notice<U: Ui>(
     }
 }
 
+/// What woke the watch loop while it waited.
+enum Woke {
+    Notified(core::result::Result<QueueId, NetError>),
+    Timer,
+    Stop,
+}
+
+/// The runtime's monotonic clock as the engine counts it.
+fn millis(d: Duration) -> Millis {
+    Millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The watch loop for `plan` with `cfg`: the engine's [`Watcher`] says
 /// what to do next and when to wake; this carries each task out and
 /// reports back until `stop` resolves. Everything sent — receipts,
-/// resends, cover — leaves through `links`. Ends with an error only when
-/// the first connection fails, the profile fails, or a bug.
-pub async fn watch<U: Ui>(
-    p: &mut Profile,
-    net: &Connector,
-    links: &mut Links,
+/// resends, cover — leaves through `links`, made by its connector, which
+/// also makes the one lasting connection to the watched relay. Ends with
+/// an error only when the first connection fails, the store fails, or a
+/// bug.
+pub async fn watch<N: Connect + Clone, U: Ui>(
+    p: &mut dyn KvStore,
+    links: &mut Links<N>,
     plan: Plan,
     cfg: WatchConfig,
     ui: &mut U,
-    mut stop: core::pin::Pin<&mut impl core::future::Future<Output = ()>>,
+    mut stop: Pin<&mut impl core::future::Future<Output = ()>>,
 ) -> core::result::Result<Collected, U::Error> {
-    let origin = tokio::time::Instant::now();
-    let clock = || Millis(u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX));
-    let mut w = Watcher::new(plan, cfg, clock(), &mut rand::rng());
-    let mut conn: Option<Connection> = None;
+    let net = links.connector().clone();
+    let rt = net.runtime().clone();
+    let clock = || millis(rt.monotonic());
+    let mut w = Watcher::new(plan, cfg, clock(), &mut RuntimeRng(&rt));
+    let mut conn: Option<Conn<N>> = None;
     let mut counts = Collected::default();
     loop {
         while let Some(task) = w.poll_action() {
             // What to report, and the network error behind it.
             let (input, err): (WatchInput, Option<U::Error>) = match task {
-                Task::Connect { relay, queues } => match subscribe(net, relay, queues).await {
+                Task::Connect { relay, queues } => match subscribe(&net, relay, queues).await {
                     Ok(c) => {
                         conn = Some(c);
                         (WatchInput::Connected, None)
@@ -261,7 +294,7 @@ pub async fn watch<U: Ui>(
                 Task::FetchHome { queues } => {
                     let r = match conn.as_mut() {
                         Some(c) => fetch_and_confirm(p, c, queues, links, ui, &mut counts).await,
-                        None => Err(NativeError::from(NetError::Closed).into()),
+                        None => Err(ClientError::from(NetError::Closed).into()),
                     };
                     match r {
                         Ok(()) => continue,
@@ -276,11 +309,11 @@ pub async fn watch<U: Ui>(
                     };
                     match r {
                         Ok(()) => continue,
-                        Err(e) => (WatchInput::Lost, Some(NativeError::from(e).into())),
+                        Err(e) => (WatchInput::Lost, Some(ClientError::from(e).into())),
                     }
                 }
                 Task::FetchOther { queues } => {
-                    let r = fetch_relay(p, net, queues, links, ui, &mut counts).await;
+                    let r = fetch_relay(p, queues, links, ui, &mut counts).await;
                     or_notice(ui, Step::PollOther, r)?;
                     continue;
                 }
@@ -315,7 +348,7 @@ pub async fn watch<U: Ui>(
                 }
                 (Reaction::Reconnected, _) => ui.notice(Notice::Reconnected),
                 (Reaction::GiveUp, e) => {
-                    return Err(e.unwrap_or_else(|| NativeError::from(NetError::Closed).into()));
+                    return Err(e.unwrap_or_else(|| ClientError::from(NetError::Closed).into()));
                 }
                 (Reaction::RetryIn(_), Some(e)) if input == WatchInput::Lost => {
                     ui.notice(Notice::Lost(&e));
@@ -324,42 +357,47 @@ pub async fn watch<U: Ui>(
                 _ => {}
             }
         }
-        let wake = origin
-            .checked_add(std::time::Duration::from_millis(w.poll_timeout().0))
-            .unwrap_or(origin);
-        tokio::select! {
-            n = next_notification(&mut conn) => match n {
-                Ok(rid) => {
-                    w.handle(clock(), WatchInput::Notified(rid));
-                }
-                Err(e) => {
-                    // Dropped: reconnect, resubscribe and fetch.
-                    ui.notice(Notice::Lost(&NativeError::from(e).into()));
-                    conn = None;
-                    w.handle(clock(), WatchInput::Lost);
-                }
-            },
-            _ = tokio::time::sleep_until(wake) => w.handle_timeout(clock(), &mut rand::rng()),
-            _ = &mut stop => break,
+        let wait = Duration::from_millis(w.poll_timeout().0.saturating_sub(clock().0));
+        let woke = {
+            // Cancel-safe: a link's `recv` loses no frame when dropped.
+            let notified = pin!(next_notification(&mut conn));
+            let timer = pin!(rt.sleep(wait));
+            match select(notified, select(timer, stop.as_mut())).await {
+                Either::Left((n, _)) => Woke::Notified(n),
+                Either::Right((Either::Left(_), _)) => Woke::Timer,
+                Either::Right((Either::Right(_), _)) => Woke::Stop,
+            }
+        };
+        match woke {
+            Woke::Notified(Ok(rid)) => {
+                w.handle(clock(), WatchInput::Notified(rid));
+            }
+            Woke::Notified(Err(e)) => {
+                // Dropped: reconnect, resubscribe and fetch.
+                ui.notice(Notice::Lost(&ClientError::from(e).into()));
+                conn = None;
+                w.handle(clock(), WatchInput::Lost);
+            }
+            Woke::Timer => w.handle_timeout(clock(), &mut RuntimeRng(&rt)),
+            Woke::Stop => break,
         }
     }
     if let Some(c) = conn {
-        c.close().await.map_err(NativeError::from)?;
+        c.close().await.map_err(ClientError::from)?;
     }
     Ok(counts)
 }
 
 /// Fetches every queue once, one connection per relay.
-pub async fn collect<U: Ui>(
-    p: &mut Profile,
-    net: &Connector,
-    links: &mut Links,
+pub async fn collect<N: Connect + Clone, U: Ui>(
+    p: &mut dyn KvStore,
+    links: &mut Links<N>,
     ui: &mut U,
 ) -> core::result::Result<Collected, U::Error> {
     let mut counts = Collected::default();
-    let queues = courier::own_queues(p).map_err(NativeError::from)?;
+    let queues = courier::own_queues(p).map_err(ClientError::from)?;
     for qs in postern_engine::watch::by_relay(queues) {
-        fetch_relay(p, net, &qs, links, ui, &mut counts).await?;
+        fetch_relay(p, &qs, links, ui, &mut counts).await?;
     }
     Ok(counts)
 }
@@ -369,14 +407,13 @@ pub fn watch_config(
     ack_timeout_ms: u64,
     cover_per_minute: u32,
     onion: bool,
-    others_poll: std::time::Duration,
+    others_poll: Duration,
 ) -> WatchConfig {
-    let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     WatchConfig {
         ack_timeout_ms,
         cover_per_minute: if onion { cover_per_minute } else { 0 },
-        others_poll_ms: Some(millis(others_poll)),
-        keepalive_ms: millis(postern_net::KEEPALIVE_INTERVAL),
+        others_poll_ms: Some(millis(others_poll).0),
+        keepalive_ms: millis(postern_link::KEEPALIVE_INTERVAL).0,
     }
 }
 

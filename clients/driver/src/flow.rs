@@ -1,28 +1,27 @@
 //! Runs an engine flow ([`postern_engine::flow::Flow`]) to its end.
 
-use postern_core::RelayAddress;
 use postern_core::courier::OwnQueue;
+use postern_core::{KvStore, RelayAddress};
 use postern_engine::fetch::FetchFlow;
 use postern_engine::flow::{Action, Flow, FlowError, Input};
 use postern_engine::inbox::{Event, Receipts};
-use postern_net::{Connection, Connector};
-use postern_store::Profile;
+use postern_link::{Connect, Connection, Link, Runtime, RuntimeRng};
 
 use crate::transport::{Transport, put_all};
-use crate::{NativeError, Result, now};
+use crate::{ClientError, Conn, Result};
 
 /// Runs `flow` to its end: its relay requests go as given over one
 /// connection per relay (opened when first needed, all closed at the
 /// end), its deliveries through a [`Transport`] for the profile (onion
 /// routed when a network is configured, its directory from `home`). The
 /// order of the steps, and every commit, is the flow's.
-pub async fn drive(
-    p: &mut Profile,
-    net: &Connector,
+pub async fn drive<N: Connect + Clone>(
+    p: &mut dyn KvStore,
+    net: &N,
     home: &RelayAddress,
     flow: &mut impl Flow,
 ) -> Result<()> {
-    let mut conns: Vec<(RelayAddress, Connection)> = Vec::new();
+    let mut conns: Vec<(RelayAddress, Conn<N>)> = Vec::new();
     let r = drive_on(p, net, home, flow, &mut conns).await;
     for (_, c) in conns {
         // A failed close loses nothing: every step was answered.
@@ -31,13 +30,14 @@ pub async fn drive(
     r
 }
 
-async fn drive_on(
-    p: &mut Profile,
-    net: &Connector,
+async fn drive_on<N: Connect + Clone>(
+    p: &mut dyn KvStore,
+    net: &N,
     home: &RelayAddress,
     flow: &mut impl Flow,
-    conns: &mut Vec<(RelayAddress, Connection)>,
+    conns: &mut Vec<(RelayAddress, Conn<N>)>,
 ) -> Result<()> {
+    let rt = net.runtime();
     loop {
         let input = match flow.poll_action() {
             None => return Ok(()),
@@ -64,7 +64,7 @@ async fn drive_on(
             }
             Some(_) => return Err(FlowError::OutOfOrder.into()),
         };
-        flow.handle(now(), input, p, &mut rand::rng())?;
+        flow.handle(rt.now(), input, p, &mut RuntimeRng(rt))?;
     }
 }
 
@@ -84,11 +84,11 @@ pub struct Fetched {
 /// as it comes. What was gathered is returned even when the run stopped
 /// on an error (the second half), so the receipts for what was already
 /// committed still go out.
-pub async fn fetch_on<E: From<NativeError>>(
-    p: &mut Profile,
-    conn: &mut Connection,
+pub async fn fetch_on<L: Link, R: Runtime, E: From<ClientError>>(
+    p: &mut dyn KvStore,
+    conn: &mut Connection<L, R>,
     queues: &[OwnQueue],
-    mut show: impl FnMut(&Profile, Event) -> core::result::Result<(), E>,
+    mut show: impl FnMut(&dyn KvStore, Event) -> core::result::Result<(), E>,
 ) -> (Fetched, core::result::Result<(), E>) {
     let mut flow = FetchFlow::new(queues);
     let r = fetch_steps(p, conn, &mut flow, &mut show).await;
@@ -100,11 +100,11 @@ pub async fn fetch_on<E: From<NativeError>>(
     (fetched, r)
 }
 
-async fn fetch_steps<E: From<NativeError>>(
-    p: &mut Profile,
-    conn: &mut Connection,
+async fn fetch_steps<L: Link, R: Runtime, E: From<ClientError>>(
+    p: &mut dyn KvStore,
+    conn: &mut Connection<L, R>,
     flow: &mut FetchFlow<'_>,
-    show: &mut impl FnMut(&Profile, Event) -> core::result::Result<(), E>,
+    show: &mut impl FnMut(&dyn KvStore, Event) -> core::result::Result<(), E>,
 ) -> core::result::Result<(), E> {
     loop {
         let input = match flow.poll_action() {
@@ -116,7 +116,8 @@ async fn fetch_steps<E: From<NativeError>>(
             ),
             Some(_) => return Err(E::from(FlowError::OutOfOrder.into())),
         };
-        let handled = flow.handle(now(), input, p, &mut rand::rng());
+        let rt = conn.runtime();
+        let handled = flow.handle(rt.now(), input, p, &mut RuntimeRng(rt));
         // What was committed is shown, whatever came after it.
         while let Some(e) = flow.poll_event() {
             show(p, e)?;

@@ -1,7 +1,8 @@
 //! The links blobs leave this device by: straight to the recipient's relay,
 //! or — when an onion network is configured — to entry relays, each blob
 //! wrapped in a Sphinx packet over the path the engine's router chose
-//! ([`postern_engine::route`]). This file does the I/O; the engine decides.
+//! ([`postern_engine::route`]). This file sequences the I/O; the engine
+//! decides.
 
 use std::collections::HashMap;
 
@@ -9,10 +10,9 @@ use postern_core::crypto::signal::AuthorityPublic;
 use postern_core::directory::Directory;
 use postern_core::relay_proto::{Blob, QueueId};
 use postern_core::{KvStore, RelayAddress, UnixTime, courier, settings};
-use postern_net::{Connection, Connector, NetError};
-use postern_store::Profile;
+use postern_link::{Connect, NetError, Runtime, RuntimeRng};
 
-use crate::{NativeError, Result, commit, is_local_failure, now};
+use crate::{ClientError, Conn, Result, commit, is_local_failure};
 
 use postern_engine::directory::{Keep, Lookup};
 use postern_engine::outbox;
@@ -20,27 +20,27 @@ pub use postern_engine::route::DEFAULT_ACK_TIMEOUT_MS;
 use postern_engine::route::{self, EntryOutcome, Planned, Router};
 
 /// Where blobs go.
-pub enum Transport {
+pub enum Transport<N: Connect> {
     /// To the queue's relay directly.
     Direct {
         /// How connections are made.
-        net: Connector,
+        net: N,
         /// Open connections by relay.
-        conns: HashMap<RelayAddress, Connection>,
+        conns: HashMap<RelayAddress, Conn<N>>,
     },
     /// Through the onion network: the engine's router chooses, this
     /// holds the links to entry relays.
     Onion {
         /// How connections are made.
-        net: Connector,
+        net: N,
         /// Paths, failover and the down list.
         router: Router,
         /// Open connections to entry relays.
-        conns: HashMap<RelayAddress, Connection>,
+        conns: HashMap<RelayAddress, Conn<N>>,
     },
 }
 
-impl core::fmt::Debug for Transport {
+impl<N: Connect> core::fmt::Debug for Transport<N> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         // Relay addresses stay out of logs: only how many links are open.
         match self {
@@ -55,18 +55,18 @@ impl core::fmt::Debug for Transport {
 fn pinned(n: &settings::NetworkSettings) -> Result<Vec<AuthorityPublic>> {
     n.authorities
         .iter()
-        .map(|k| AuthorityPublic::from_bytes(k).map_err(NativeError::from))
+        .map(|k| AuthorityPublic::from_bytes(k).map_err(ClientError::from))
         .collect()
 }
 
 /// A verified directory, by the engine's rule
 /// ([`postern_engine::directory`]): the cached one while it is fresh (or
 /// was asked for within the recheck interval), else fetched from `from`
-/// (and cached).
-pub async fn directory(
-    p: &mut Profile,
+/// (and cached). `None` when no onion network is configured.
+pub async fn directory<N: Connect>(
+    p: &mut dyn KvStore,
     from: &RelayAddress,
-    net: &Connector,
+    net: &N,
 ) -> Result<Option<(Directory, usize)>> {
     let Some(n) = settings::network(p)? else {
         return Ok(None);
@@ -74,7 +74,7 @@ pub async fn directory(
     let hops = usize::from(n.hops);
     let keys = pinned(&n)?;
     let threshold = usize::try_from(n.threshold).unwrap_or(usize::MAX);
-    let t = now();
+    let t = net.runtime().now();
     let cached = settings::cached_directory(p)?
         .and_then(|bytes| Directory::verify(&bytes, &keys, threshold, t).ok());
     let fetched_at = settings::directory_fetched_at(p)?;
@@ -90,7 +90,7 @@ pub async fn directory(
         let bytes = c.get_directory().await?;
         c.close().await?;
         let d = Directory::verify(&bytes, &keys, threshold, t)?;
-        Ok::<_, NativeError>((bytes, d))
+        Ok::<_, ClientError>((bytes, d))
     }
     .await;
     let (fetched, error) = match fetched {
@@ -113,14 +113,14 @@ pub async fn directory(
     }
 }
 
-impl Transport {
+impl<N: Connect + Clone> Transport<N> {
     /// The transport for this profile: onion routing when a network is
     /// configured (its directory fetched from `home`), else direct.
     pub async fn for_profile(
-        p: &mut Profile,
+        p: &mut dyn KvStore,
         home: Option<&RelayAddress>,
-        net: &Connector,
-    ) -> Result<Transport> {
+        net: &N,
+    ) -> Result<Transport<N>> {
         let dir = match home {
             Some(h) => directory(p, h, net).await?,
             None => None,
@@ -129,18 +129,20 @@ impl Transport {
             (Some((d, hops)), Some(h)) => {
                 let acks = ensure_ack_queue(p, h, net).await?;
                 Transport::Onion {
-                    net: *net,
-                    router: Router::new(&d, now(), acks, hops),
+                    net: net.clone(),
+                    router: Router::new(&d, net.runtime().now(), acks, hops),
                     conns: HashMap::new(),
                 }
             }
             _ => Transport::Direct {
-                net: *net,
+                net: net.clone(),
                 conns: HashMap::new(),
             },
         })
     }
+}
 
+impl<N: Connect> Transport<N> {
     /// Whether a long-lived transport should be replaced by a fresh one
     /// ([`Router::is_outdated`]).
     pub fn is_outdated(&self, t: UnixTime) -> bool {
@@ -155,10 +157,17 @@ impl Transport {
         matches!(self, Transport::Onion { .. })
     }
 
+    /// How many links are open.
+    pub fn open_links(&self) -> usize {
+        match self {
+            Transport::Direct { conns, .. } | Transport::Onion { conns, .. } => conns.len(),
+        }
+    }
+
     /// Puts one blob into the queue `sender_id` on `relay`.
     pub async fn put(
         &mut self,
-        p: &mut Profile,
+        p: &mut dyn KvStore,
         relay: &RelayAddress,
         sender_id: &QueueId,
         blob: &Blob,
@@ -168,7 +177,7 @@ impl Transport {
 
     async fn put_attempt(
         &mut self,
-        p: &mut Profile,
+        p: &mut dyn KvStore,
         relay: &RelayAddress,
         sender_id: &QueueId,
         blob: &Blob,
@@ -196,10 +205,11 @@ impl Transport {
                 }
             }
             Transport::Onion { net, router, conns } => {
+                let rt = net.runtime();
                 let mut put = router.put(relay, sender_id, blob, attempts, previous);
-                let mut last: Option<NativeError> = None;
+                let mut last: Option<ClientError> = None;
                 loop {
-                    let planned = match put.next(router, p, now(), &mut rand::rng()) {
+                    let planned = match put.next(router, p, rt.now(), &mut RuntimeRng(rt)) {
                         Ok(Some(planned)) => planned,
                         Ok(None) => break,
                         // No path left: report why the last entry failed.
@@ -232,11 +242,12 @@ impl Transport {
     /// Sends one cover packet over a random path ending at a random
     /// mailbox relay (the engine's [`Router::cover`]): a drop, or a loop
     /// that comes back to us. Returns false when not on an onion network.
-    pub async fn send_cover(&mut self, p: &mut Profile) -> Result<bool> {
+    pub async fn send_cover(&mut self, p: &mut dyn KvStore) -> Result<bool> {
         let Transport::Onion { net, router, conns } = self else {
             return Ok(false);
         };
-        let Some(planned) = router.cover(p, now(), &mut rand::rng())? else {
+        let rt = net.runtime();
+        let Some(planned) = router.cover(p, rt.now(), &mut RuntimeRng(rt))? else {
             return Ok(false);
         };
         commit(p, planned.changes)?;
@@ -265,13 +276,13 @@ impl Transport {
 
 /// Hands a packet to an entry relay over the open link to it (opened if
 /// there is none). A link that fails is dropped.
-async fn forward(
-    net: &Connector,
-    conns: &mut HashMap<RelayAddress, Connection>,
+async fn forward<N: Connect>(
+    net: &N,
+    conns: &mut HashMap<RelayAddress, Conn<N>>,
     entry: &RelayAddress,
     epoch: u32,
     packet: &[u8; postern_core::consts::SPHINX_PACKET_BYTES],
-) -> (EntryOutcome, Option<NativeError>) {
+) -> (EntryOutcome, Option<ClientError>) {
     if !conns.contains_key(entry) {
         match net.connect(entry).await {
             Ok(c) => {
@@ -292,30 +303,36 @@ async fn forward(
     }
 }
 
-/// The one set of links a command sends everything through: messages,
+/// The one set of links a client sends everything through: messages,
 /// receipts, resends and cover packets leave by the same connections, so
 /// an entry relay cannot tell them apart by connection pattern. Built when
 /// first needed; rebuilt when its router is outdated.
-pub struct Links {
-    net: Connector,
-    t: Option<Transport>,
+pub struct Links<N: Connect> {
+    net: N,
+    t: Option<Transport<N>>,
 }
 
-impl core::fmt::Debug for Links {
+impl<N: Connect> core::fmt::Debug for Links<N> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Links").field("transport", &self.t).finish()
     }
 }
 
-impl Links {
+impl<N: Connect + Clone> Links<N> {
     /// No links yet; they are made with `net` when first needed.
-    pub fn new(net: Connector) -> Links {
+    pub fn new(net: N) -> Links<N> {
         Links { net, t: None }
     }
 
+    /// The connector the links are made with.
+    pub fn connector(&self) -> &N {
+        &self.net
+    }
+
     /// The transport, built (or rebuilt, when outdated) first if needed.
-    pub async fn get(&mut self, p: &mut Profile) -> Result<&mut Transport> {
-        let stale = self.t.as_ref().is_none_or(|t| t.is_outdated(now()));
+    pub async fn get(&mut self, p: &mut dyn KvStore) -> Result<&mut Transport<N>> {
+        let now = self.net.runtime().now();
+        let stale = self.t.as_ref().is_none_or(|t| t.is_outdated(now));
         if stale {
             // An outdated transport stays until its successor is built.
             let h = home(p)?;
@@ -329,6 +346,11 @@ impl Links {
             .ok_or_else(|| postern_core::Error::Bug("links").into())
     }
 
+    /// The transport if it is built (without building it).
+    pub fn current(&self) -> Option<&Transport<N>> {
+        self.t.as_ref()
+    }
+
     /// Closes every connection.
     pub async fn close(self) {
         if let Some(t) = self.t {
@@ -338,16 +360,17 @@ impl Links {
 }
 
 /// Our acknowledgement queue, created on the home relay the first time.
-async fn ensure_ack_queue(
-    p: &mut Profile,
+async fn ensure_ack_queue<N: Connect>(
+    p: &mut dyn KvStore,
     home: &RelayAddress,
-    net: &Connector,
+    net: &N,
 ) -> Result<(RelayAddress, QueueId)> {
     if let Some(q) = courier::ack_queue(p)? {
         return Ok(q);
     }
+    let rt = net.runtime();
     let mut c = net.connect(home).await?;
-    let keys = courier::QueueKeys::generate(&mut rand::rng());
+    let keys = courier::QueueKeys::generate(&mut RuntimeRng(rt));
     let ids = c.create_queue(&keys.queue_key).await?;
     c.close().await?;
     let q = courier::CreatedQueue {
@@ -356,7 +379,7 @@ async fn ensure_ack_queue(
         recipient_id: ids.recipient_id,
         sender_id: ids.sender_id,
     };
-    commit(p, courier::register_ack_queue(&q, now()))?;
+    commit(p, courier::register_ack_queue(&q, rt.now()))?;
     Ok((home.clone(), ids.sender_id))
 }
 
@@ -379,16 +402,22 @@ pub struct Resent {
 /// not come within `timeout_ms`, as the engine's [`route::overdue_step`]
 /// decides (the same blob, or its message sealed again). A blob that
 /// cannot leave now does not stop the others; only a failure of the
-/// profile itself is an error.
-pub async fn resend_overdue(p: &mut Profile, t: &mut Transport, timeout_ms: u64) -> Result<Resent> {
+/// store itself is an error.
+pub async fn resend_overdue<N: Connect>(
+    p: &mut dyn KvStore,
+    t: &mut Transport<N>,
+    timeout_ms: u64,
+) -> Result<Resent> {
     let mut r = Resent::default();
     // Messages nothing awaits an acknowledgement for cannot be resealed.
-    commit(p, courier::forget_unawaited_sealed(p)?)?;
-    if !t.is_onion() {
-        return Ok(r);
-    }
-    for u in courier::overdue(p, route::overdue_cutoff(now(), timeout_ms))? {
-        match route::overdue_step(p, &u, now(), &mut rand::rng())? {
+    let cs = courier::forget_unawaited_sealed(p)?;
+    commit(p, cs)?;
+    let rt = match t {
+        Transport::Direct { .. } => return Ok(r),
+        Transport::Onion { net, .. } => net.runtime().clone(),
+    };
+    for u in courier::overdue(p, route::overdue_cutoff(rt.now(), timeout_ms))? {
+        match route::overdue_step(p, &u, rt.now(), &mut RuntimeRng(&rt))? {
             route::Overdue::Forgotten { gave_up } => r.gave_up += usize::from(gave_up),
             route::Overdue::Resend { attempt } => {
                 match t
@@ -398,7 +427,8 @@ pub async fn resend_overdue(p: &mut Profile, t: &mut Transport, timeout_ms: u64)
                     Ok(()) => r.resent += 1,
                     Err(e) if is_local_failure(&e) => return Err(e),
                     Err(_) => {
-                        commit(p, courier::count_failed_attempt(p, &u.id, now())?)?;
+                        let cs = courier::count_failed_attempt(p, &u.id, rt.now())?;
+                        commit(p, cs)?;
                         r.failed += 1;
                     }
                 }
@@ -431,7 +461,11 @@ pub async fn resend_overdue(p: &mut Profile, t: &mut Transport, timeout_ms: u64)
 }
 
 /// Puts every blob of an outgoing message through the transport.
-pub async fn put_all(p: &mut Profile, t: &mut Transport, out: &courier::Outgoing) -> Result<()> {
+pub async fn put_all<N: Connect>(
+    p: &mut dyn KvStore,
+    t: &mut Transport<N>,
+    out: &courier::Outgoing,
+) -> Result<()> {
     for b in &out.blobs {
         t.put(p, &out.relay, &out.sender_id, b).await?;
     }
@@ -447,59 +481,19 @@ pub fn home(p: &dyn KvStore) -> Result<Option<RelayAddress>> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use postern_core::crypto::signal::AuthoritySecret;
-    use postern_core::directory::{self, ROLES_ALL};
+    use crate::testing::{Unreachable, signed_directory};
+    use postern_core::store::MemStore;
 
-    /// A directory of three relays holding keys for the epoch at `t`,
-    /// signed at `t` and valid for `valid_ms`, and its authority.
-    fn signed_directory(t: UnixTime, valid_ms: u64, epoch_secs: u64) -> (Vec<u8>, AuthoritySecret) {
-        let mut r = rand::rng();
-        let authority = AuthoritySecret::generate(&mut r);
-        let epoch = directory::epoch_at(epoch_secs, UnixTime(0), t);
-        let descriptors: Vec<Vec<u8>> = (0..3u16)
-            .map(|i| {
-                let key = AuthoritySecret::generate(&mut r);
-                let addr = RelayAddress::new("127.0.0.1", 7000 + i, None).unwrap();
-                directory::sign_descriptor(
-                    &key,
-                    &addr,
-                    ROLES_ALL,
-                    &[(epoch, [i as u8 + 1; 32])],
-                    t,
-                    &mut r,
-                )
-                .unwrap()
-            })
-            .collect();
-        let signed = directory::sign_directory(
-            "t",
-            &descriptors,
-            t,
-            t.plus_millis(valid_ms),
-            epoch_secs,
-            UnixTime(0),
-            &authority,
-            &mut r,
-        )
-        .unwrap();
-        (signed, authority)
-    }
-
-    /// A stale cached directory whose relay serves nothing better is asked
-    /// for once, not before every send: the next calls within
+    /// A stale cached directory whose relay cannot be reached is asked for
+    /// once, not before every send: the next calls within
     /// `DIRECTORY_RECHECK_MS` use the cached copy without connecting.
     #[tokio::test]
     async fn a_stale_directory_is_asked_for_at_most_once_per_recheck_interval() {
-        use std::sync::{Arc, Mutex};
+        let net = Unreachable::at(UnixTime(1_800_000_000_000));
+        let t = net.runtime().now();
         // Valid for 30 more minutes: within the hour before expiry, stale.
-        let (signed, authority) = signed_directory(now(), 30 * 60_000, 3_600);
-        let tmp = tempfile::tempdir().unwrap();
-        let mut p = Profile::create(
-            tmp.path(),
-            postern_store::Unlock::Passphrase(b"pw"),
-            postern_core::crypto::kdf::KdfParams::TEST_ONLY,
-        )
-        .unwrap();
+        let (signed, authority) = signed_directory(t, 30 * 60_000, 3_600);
+        let mut p = MemStore::new();
         let settings = settings::NetworkSettings {
             authorities: vec![authority.public().unwrap().to_bytes().to_vec()],
             threshold: 1,
@@ -507,44 +501,42 @@ mod tests {
         };
         commit(&mut p, settings::set_network(&settings).unwrap()).unwrap();
         commit(&mut p, settings::cache_directory(&signed)).unwrap();
-
-        // The "relay" takes each connection and closes it: every fetch
-        // fails at once. It records who connected, in order.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let seen: Arc<Mutex<Vec<u16>>> = Arc::default();
-        let log = seen.clone();
-        let server = tokio::spawn(async move {
-            while let Ok((conn, peer)) = listener.accept().await {
-                log.lock().unwrap().push(peer.port());
-                drop(conn);
-            }
-        });
-        let from = RelayAddress::new("127.0.0.1", port, Some([7; 32])).unwrap();
+        let from = RelayAddress::new("127.0.0.1", 7000, Some([7; 32])).unwrap();
         for _ in 0..3 {
             // The cached copy, stale but valid, each time.
-            let (d, hops) = directory(&mut p, &from, &Connector::default())
-                .await
-                .unwrap()
-                .unwrap();
+            let (d, hops) = directory(&mut p, &from, &net).await.unwrap().unwrap();
             assert_eq!((d.relays.len(), hops), (3, 3));
+            net.advance(30_000);
         }
-        // A last connection of our own: once it is seen, every earlier
-        // one has been (they are accepted in order).
-        let marker = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let mine = marker.local_addr().unwrap().port();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !seen.lock().unwrap().contains(&mine) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "marker never accepted"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        server.abort();
-        let fetches = seen.lock().unwrap().len() - 1;
-        assert_eq!(fetches, 1, "{fetches} directory fetches for 3 sends");
+        assert_eq!(net.attempts(), 1, "directory fetches for 3 sends");
+        // After the recheck interval, it is asked for again.
+        net.advance(postern_core::consts::DIRECTORY_RECHECK_MS);
+        directory(&mut p, &from, &net).await.unwrap().unwrap();
+        assert_eq!(net.attempts(), 2);
+    }
+
+    /// Without an onion network, blobs go straight to the queue's relay,
+    /// and a relay that cannot be reached is a network error that changes
+    /// nothing in the store.
+    #[tokio::test]
+    async fn a_direct_put_to_an_unreachable_relay_fails_as_network_and_commits_nothing() {
+        let net = Unreachable::at(UnixTime(1_800_000_000_000));
+        let mut p = MemStore::new();
+        let mut t = Transport::for_profile(&mut p, None, &net).await.unwrap();
+        assert!(!t.is_onion());
+        let relay = RelayAddress::new("127.0.0.1", 7001, Some([7; 32])).unwrap();
+        let blob: Blob = Box::new([0u8; postern_core::consts::BLOB_BYTES]);
+        let e = t.put(&mut p, &relay, &[1; 16], &blob).await.unwrap_err();
+        assert_eq!(
+            postern_core::error::HasKind::kind(&e),
+            postern_core::ErrorKind::Network
+        );
+        assert!(!is_local_failure(&e));
+        assert_eq!(net.attempts(), 1);
+        assert!(
+            p.keys(postern_core::store::Namespace::PendingAck)
+                .unwrap()
+                .is_empty()
+        );
     }
 }
