@@ -49,6 +49,19 @@ pub trait Link {
 pub trait Runtime {
     /// Completes after `d`.
     fn sleep(&self, d: Duration) -> impl Future<Output = ()>;
+    /// Runs `f` for at most `d`: `None` when the time ran out first. The
+    /// default races `f` against [`Runtime::sleep`]; a runtime with a
+    /// timer of its own may use that instead.
+    fn timeout<F: Future>(&self, d: Duration, f: F) -> impl Future<Output = Option<F::Output>> {
+        async move {
+            let f = core::pin::pin!(f);
+            let sleep = core::pin::pin!(self.sleep(d));
+            match futures_util::future::select(f, sleep).await {
+                futures_util::future::Either::Left((r, _)) => Some(r),
+                futures_util::future::Either::Right(_) => None,
+            }
+        }
+    }
     /// Fills `out` with cryptographically secure random bytes (the
     /// operating system's generator, or the browser's).
     fn fill_random(&self, out: &mut [u8]);
@@ -123,12 +136,7 @@ pub async fn within<R: Runtime, T>(
     d: Duration,
     f: impl Future<Output = Result<T, NetError>>,
 ) -> Result<T, NetError> {
-    let f = core::pin::pin!(f);
-    let sleep = core::pin::pin!(rt.sleep(d));
-    match futures_util::future::select(f, sleep).await {
-        futures_util::future::Either::Left((r, _)) => r,
-        futures_util::future::Either::Right(_) => Err(NetError::Timeout),
-    }
+    rt.timeout(d, f).await.unwrap_or(Err(NetError::Timeout))
 }
 
 /// What went wrong talking to a relay.

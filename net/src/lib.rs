@@ -107,6 +107,10 @@ impl Runtime for TokioRuntime {
         tokio::time::sleep(d)
     }
 
+    async fn timeout<F: Future>(&self, d: Duration, f: F) -> Option<F::Output> {
+        tokio::time::timeout(d, f).await.ok()
+    }
+
     fn fill_random(&self, out: &mut [u8]) {
         rand::RngCore::fill_bytes(&mut rand::rng(), out);
     }

@@ -1,13 +1,11 @@
 //! Test fixtures: a runtime on a clock the test moves, a connector whose
-//! relays cannot be reached, a signed directory.
+//! relays cannot be reached.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use postern_core::crypto::signal::AuthoritySecret;
-use postern_core::directory::{self, ROLES_ALL};
 use postern_core::{RelayAddress, UnixTime};
 use postern_link::{Connect, Link, NetError, Runtime};
 use rand_chacha::ChaCha20Rng;
@@ -96,32 +94,4 @@ impl Connect for Unreachable {
             reason: std::io::ErrorKind::ConnectionRefused,
         })
     }
-}
-
-/// A directory of three relays holding keys for the epoch at `t`, signed
-/// at `t` and valid for `valid_ms`, and its authority.
-pub fn signed_directory(t: UnixTime, valid_ms: u64, epoch_secs: u64) -> (Vec<u8>, AuthoritySecret) {
-    let mut r = ChaCha20Rng::seed_from_u64(7);
-    let authority = AuthoritySecret::generate(&mut r);
-    let epoch = directory::epoch_at(epoch_secs, UnixTime(0), t);
-    let descriptors: Vec<Vec<u8>> = (0..3u8)
-        .map(|i| {
-            let key = AuthoritySecret::generate(&mut r);
-            let addr = RelayAddress::new("127.0.0.1", 7000 + u16::from(i), None).unwrap();
-            directory::sign_descriptor(&key, &addr, ROLES_ALL, &[(epoch, [i + 1; 32])], t, &mut r)
-                .unwrap()
-        })
-        .collect();
-    let signed = directory::sign_directory(
-        "t",
-        &descriptors,
-        t,
-        t.plus_millis(valid_ms),
-        epoch_secs,
-        UnixTime(0),
-        &authority,
-        &mut r,
-    )
-    .unwrap();
-    (signed, authority)
 }

@@ -481,8 +481,9 @@ pub fn home(p: &dyn KvStore) -> Result<Option<RelayAddress>> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::testing::{Unreachable, signed_directory};
+    use crate::testing::Unreachable;
     use postern_core::store::MemStore;
+    use postern_engine::testing::signed_directory_by;
 
     /// A stale cached directory whose relay cannot be reached is asked for
     /// once, not before every send: the next calls within
@@ -492,7 +493,7 @@ mod tests {
         let net = Unreachable::at(UnixTime(1_800_000_000_000));
         let t = net.runtime().now();
         // Valid for 30 more minutes: within the hour before expiry, stale.
-        let (signed, authority) = signed_directory(t, 30 * 60_000, 3_600);
+        let (signed, authority) = signed_directory_by(t, 30 * 60_000, 3_600, 3);
         let mut p = MemStore::new();
         let settings = settings::NetworkSettings {
             authorities: vec![authority.public().unwrap().to_bytes().to_vec()],

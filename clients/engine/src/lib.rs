@@ -44,5 +44,5 @@ pub mod watch;
 pub use route::{Planned, Put, Router};
 pub use schedule::{Due, Millis, Schedule, WatchConfig};
 
-#[cfg(test)]
-pub(crate) mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -1,5 +1,12 @@
-//! Test fixtures: signed directories.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Test fixtures: signed directories, relays, queues, a contact pair
+//! (also for the tests of the crates above the engine, with the `testing`
+//! feature).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    missing_debug_implementations
+)]
 
 use postern_core::crypto::signal::AuthoritySecret;
 use postern_core::directory::{self, Directory, ROLES_ALL};
@@ -21,6 +28,18 @@ pub fn signed_directory(
     epoch_secs: u64,
     n: u16,
 ) -> (Vec<u8>, Directory) {
+    let (signed, authority) = signed_directory_by(t, valid_ms, epoch_secs, n);
+    let d = Directory::verify(&signed, &[authority.public().unwrap()], 1, t).unwrap();
+    (signed, d)
+}
+
+/// [`signed_directory`]'s bytes and the authority that signed them.
+pub fn signed_directory_by(
+    t: UnixTime,
+    valid_ms: u64,
+    epoch_secs: u64,
+    n: u16,
+) -> (Vec<u8>, AuthoritySecret) {
     let mut r = ChaCha20Rng::seed_from_u64(t.millis() ^ u64::from(n));
     let authority = AuthoritySecret::generate(&mut r);
     let epoch = directory::epoch_at(epoch_secs, UnixTime(0), t);
@@ -45,8 +64,7 @@ pub fn signed_directory(
         &mut r,
     )
     .unwrap();
-    let d = Directory::verify(&signed, &[authority.public().unwrap()], 1, t).unwrap();
-    (signed, d)
+    (signed, authority)
 }
 
 /// A queue on test relay `at`.
