@@ -432,7 +432,7 @@ fn only_a_live_message_blob_can_be_sealed_again() {
         Err(Error::Bug(_))
     ));
     assert_eq!(alice.store.keys(Namespace::PendingAck).unwrap(), before);
-    let cs = courier::forget_pending(&alice.store, &u.id).unwrap();
+    let cs = courier::forget_pending(&alice.store, &u.id, T0).unwrap();
     alice.apply(cs);
 
     // A message whose record was settled (all its blobs acknowledged or
@@ -444,7 +444,7 @@ fn only_a_live_message_blob_can_be_sealed_again() {
         courier::sealed_state(&alice.store, &out.blobs[0]).unwrap(),
         SealedState::Live { reseals: 0, .. }
     ));
-    let cs = courier::forget_pending(&alice.store, &id).unwrap();
+    let cs = courier::forget_pending(&alice.store, &id, T0).unwrap();
     alice.apply(cs);
     assert_eq!(
         courier::sealed_state(&alice.store, &out.blobs[0]).unwrap(),
@@ -555,7 +555,7 @@ fn an_overdue_message_sealed_again_arrives_once_after_the_session_moved_on() {
         .map(|b| record_sent(&mut alice, &path, b, later, 1, &mut r))
         .collect();
     for id in ids {
-        let cs = courier::forget_pending(&alice.store, &id).unwrap();
+        let cs = courier::forget_pending(&alice.store, &id, T0).unwrap();
         alice.apply(cs);
     }
     assert!(alice.store.keys(Namespace::Sealed).unwrap().is_empty());
@@ -586,4 +586,41 @@ fn both_sealings_of_a_message_arriving_make_one_message() {
     let got = deliver(&mut bob, &bq, &first.blobs, &mut r);
     assert!(matches!(got.last(), Some(Received::Duplicate)));
     assert_eq!(bob.store.history(&alice.addr, 10).unwrap().len(), 1);
+}
+
+/// A message's delivery state as its sender sees it: queued when sealed,
+/// delivered when the recipient's receipt names it; a receipt for an id
+/// it never sent to that contact changes nothing.
+#[test]
+fn a_receipt_marks_the_message_delivered_and_nothing_else() {
+    use postern_core::courier::DeliveryState;
+    let mut r = rng(31);
+    let (mut alice, mut bob) = (User::new(&mut r), User::new(&mut r));
+    let (_, _, intro, aq) = invite(&mut alice, &mut bob, &mut r);
+    deliver(&mut alice, &aq, &intro.blobs, &mut r);
+    let bq = [2u8; 16];
+    let (env, out, cs) =
+        courier::send(&alice.store, &bob.addr, text("hello"), None, T0, &mut r).unwrap();
+    alice.apply(cs);
+    let state = |u: &User| courier::delivery(&u.store, &env.id).unwrap().unwrap().state;
+    assert_eq!(state(&alice), DeliveryState::Queued);
+    deliver(&mut bob, &bq, &out.blobs, &mut r);
+    // Bob's receipt names the message and an id that is not Alice's.
+    let receipt = Body::Receipt(vec![env.id, [0xAB; 16]]);
+    let (_, out, cs) = courier::send(&bob.store, &alice.addr, receipt, None, T0, &mut r).unwrap();
+    bob.apply(cs);
+    // A receipt is not a message of the conversation and has no state.
+    assert!(
+        courier::delivery(&bob.store, &[0xAB; 16])
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(bob.store.history(&alice.addr, 10).unwrap().len(), 1);
+    deliver(&mut alice, &aq, &out.blobs, &mut r);
+    assert_eq!(state(&alice), DeliveryState::Delivered);
+    assert!(
+        courier::delivery(&alice.store, &[0xAB; 16])
+            .unwrap()
+            .is_none()
+    );
 }

@@ -760,6 +760,8 @@ impl client::Ui for Printer<'_> {
             Notice::Failed(Step::Cover, e) => eprintln!("note: cover packet not sent: {e}"),
             Notice::Failed(_, e) => eprintln!("note: {e}"),
             Notice::Resent(round) => show_round(&round),
+            // Counted and printed when watching ends.
+            _ => {}
         }
     }
 }
@@ -811,7 +813,7 @@ fn show(p: &dyn KvStore, e: inbox::Event, dl: &Path) -> Result<()> {
                 aref.size
             );
         }
-        inbox::Event::Confirmed { packets } => {
+        inbox::Event::Confirmed { packets, .. } => {
             println!("✓ {packets} packet(s) confirmed delivered through the onion network");
         }
         inbox::Event::Dropped { kind } => eprintln!("dropped a bad item ({kind:?})"),
@@ -874,7 +876,7 @@ async fn watching(
         dl,
         poll_secs: others_poll.as_secs(),
     };
-    let got = client::watch(p, links, plan, cfg, &mut ui, stop).await?;
+    let got = client::watch(p, links, plan, cfg, &mut client::StopOn::new(&mut ui, stop)).await?;
     if cover {
         println!(
             "cover traffic: {} packet(s) sent, {} loop(s) came back",

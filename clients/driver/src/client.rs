@@ -30,7 +30,8 @@ pub async fn deliver<N: Connect>(
     out: &Outgoing,
 ) -> Result<()> {
     put_all(p, t, out).await?;
-    Ok(outbox::sent(p, id)?)
+    let now = t.runtime().now();
+    Ok(outbox::sent(p, id, !t.is_onion(), now)?)
 }
 
 /// Sends whatever an earlier run committed but could not send.
@@ -123,6 +124,7 @@ pub enum Step {
 
 /// What a watching client tells its user.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Notice<'a, E> {
     /// Watching has started.
     Started {
@@ -141,6 +143,8 @@ pub enum Notice<'a, E> {
     Failed(Step, &'a E),
     /// A resend round ran.
     Resent(Round),
+    /// A cover packet left (this many so far).
+    CoverSent(u64),
 }
 
 /// How a shell shows a client's work.
@@ -152,6 +156,86 @@ pub trait Ui {
     fn event(&mut self, p: &dyn KvStore, e: Event) -> core::result::Result<(), Self::Error>;
     /// Something about watching.
     fn notice(&mut self, n: Notice<'_, Self::Error>);
+}
+
+/// What a shell that stays open hands the watch loop: requests from its
+/// user (send this, add that contact) and how each is carried out, over
+/// the same store and the same links as everything else the loop does —
+/// so a message typed while watching leaves by the links cover leaves by.
+pub trait Shell<N: Connect>: Ui {
+    /// A request from the user.
+    type Request;
+    /// The next request; `None` ends the watch. Must be cancel-safe: the
+    /// loop drops this future whenever something else wakes it first.
+    fn next_request(&mut self) -> impl Future<Output = Option<Self::Request>>;
+    /// Carries out one request.
+    fn handle(
+        &mut self,
+        p: &mut dyn KvStore,
+        links: &mut Links<N>,
+        request: Self::Request,
+    ) -> impl Future<Output = core::result::Result<Handled, Self::Error>>;
+    /// Whether a first connection that fails is retried like a lost one
+    /// (a shell that stays open) instead of ending the watch.
+    fn keep_trying(&self) -> bool {
+        false
+    }
+}
+
+/// What carrying out a request changed for the watch loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Nothing it needs to know.
+    Done,
+    /// The client's queues changed (a contact added): watch and poll
+    /// again by the new plan.
+    QueuesChanged,
+}
+
+/// A shell whose only request is to stop: a [`Ui`] and a future that
+/// resolves when the watch should end (a terminal's Ctrl-C).
+pub struct StopOn<'a, U, F> {
+    ui: &'a mut U,
+    stop: Pin<&'a mut F>,
+}
+
+impl<'a, U, F> StopOn<'a, U, F> {
+    /// Shows through `ui`; ends when `stop` resolves.
+    pub fn new(ui: &'a mut U, stop: Pin<&'a mut F>) -> StopOn<'a, U, F> {
+        StopOn { ui, stop }
+    }
+}
+
+impl<U, F> core::fmt::Debug for StopOn<'_, U, F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("StopOn")
+    }
+}
+
+impl<U: Ui, F> Ui for StopOn<'_, U, F> {
+    type Error = U::Error;
+    fn event(&mut self, p: &dyn KvStore, e: Event) -> core::result::Result<(), U::Error> {
+        self.ui.event(p, e)
+    }
+    fn notice(&mut self, n: Notice<'_, U::Error>) {
+        self.ui.notice(n);
+    }
+}
+
+impl<N: Connect, U: Ui, F: core::future::Future<Output = ()>> Shell<N> for StopOn<'_, U, F> {
+    type Request = core::convert::Infallible;
+    async fn next_request(&mut self) -> Option<core::convert::Infallible> {
+        self.stop.as_mut().await;
+        None
+    }
+    async fn handle(
+        &mut self,
+        _: &mut dyn KvStore,
+        _: &mut Links<N>,
+        request: core::convert::Infallible,
+    ) -> core::result::Result<Handled, U::Error> {
+        match request {}
+    }
 }
 
 /// Counts from one collection or watch.
@@ -247,9 +331,10 @@ fn or_notice<U: Ui>(
 }
 
 /// What woke the watch loop while it waited.
-enum Woke {
+enum Woke<R> {
     Notified(core::result::Result<QueueId, NetError>),
     Timer,
+    Request(R),
     Stop,
 }
 
@@ -260,23 +345,26 @@ fn millis(d: Duration) -> Millis {
 
 /// The watch loop for `plan` with `cfg`: the engine's [`Watcher`] says
 /// what to do next and when to wake; this carries each task out and
-/// reports back until `stop` resolves. Everything sent — receipts,
-/// resends, cover — leaves through `links`, made by its connector, which
-/// also makes the one lasting connection to the watched relay. Ends with
-/// an error only when the first connection fails, the store fails, or a
-/// bug.
-pub async fn watch<N: Connect + Clone, U: Ui>(
+/// reports back, and carries out the shell's requests as they come, until
+/// the shell has none left. Everything sent — the shell's messages,
+/// receipts, resends, cover — leaves through `links`, made by its
+/// connector, which also makes the one lasting connection to the watched
+/// relay. Ends with an error only when the first connection fails (unless
+/// the shell keeps trying), the store fails, or a bug.
+pub async fn watch<N: Connect + Clone, U: Shell<N>>(
     p: &mut dyn KvStore,
     links: &mut Links<N>,
     plan: Plan,
     cfg: WatchConfig,
     ui: &mut U,
-    mut stop: Pin<&mut impl core::future::Future<Output = ()>>,
 ) -> core::result::Result<Collected, U::Error> {
     let net = links.connector().clone();
     let rt = net.runtime().clone();
     let clock = || millis(rt.monotonic());
     let mut w = Watcher::new(plan, cfg, clock(), &mut RuntimeRng(&rt));
+    if ui.keep_trying() {
+        w = w.keep_trying();
+    }
     let mut conn: Option<Conn<N>> = None;
     let mut counts = Collected::default();
     loop {
@@ -328,7 +416,11 @@ pub async fn watch<N: Connect + Clone, U: Ui>(
                 Task::Cover => {
                     let r = async { links.get(p).await?.send_cover(p).await }.await;
                     match r {
-                        Ok(_) => counts.cover_sent = counts.cover_sent.saturating_add(1),
+                        Ok(true) => {
+                            counts.cover_sent = counts.cover_sent.saturating_add(1);
+                            ui.notice(Notice::CoverSent(counts.cover_sent));
+                        }
+                        Ok(false) => {}
                         Err(e) => or_notice(ui, Step::Cover, Err(e.into()))?,
                     }
                     continue;
@@ -359,13 +451,16 @@ pub async fn watch<N: Connect + Clone, U: Ui>(
         }
         let wait = Duration::from_millis(w.poll_timeout().0.saturating_sub(clock().0));
         let woke = {
-            // Cancel-safe: a link's `recv` loses no frame when dropped.
+            // Cancel-safe: a link's `recv` loses no frame when dropped,
+            // and the shell's `next_request` loses no request.
             let notified = pin!(next_notification(&mut conn));
             let timer = pin!(rt.sleep(wait));
-            match select(notified, select(timer, stop.as_mut())).await {
+            let request = pin!(ui.next_request());
+            match select(notified, select(timer, request)).await {
                 Either::Left((n, _)) => Woke::Notified(n),
                 Either::Right((Either::Left(_), _)) => Woke::Timer,
-                Either::Right((Either::Right(_), _)) => Woke::Stop,
+                Either::Right((Either::Right((Some(r), _)), _)) => Woke::Request(r),
+                Either::Right((Either::Right((None, _)), _)) => Woke::Stop,
             }
         };
         match woke {
@@ -379,6 +474,24 @@ pub async fn watch<N: Connect + Clone, U: Ui>(
                 w.handle(clock(), WatchInput::Lost);
             }
             Woke::Timer => w.handle_timeout(clock(), &mut RuntimeRng(&rt)),
+            Woke::Request(r) => match ui.handle(p, links, r).await {
+                Ok(Handled::Done) => {}
+                Ok(Handled::QueuesChanged) => {
+                    let plan = watch_plan(p)
+                        .map_err(U::Error::from)?
+                        .unwrap_or_else(Plan::empty);
+                    if w.replan(plan) {
+                        // Resubscribed over a new connection at once.
+                        if let Some(c) = conn.take() {
+                            let _ = c.close().await;
+                        }
+                    }
+                }
+                Err(e) if is_local_failure(&e) => return Err(e),
+                // A request that failed on the network was shown by the
+                // shell; the loop goes on.
+                Err(_) => {}
+            },
             Woke::Stop => break,
         }
     }

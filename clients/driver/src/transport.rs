@@ -157,6 +157,13 @@ impl<N: Connect> Transport<N> {
         matches!(self, Transport::Onion { .. })
     }
 
+    /// The runtime its links are timed by.
+    pub fn runtime(&self) -> &N::Runtime {
+        match self {
+            Transport::Direct { net, .. } | Transport::Onion { net, .. } => net.runtime(),
+        }
+    }
+
     /// How many links are open.
     pub fn open_links(&self) -> usize {
         match self {
@@ -451,7 +458,7 @@ pub async fn resend_overdue<N: Connect>(
                     }
                 }
                 if left {
-                    outbox::sent(p, id)?;
+                    outbox::sent(p, id, false, rt.now())?;
                     r.resealed += 1;
                 }
             }

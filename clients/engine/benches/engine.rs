@@ -143,7 +143,7 @@ fn main() {
                 .unwrap()
             {
                 let id: [u8; 16] = k.as_slice().try_into().unwrap();
-                bob.commit(courier::forget_pending(&bob, &id).unwrap())
+                bob.commit(courier::forget_pending(&bob, &id, UnixTime(0)).unwrap())
                     .unwrap();
             }
         }

@@ -309,7 +309,7 @@ impl AcceptFlow {
                 Ok(AcceptState::Delivering { id, peer, out })
             }
             (AcceptState::Delivering { id, peer, .. }, Input::Delivered) => {
-                outbox::sent(store, id)?;
+                outbox::sent(store, id, false, now)?;
                 Ok(AcceptState::Done(peer))
             }
             _ => Err(FlowError::OutOfOrder),

@@ -52,6 +52,8 @@ pub enum Event {
     Confirmed {
         /// Packets confirmed.
         packets: usize,
+        /// Messages now stored whole at their recipient's relay.
+        stored: Vec<courier::DeliveryChange>,
     },
     /// A blob that could not be used was dropped.
     Dropped {
@@ -102,7 +104,7 @@ pub fn receive<'a, R: RngCore + CryptoRng>(
 ) -> Result<Batch, Error> {
     let items: Vec<(u64, &Blob)> = items.into_iter().collect();
     if queue.acks {
-        return acknowledgements(store, &items);
+        return acknowledgements(store, &items, now);
     }
     let mut batch = Batch::default();
     for (id, blob) in items {
@@ -125,10 +127,14 @@ pub fn receive<'a, R: RngCore + CryptoRng>(
 /// Delivery acknowledgements: confirms pending sends and loops. A lone
 /// half of a reply waits for its other half (it is acknowledged once it is
 /// paired, or expires on the relay).
-fn acknowledgements(store: &mut dyn KvStore, items: &[(u64, &Blob)]) -> Result<Batch, Error> {
+fn acknowledgements(
+    store: &mut dyn KvStore,
+    items: &[(u64, &Blob)],
+    now: UnixTime,
+) -> Result<Batch, Error> {
     let blobs: Vec<&[u8; BLOB_BYTES]> = items.iter().map(|(_, b)| &***b).collect();
     let pairs = postern_core::onion::pair_replies(&blobs);
-    let (got, cs) = courier::receive_acks(&*store, &blobs)?;
+    let (got, cs) = courier::receive_acks(&*store, &blobs, now)?;
     store.commit(cs)?;
     let mut batch = Batch {
         loops_back: got.loops,
@@ -137,6 +143,7 @@ fn acknowledgements(store: &mut dyn KvStore, items: &[(u64, &Blob)]) -> Result<B
     if got.delivered > 0 {
         batch.events.push(Event::Confirmed {
             packets: got.delivered,
+            stored: got.stored,
         });
     }
     for (_, _, [a, b]) in pairs {

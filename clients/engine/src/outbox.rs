@@ -6,7 +6,7 @@
 
 use postern_core::courier::{self, Outgoing};
 use postern_core::message::{Body, Envelope};
-use postern_core::store::{ChangeSet, OutboxEntry};
+use postern_core::store::OutboxEntry;
 use postern_core::{Address, Error, KvStore, UnixTime};
 use rand_core::{CryptoRng, RngCore};
 
@@ -29,9 +29,16 @@ pub fn queue<R: RngCore + CryptoRng>(
     Ok((env, out))
 }
 
-/// Every blob of outbox entry `id` has left: it is removed.
-pub fn sent(store: &mut dyn KvStore, id: [u8; 16]) -> Result<(), Error> {
-    let mut cs = ChangeSet::new();
+/// Every blob of outbox entry `id` has left: it is removed, and a
+/// message's delivery state moves on — in the network, or stored when it
+/// went `directly` to its queue's relay (which answers once it stored it).
+pub fn sent(
+    store: &mut dyn KvStore,
+    id: [u8; 16],
+    directly: bool,
+    now: UnixTime,
+) -> Result<(), Error> {
+    let mut cs = courier::mark_sent(&*store, &id, directly, now)?;
     cs.remove_outbox(id);
     store.commit(cs)?;
     Ok(())
@@ -71,8 +78,25 @@ mod tests {
         assert_eq!(w[0].1.blobs, out.blobs);
         // The message is in the history at once.
         assert_eq!(p.bob.history(&p.alice_addr, 10).unwrap().len(), 1);
-        sent(&mut p.bob, env.id).unwrap();
+        let state = |s: &dyn KvStore| courier::delivery(s, &env.id).unwrap().unwrap().state;
+        assert_eq!(state(&p.bob), courier::DeliveryState::Queued);
+        sent(&mut p.bob, env.id, false, T).unwrap();
         assert!(waiting(&p.bob).unwrap().is_empty());
+        assert_eq!(state(&p.bob), courier::DeliveryState::Sent);
+    }
+
+    #[test]
+    fn a_message_sent_straight_to_its_relay_is_stored_once_it_has_left() {
+        let mut r = ChaCha20Rng::seed_from_u64(3);
+        let mut p = pair(&mut r, T);
+        let body = Body::Text(Text("direct".into()));
+        let (env, _) = queue(&mut p.bob, &p.alice_addr, body, None, T, &mut r).unwrap();
+        sent(&mut p.bob, env.id, true, T).unwrap();
+        let d = courier::delivery(&p.bob, &env.id).unwrap().unwrap();
+        assert_eq!(
+            (d.state, d.peer),
+            (courier::DeliveryState::Stored, p.alice_addr)
+        );
     }
 
     #[test]

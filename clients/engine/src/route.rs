@@ -375,7 +375,7 @@ pub fn overdue_step<R: RngCore + CryptoRng>(
     }
     match resend(u) {
         Resend::GiveUp => {
-            let cs = courier::forget_pending(&*store, &u.id)?;
+            let cs = courier::forget_pending(&*store, &u.id, now)?;
             store.commit(cs)?;
             Ok(Overdue::Forgotten { gave_up: true })
         }
@@ -653,7 +653,7 @@ mod tests {
             for b in &again.blobs {
                 sent_as(&r, &mut bob, &again, b, 1, None, now, &mut rng);
             }
-            crate::outbox::sent(&mut bob, id).unwrap();
+            crate::outbox::sent(&mut bob, id, false, T).unwrap();
             assert!(bob.outbox().unwrap().is_empty());
             for u in due(&bob, &mut now) {
                 let step = overdue_step(&mut bob, &u, now, &mut rng).unwrap();

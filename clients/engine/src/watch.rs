@@ -47,6 +47,32 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan with no queue: nothing to watch or poll yet (a new profile);
+    /// a [`Watcher`] for it still runs the timers (resends, cover).
+    pub fn empty() -> Plan {
+        Plan {
+            watched: Vec::new(),
+            polled: Vec::new(),
+        }
+    }
+
+    /// Whether it watches the same queues on the same relay as `other`
+    /// and polls the same groups.
+    fn same_as(&self, other: &Plan) -> bool {
+        let ids = |qs: &[OwnQueue]| -> Vec<(String, QueueId)> {
+            qs.iter()
+                .map(|q| (q.relay.to_string(), q.recipient_id))
+                .collect()
+        };
+        ids(&self.watched) == ids(&other.watched)
+            && self.polled.len() == other.polled.len()
+            && self
+                .polled
+                .iter()
+                .zip(&other.polled)
+                .all(|(a, b)| ids(a) == ids(b))
+    }
+
     /// How many queues are polled rather than watched.
     pub fn polled_queues(&self) -> usize {
         self.polled.iter().map(Vec::len).sum()
@@ -163,6 +189,7 @@ pub struct Watcher {
     pending: VecDeque<Pending>,
     connected: bool,
     started: bool,
+    keep_trying: bool,
 }
 
 impl Watcher {
@@ -187,7 +214,16 @@ impl Watcher {
             pending,
             connected: false,
             started: false,
+            keep_trying: false,
         }
+    }
+
+    /// Never gives up: a first connection that fails is retried with the
+    /// same backoff as a lost one (for a client that stays open, where a
+    /// relay out of reach at start is no reason to stop).
+    pub fn keep_trying(mut self) -> Watcher {
+        self.keep_trying = true;
+        self
     }
 
     /// The queues watched and polled.
@@ -279,7 +315,7 @@ impl Watcher {
             }
             WatchInput::ConnectFailed => {
                 self.drop_home();
-                if !self.started {
+                if !self.started && !self.keep_trying {
                     return Reaction::GiveUp;
                 }
                 Reaction::RetryIn(self.schedule.connect_failed(now))
@@ -302,6 +338,45 @@ impl Watcher {
                 Reaction::Quiet
             }
         }
+    }
+
+    /// The client's queues changed (a contact added, a queue moved):
+    /// watch and poll by `plan` from now on. When the watched queues
+    /// changed, the lasting connection is to be dropped and made again
+    /// with the new subscriptions at once (returns true: the shell drops
+    /// it); new polled groups are fetched at once.
+    pub fn replan(&mut self, plan: Plan) -> bool {
+        if plan.same_as(&self.plan) {
+            return false;
+        }
+        let ids = |qs: &[OwnQueue]| -> Vec<QueueId> { qs.iter().map(|q| q.recipient_id).collect() };
+        let rewatch = ids(&plan.watched) != ids(&self.plan.watched);
+        let known: Vec<Vec<QueueId>> = self.plan.polled.iter().map(|g| ids(g)).collect();
+        self.plan = plan;
+        // Indices into the old groups mean nothing now: pending polls are
+        // made again for every group, at once only for a group not polled
+        // before (the others wait for their period).
+        let pending_polls = self
+            .pending
+            .iter()
+            .any(|t| matches!(t, Pending::FetchOther(_)));
+        self.pending
+            .retain(|t| !matches!(t, Pending::FetchOther(_)));
+        for i in 0..self.plan.polled.len() {
+            let new = self
+                .plan
+                .polled
+                .get(i)
+                .is_some_and(|g| !known.contains(&ids(g)));
+            if new || pending_polls {
+                self.push(Pending::FetchOther(i));
+            }
+        }
+        if rewatch {
+            self.drop_home();
+            self.pending.push_front(Pending::Connect);
+        }
+        rewatch
     }
 
     /// The lasting connection is gone: what needed it goes too.
@@ -474,6 +549,57 @@ mod tests {
         // A keepalive once connected.
         let t = run_to(&mut w, 60_000, &mut r);
         assert!(t.contains(&(60_000, "ping".into())), "{t:?}");
+    }
+
+    #[test]
+    fn a_new_queue_at_home_resubscribes_at_once_and_the_same_plan_changes_nothing() {
+        // The same queues each time (from the same seed), and more.
+        let queues = |at: &[u16]| -> Plan {
+            let mut q = ChaCha20Rng::seed_from_u64(99);
+            plan(
+                at.iter().map(|a| own(&mut q, *a)).collect(),
+                Some(&relay(1)),
+            )
+            .unwrap()
+        };
+        let mut r = ChaCha20Rng::seed_from_u64(11);
+        let mut w = Watcher::new(queues(&[1, 2]), cfg(0), Millis(0), &mut r);
+        tasks(&mut w);
+        w.handle(Millis(0), WatchInput::Connected);
+        tasks(&mut w);
+        assert!(!w.replan(queues(&[1, 2])));
+        assert!(tasks(&mut w).is_empty());
+        assert!(w.is_connected());
+        // A contact added: a second queue on the watched relay.
+        assert!(w.replan(queues(&[1, 2, 1])));
+        assert!(!w.is_connected(), "the shell drops the old connection");
+        assert_eq!(tasks(&mut w), ["connect:2"]);
+        assert_eq!(
+            w.handle(Millis(5), WatchInput::Connected),
+            Reaction::Reconnected
+        );
+        assert_eq!(tasks(&mut w), ["home:2"]);
+    }
+
+    #[test]
+    fn an_empty_plan_waits_for_a_queue_and_a_persistent_watcher_never_gives_up() {
+        let mut r = ChaCha20Rng::seed_from_u64(12);
+        let mut w = Watcher::new(Plan::empty(), cfg(0), Millis(0), &mut r).keep_trying();
+        assert!(tasks(&mut w).is_empty(), "nothing to connect to");
+        let q = vec![own(&mut r, 1)];
+        assert!(w.replan(plan(q, Some(&relay(1))).unwrap()));
+        assert_eq!(tasks(&mut w), ["connect:1"]);
+        // The first connection fails: retried with backoff, not given up.
+        assert_eq!(
+            w.handle(Millis(1), WatchInput::ConnectFailed),
+            Reaction::RetryIn(2_000)
+        );
+        let t = run_to(&mut w, 2_001, &mut r);
+        assert!(t.contains(&(2_001, "connect:1".into())), "{t:?}");
+        assert_eq!(
+            w.handle(Millis(2_001), WatchInput::Connected),
+            Reaction::Started
+        );
     }
 
     #[test]

@@ -430,6 +430,30 @@ pub mod testing {
         })
     }
 
+    /// Adds an incoming message the way schemas 1 and 2 stored it (no
+    /// unread count), to a profile made by [`create_at_version`].
+    pub fn add_message_as_schema_1(
+        p: &Profile,
+        peer: &[u8; 16],
+        id: &[u8; 16],
+        ts: i64,
+        body: &[u8],
+    ) -> Result<(), crate::ProfileError> {
+        p.conn
+            .execute(
+                "INSERT INTO messages (peer, id, incoming, ts, body) VALUES (?1, ?2, 1, ?3, ?4)",
+                rusqlite::params![peer.as_slice(), id.as_slice(), ts, body],
+            )
+            .map_err(crate::ProfileError::Sqlite)?;
+        p.conn
+            .execute(
+                "INSERT INTO conversations (peer, messages, last_seq) VALUES (?1, 1, ?2)",
+                rusqlite::params![peer.as_slice(), p.conn.last_insert_rowid()],
+            )
+            .map_err(crate::ProfileError::Sqlite)?;
+        Ok(())
+    }
+
     /// Creates a passphrase profile whose schema stops at `version`.
     pub fn create_at_version(
         dir: &Path,

@@ -53,6 +53,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
          data       BLOB    NOT NULL,
          PRIMARY KEY (attachment, idx)
      ) WITHOUT ROWID;",
+    // 2 -> 3: incoming messages not yet read, per conversation.
+    "ALTER TABLE conversations ADD COLUMN unread INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build writes.
@@ -304,37 +306,51 @@ impl KvStore for Profile {
                     None => del.execute(params![ns_code(ns), key]).map_err(backend)?,
                 };
             }
-            let mut add = tx
-                .prepare_cached("INSERT INTO messages (peer, id, incoming, ts, body) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .map_err(backend)?;
-            let mut conv = tx
-                .prepare_cached(
-                    "INSERT INTO conversations (peer, messages, last_seq) VALUES (?1, 1, ?2)
-                     ON CONFLICT (peer) DO UPDATE SET messages = messages + 1, last_seq = excluded.last_seq",
-                )
-                .map_err(backend)?;
-            for m in changes.messages() {
-                let ts = i64::try_from(m.timestamp.millis())
-                    .map_err(|_| StoreError::TooLarge { limit: 0 })?;
-                let r = add.execute(params![
-                    m.peer.as_bytes().as_slice(),
-                    m.id.as_slice(),
-                    m.direction == Direction::Incoming,
-                    ts,
-                    m.body.as_slice()
-                ]);
-                match r {
-                    Ok(_) => {}
-                    Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
-                        return Err(StoreError::DuplicateMessage);
+            // Statements are prepared only for what the change set holds.
+            if !changes.messages().is_empty() {
+                let mut add = tx
+                    .prepare_cached("INSERT INTO messages (peer, id, incoming, ts, body) VALUES (?1, ?2, ?3, ?4, ?5)")
+                    .map_err(backend)?;
+                let mut conv = tx
+                    .prepare_cached(
+                        "INSERT INTO conversations (peer, messages, last_seq, unread) VALUES (?1, 1, ?2, ?3)
+                         ON CONFLICT (peer) DO UPDATE SET messages = messages + 1,
+                             last_seq = excluded.last_seq, unread = unread + excluded.unread",
+                    )
+                    .map_err(backend)?;
+                for m in changes.messages() {
+                    let ts = i64::try_from(m.timestamp.millis())
+                        .map_err(|_| StoreError::TooLarge { limit: 0 })?;
+                    let r = add.execute(params![
+                        m.peer.as_bytes().as_slice(),
+                        m.id.as_slice(),
+                        m.direction == Direction::Incoming,
+                        ts,
+                        m.body.as_slice()
+                    ]);
+                    match r {
+                        Ok(_) => {}
+                        Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                            return Err(StoreError::DuplicateMessage);
+                        }
+                        Err(e) => return Err(backend(e)),
                     }
-                    Err(e) => return Err(backend(e)),
+                    conv.execute(params![
+                        m.peer.as_bytes().as_slice(),
+                        tx.last_insert_rowid(),
+                        i64::from(m.direction == Direction::Incoming)
+                    ])
+                    .map_err(backend)?;
                 }
-                conv.execute(params![
-                    m.peer.as_bytes().as_slice(),
-                    tx.last_insert_rowid()
-                ])
-                .map_err(backend)?;
+            }
+            if !changes.marked_read().is_empty() {
+                let mut read = tx
+                    .prepare_cached("UPDATE conversations SET unread = 0 WHERE peer = ?1")
+                    .map_err(backend)?;
+                for peer in changes.marked_read() {
+                    read.execute(params![peer.as_bytes().as_slice()])
+                        .map_err(backend)?;
+                }
             }
             let mut ob_add = tx
                 .prepare_cached("INSERT INTO outbox (id, peer, payload) VALUES (?1, ?2, ?3)")
@@ -387,7 +403,7 @@ impl KvStore for Profile {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT m.peer, m.id, m.incoming, m.ts, m.body, c.messages
+                "SELECT m.peer, m.id, m.incoming, m.ts, m.body, c.messages, c.unread
                  FROM conversations c JOIN messages m ON m.seq = c.last_seq
                  ORDER BY c.last_seq DESC",
             )
@@ -401,18 +417,23 @@ impl KvStore for Profile {
                     r.get::<_, i64>(3)?,
                     r.get::<_, Vec<u8>>(4)?,
                     r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
                 ))
             })
             .map_err(backend)?;
         let mut out = Vec::new();
         for row in rows {
-            let (peer, id, incoming, ts, body, n) = row.map_err(backend)?;
+            let (peer, id, incoming, ts, body, n, unread) = row.map_err(backend)?;
             let last = row_message(peer, id, incoming, ts, body)?;
+            let count = |n: i64| {
+                u64::try_from(n).map_err(|_| StoreError::Corrupt {
+                    namespace: "conversations",
+                })
+            };
             out.push(ConversationSummary {
                 peer: last.peer,
-                messages: u64::try_from(n).map_err(|_| StoreError::Corrupt {
-                    namespace: "conversations",
-                })?,
+                messages: count(n)?,
+                unread: count(unread)?,
                 last,
             });
         }

@@ -232,14 +232,14 @@ fn refuses_schema_from_a_newer_build_and_migrates_older_ones() {
             let mut rng = ChaCha20Rng::seed_from_u64(u64::try_from(v).unwrap());
             let (a, cs) = e2e::create_identity(&old, T0, &mut rng).unwrap();
             old.commit(cs).unwrap();
-            let mut cs = ChangeSet::new();
-            cs.add_message(message(
-                peer,
+            postern_store::testing::add_message_as_schema_1(
+                &old,
+                peer.as_bytes(),
+                &[1; 16],
                 1,
                 b"written by an older schema",
-                Direction::Incoming,
-            ));
-            old.commit(cs).unwrap();
+            )
+            .unwrap();
             addr = Some(a);
         } else {
             drop(old);
@@ -255,6 +255,8 @@ fn refuses_schema_from_a_newer_build_and_migrates_older_ones() {
                 &p.history(&peer, 10).unwrap()[0].body[..],
                 b"written by an older schema"
             );
+            // Messages from before unread counts are not counted unread.
+            assert_eq!(p.conversations().unwrap()[0].unread, 0, "from v{v}");
         } else {
             assert!(p.conversations().unwrap().is_empty());
         }
@@ -629,4 +631,48 @@ fn profile_files_are_private_to_their_owner() {
     }
     populated(&tmp.path().join("second"));
     check(&tmp.path().join("second"));
+}
+
+/// Incoming messages raise a conversation's unread count in the same
+/// transaction that stores them; outgoing ones do not; marking the
+/// conversation read sets it to zero; the count survives a reopen.
+#[test]
+fn unread_counts_rise_with_incoming_messages_and_reset_when_read() {
+    let d = tempfile::tempdir().unwrap();
+    let (bob, carol) = (Address::from_bytes([2; 16]), Address::from_bytes([3; 16]));
+    {
+        let mut p = Profile::create(d.path(), Unlock::Passphrase(PW), P).unwrap();
+        let mut cs = ChangeSet::new();
+        cs.add_message(message(bob, 1, b"one", Direction::Incoming));
+        cs.add_message(message(bob, 2, b"two", Direction::Incoming));
+        cs.add_message(message(bob, 3, b"mine", Direction::Outgoing));
+        cs.add_message(message(carol, 4, b"hi", Direction::Incoming));
+        p.commit(cs).unwrap();
+        let unread = |p: &Profile, who: Address| {
+            p.conversations()
+                .unwrap()
+                .into_iter()
+                .find(|c| c.peer == who)
+                .unwrap()
+                .unread
+        };
+        assert_eq!((unread(&p, bob), unread(&p, carol)), (2, 1));
+        let mut cs = ChangeSet::new();
+        cs.mark_read(bob);
+        p.commit(cs).unwrap();
+        assert_eq!((unread(&p, bob), unread(&p, carol)), (0, 1));
+        // A message and a read mark in one change set: the mark wins.
+        let mut cs = ChangeSet::new();
+        cs.add_message(message(carol, 5, b"again", Direction::Incoming));
+        cs.mark_read(carol);
+        p.commit(cs).unwrap();
+        assert_eq!(unread(&p, carol), 0);
+        let mut cs = ChangeSet::new();
+        cs.add_message(message(bob, 6, b"three", Direction::Incoming));
+        p.commit(cs).unwrap();
+    }
+    let p = Profile::open(d.path(), Unlock::Passphrase(PW)).unwrap();
+    let c = p.conversations().unwrap();
+    assert_eq!(c[0].peer, bob);
+    assert_eq!((c[0].unread, c[0].messages), (1, 4));
 }

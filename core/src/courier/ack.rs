@@ -127,11 +127,12 @@ pub fn record_loop(
     Ok(cs)
 }
 
-/// Forgets a blob given up on: this attempt and every earlier one.
-pub fn forget_pending(store: &dyn KvStore, id: &[u8; 16]) -> Result<ChangeSet> {
+/// Forgets a blob given up on: this attempt and every earlier one (the
+/// message it belongs to, if any, has failed).
+pub fn forget_pending(store: &dyn KvStore, id: &[u8; 16], now: UnixTime) -> Result<ChangeSet> {
     let mut cs = ChangeSet::new();
     if let Some(r) = load::<lp::PendingAckRecord>(store, Namespace::PendingAck, id)? {
-        settle(store, &[&r.blob], &mut cs)?;
+        settle(store, &[&r.blob], false, now, &mut cs)?;
     }
     delete_attempts(store, id, false, &mut cs)?;
     Ok(cs)
@@ -234,12 +235,14 @@ pub fn unacknowledged(store: &dyn KvStore) -> Result<usize> {
 }
 
 /// What the acknowledgements fetched in one go confirmed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct AcksReceived {
     /// Blobs (messages, chunks, receipts) confirmed delivered.
     pub delivered: usize,
     /// Loop cover packets that came back.
     pub loops: usize,
+    /// Messages now stored whole at their recipient's relay.
+    pub stored: Vec<DeliveryChange>,
 }
 
 impl AcksReceived {
@@ -256,6 +259,7 @@ impl AcksReceived {
 pub fn receive_acks(
     store: &dyn KvStore,
     blobs: &[&[u8; BLOB_BYTES]],
+    now: UnixTime,
 ) -> Result<(AcksReceived, ChangeSet)> {
     let ns = Namespace::PendingAck;
     let mut cs = ChangeSet::new();
@@ -283,6 +287,6 @@ pub fn receive_acks(
         }
     }
     let settled: Vec<&[u8]> = settled.iter().map(Vec::as_slice).collect();
-    settle(store, &settled, &mut cs)?;
+    got.stored = settle(store, &settled, true, now, &mut cs)?;
     Ok((got, cs))
 }

@@ -16,6 +16,7 @@
 
 mod ack;
 mod blob;
+mod delivery;
 mod fragment;
 mod invitation;
 mod park;
@@ -26,6 +27,7 @@ mod send;
 
 pub use ack::*;
 pub use blob::*;
+pub use delivery::*;
 use fragment::*;
 pub use invitation::*;
 pub use park::*;

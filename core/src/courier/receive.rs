@@ -138,7 +138,7 @@ pub(super) fn receive_sealed<R: RngCore + CryptoRng>(
     if store.has_message(&from, &env.id)? {
         return Ok((Received::Duplicate, ChangeSet::new()));
     }
-    apply_body(store, &from, &env, q, &mut cs)?;
+    apply_body(store, &from, &env, q, now, &mut cs)?;
     if !matches!(
         env.body,
         Body::Receipt(_) | Body::ContactCard(_) | Body::QueueUpdate(_)
@@ -161,15 +161,21 @@ pub(super) fn receive_sealed<R: RngCore + CryptoRng>(
 }
 
 /// Side effects of a body: announced attachments are remembered, control
-/// messages update the route.
+/// messages update the route, a receipt marks our messages to its sender
+/// delivered.
 pub(super) fn apply_body(
     store: &dyn KvStore,
     from: &Address,
     env: &Envelope,
     q: &lp::QueueRecord,
+    now: UnixTime,
     cs: &mut ChangeSet,
 ) -> Result<()> {
     let aref = match &env.body {
+        Body::Receipt(ids) => {
+            mark_delivered(store, cs, from, ids, now)?;
+            None
+        }
         Body::Image(i) => Some(&i.attachment),
         Body::File(f) => Some(&f.attachment),
         Body::Voice(v) => Some(&v.attachment),

@@ -16,7 +16,7 @@
 use rand_core::{CryptoRng, RngCore};
 
 use crate::address::Address;
-use crate::codec::local_proto as lp;
+use crate::codec::{self, local_proto as lp};
 use crate::e2e;
 use crate::error::{Error, Result};
 use crate::relay_proto::Blob;
@@ -164,10 +164,19 @@ pub fn forget_retired(store: &dyn KvStore, u: &Unacknowledged) -> Result<ChangeS
     Ok(cs)
 }
 
-/// Sealed-message bookkeeping for blobs that are settled (acknowledged
-/// or given up), several at once: each blob's record goes, and a message
-/// none of whose current blobs is left is forgotten.
-pub(super) fn settle(store: &dyn KvStore, blobs: &[&[u8]], cs: &mut ChangeSet) -> Result<()> {
+/// Sealed-message bookkeeping for blobs that are settled, several at
+/// once — `acked`: acknowledged by the mailbox relay, else given up. Each
+/// blob's record goes, a message none of whose current blobs is left is
+/// forgotten, and its delivery state moves: stored once every blob of its
+/// current sealing is acknowledged, failed as soon as one is given up.
+/// Returns the messages whose state moved.
+pub(super) fn settle(
+    store: &dyn KvStore,
+    blobs: &[&[u8]],
+    acked: bool,
+    now: UnixTime,
+    cs: &mut ChangeSet,
+) -> Result<Vec<DeliveryChange>> {
     let mut touched: std::collections::BTreeMap<Vec<u8>, lp::SealedRecord> =
         std::collections::BTreeMap::new();
     for blob in blobs {
@@ -190,14 +199,31 @@ pub(super) fn settle(store: &dyn KvStore, blobs: &[&[u8]], cs: &mut ChangeSet) -
         };
         rec.blobs.retain(|x| x[..] != d[..]);
     }
+    let mut changed = Vec::new();
     for (message, rec) in touched {
-        if rec.blobs.is_empty() {
+        let complete = rec.blobs.is_empty();
+        if complete {
             cs.delete(Namespace::Sealed, &message);
         } else {
             save(cs, Namespace::Sealed, &message, &rec);
         }
+        let to = match (acked, complete) {
+            (true, true) => DeliveryState::Stored,
+            (true, false) => continue,
+            (false, _) => DeliveryState::Failed,
+        };
+        let id: [u8; 16] =
+            codec::fixed(&message, "sealed record").map_err(|_| corrupt(Namespace::Sealed))?;
+        let peer = Address::from_slice(&rec.peer).ok_or(corrupt(Namespace::Sealed))?;
+        if advance(store, cs, &id, Some(&peer), to, now)? {
+            changed.push(DeliveryChange {
+                peer,
+                id,
+                state: to,
+            });
+        }
     }
-    Ok(())
+    Ok(changed)
 }
 
 /// Forgets the sealed-message records no unacknowledged blob refers to

@@ -40,6 +40,7 @@ pub fn send<R: RngCore + CryptoRng>(
     let blobs = fragment(&r.queue.blob_key, MSG_SEALED, &sealed, rng)?;
     remember(&mut cs, peer, &env.id, &plain, &blobs, 0);
     if !matches!(env.body, Body::Receipt(_)) {
+        record_queued(&mut cs, peer, &env.id, now);
         cs.add_message(StoredMessage {
             peer: *peer,
             id: env.id,

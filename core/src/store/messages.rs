@@ -77,6 +77,9 @@ pub struct ConversationSummary {
     pub peer: Address,
     /// How many messages are stored.
     pub messages: u64,
+    /// Incoming messages since the conversation was last marked read
+    /// (`ChangeSet::mark_read`).
+    pub unread: u64,
     /// The most recent one.
     pub last: StoredMessage,
 }

@@ -68,11 +68,15 @@ pub enum Namespace {
     Sealed = 15,
     /// Which sealed message a blob carries, keyed by the blob's digest.
     SealedBlob = 16,
+    /// How far each message we sent has got (queued, in the network,
+    /// stored at the recipient's relay, delivered, failed), keyed by
+    /// envelope id.
+    Delivery = 17,
 }
 
 impl Namespace {
     /// Every namespace.
-    pub const ALL: [Namespace; 16] = [
+    pub const ALL: [Namespace; 17] = [
         Namespace::LocalIdentity,
         Namespace::Contact,
         Namespace::Session,
@@ -89,6 +93,7 @@ impl Namespace {
         Namespace::PendingAck,
         Namespace::Sealed,
         Namespace::SealedBlob,
+        Namespace::Delivery,
     ];
 
     /// The namespace with this stable code, if any.
@@ -115,6 +120,7 @@ impl Namespace {
             Namespace::PendingAck => "pending_ack",
             Namespace::Sealed => "sealed",
             Namespace::SealedBlob => "sealed_blob",
+            Namespace::Delivery => "delivery",
         }
     }
 
@@ -212,6 +218,7 @@ pub struct ChangeSet {
     outbox_remove: Vec<MessageId>,
     chunks: Vec<(AttachmentId, u32, Zeroizing<Vec<u8>>)>,
     drop_attachments: Vec<AttachmentId>,
+    read: Vec<Address>,
 }
 
 impl ChangeSet {
@@ -243,6 +250,7 @@ impl ChangeSet {
         self.outbox_remove.extend(other.outbox_remove);
         self.chunks.extend(other.chunks);
         self.drop_attachments.extend(other.drop_attachments);
+        self.read.extend(other.read);
     }
 
     /// Stores one chunk of an attachment (replacing one with the same index).
@@ -280,6 +288,17 @@ impl ChangeSet {
     /// Removes an acknowledged outbox entry.
     pub fn remove_outbox(&mut self, id: MessageId) {
         self.outbox_remove.push(id);
+    }
+
+    /// Marks every incoming message of the conversation with `peer` read
+    /// (its unread count goes to zero; applied after this set's messages).
+    pub fn mark_read(&mut self, peer: Address) {
+        self.read.push(peer);
+    }
+
+    /// The conversations this change set marks read.
+    pub fn marked_read(&self) -> &[Address] {
+        &self.read
     }
 
     /// The messages this change set stores.
@@ -332,6 +351,7 @@ impl ChangeSet {
             && self.outbox_remove.is_empty()
             && self.chunks.is_empty()
             && self.drop_attachments.is_empty()
+            && self.read.is_empty()
     }
 
     /// Number of record writes and deletions.
@@ -474,6 +494,7 @@ pub struct MemStore {
     messages: Vec<StoredMessage>,
     outbox: Vec<OutboxEntry>,
     chunks: BTreeMap<(AttachmentId, u32), Zeroizing<Vec<u8>>>,
+    unread: BTreeMap<Address, u64>,
 }
 
 impl MemStore {
@@ -557,6 +578,14 @@ impl KvStore for MemStore {
             }
         }
         self.len += changes.messages.len();
+        for m in &changes.messages {
+            if m.direction == Direction::Incoming {
+                *self.unread.entry(m.peer).or_default() += 1;
+            }
+        }
+        for peer in &changes.read {
+            self.unread.remove(peer);
+        }
         self.messages.extend(changes.messages);
         self.outbox
             .retain(|e| !changes.outbox_remove.contains(&e.id));
@@ -582,6 +611,7 @@ impl KvStore for MemStore {
             .map(|(peer, (messages, last))| ConversationSummary {
                 peer,
                 messages,
+                unread: self.unread.get(&peer).copied().unwrap_or(0),
                 last: last.clone(),
             })
             .collect();
@@ -680,6 +710,38 @@ mod tests {
             s.keys(Namespace::PreKey).unwrap(),
             vec![b"b".to_vec(), b"c".to_vec()]
         );
+    }
+
+    #[test]
+    fn unread_counts_follow_incoming_messages_and_read_marks() {
+        let (bob, carol) = (Address::from_bytes([2; 16]), Address::from_bytes([3; 16]));
+        let msg = |peer, n: u8, direction| StoredMessage {
+            peer,
+            id: [n; 16],
+            direction,
+            timestamp: crate::time::UnixTime(u64::from(n)),
+            body: Zeroizing::new(vec![n]),
+        };
+        let mut s = MemStore::new();
+        let mut c = ChangeSet::new();
+        c.add_message(msg(bob, 1, Direction::Incoming));
+        c.add_message(msg(bob, 2, Direction::Outgoing));
+        c.add_message(msg(carol, 3, Direction::Incoming));
+        s.commit(c).unwrap();
+        let unread = |s: &MemStore, p| {
+            s.conversations()
+                .unwrap()
+                .into_iter()
+                .find(|c| c.peer == p)
+                .unwrap()
+                .unread
+        };
+        assert_eq!((unread(&s, bob), unread(&s, carol)), (1, 1));
+        let mut c = ChangeSet::new();
+        c.add_message(msg(carol, 4, Direction::Incoming));
+        c.mark_read(carol);
+        s.commit(c).unwrap();
+        assert_eq!((unread(&s, bob), unread(&s, carol)), (1, 0));
     }
 
     #[test]

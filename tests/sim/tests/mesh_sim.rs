@@ -842,7 +842,8 @@ impl Sim {
                     for b in &out.blobs {
                         self.put(user, &out.relay, &out.sender_id, b, 1, None);
                     }
-                    postern_engine::outbox::sent(&mut self.users[user].user.store, id).unwrap();
+                    postern_engine::outbox::sent(&mut self.users[user].user.store, id, false, now)
+                        .unwrap();
                 }
             }
         }
@@ -931,7 +932,7 @@ impl Sim {
                     self.message(user, envelope);
                 }
             }
-            inbox::Event::Confirmed { packets } => return packets as u64,
+            inbox::Event::Confirmed { packets, .. } => return packets as u64,
             // The first sealing of a message that was sealed again, come
             // together after the session moved on: the copy that counts
             // is the later one.
@@ -1300,6 +1301,22 @@ impl Sim {
                 p.name
             );
             assert_eq!(courier::unacknowledged(&p.user.store).unwrap(), 0);
+            // Every message it sent shows as stored at the other side's
+            // relay (its acknowledgements settled its delivery state), or
+            // as failed when a blob of it was given up: without a receipt
+            // (none in this simulation) its sender cannot know that a
+            // copy arrived.
+            let mut failed = 0;
+            for id in p.sent.keys() {
+                let d = courier::delivery(&p.user.store, id).unwrap().unwrap();
+                assert_eq!(d.peer, other.user.addr);
+                match d.state {
+                    courier::DeliveryState::Stored => {}
+                    courier::DeliveryState::Failed => failed += 1,
+                    s => panic!("{}: a message left {s:?}", p.name),
+                }
+            }
+            assert!(failed <= self.stats.gave_up, "{}: {failed} failed", p.name);
             // Nothing is kept for sealing again once all is acknowledged.
             for ns in [Namespace::Sealed, Namespace::SealedBlob] {
                 let left = p.user.store.keys(ns).unwrap().len();
