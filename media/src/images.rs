@@ -77,26 +77,7 @@ pub fn is_image(input: &[u8]) -> bool {
 
 /// Decodes `input` (JPEG or PNG) within limits and re-encodes it.
 pub fn sanitize_image(input: &[u8]) -> Result<SanitizedImage> {
-    if input.len() > MAX_IMAGE_INPUT_BYTES {
-        return Err(Error::TooLarge {
-            what: "image",
-            len: input.len(),
-            max: MAX_IMAGE_INPUT_BYTES,
-        });
-    }
-    let mut reader = ImageReader::new(Cursor::new(input))
-        .with_guessed_format()
-        .map_err(|_| bad())?;
-    match reader.format() {
-        Some(ImageFormat::Jpeg) | Some(ImageFormat::Png) => {}
-        _ => return Err(Error::UnsupportedMessageKind),
-    }
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_PIXELS_PER_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_PIXELS_PER_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_ALLOC);
-    reader.limits(limits);
-    let img = reader.decode().map_err(|_| bad())?;
+    let img = decode_bounded(input)?;
     let (width, height) = (img.width(), img.height());
     // Re-encoding from pixels is what drops every metadata block.
     let (bytes, mime) = encode(&img, JPEG_QUALITY)?;
@@ -127,4 +108,68 @@ fn thumbnail(img: &DynamicImage) -> Result<Vec<u8>> {
             return Err(Error::Bug("thumbnail does not fit its bound"));
         }
     }
+}
+
+/// Pixels to show: RGBA, 8 bits per channel, row-major.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pixels {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// `width * height * 4` bytes.
+    pub rgba: Vec<u8>,
+}
+
+impl core::fmt::Debug for Pixels {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Pixels({}x{})", self.width, self.height)
+    }
+}
+
+/// Most pixels per side a decoded image is shown at (larger ones are
+/// scaled down, keeping their aspect).
+pub const MAX_DISPLAY_SIDE: u32 = 2048;
+
+/// Decodes a JPEG or PNG from a contact (a thumbnail, a received image)
+/// for display, within the same limits as [`sanitize_image`], scaled down
+/// to at most `max_side` (≤ [`MAX_DISPLAY_SIDE`]) per side.
+pub fn decode_for_display(input: &[u8], max_side: u32) -> Result<Pixels> {
+    let img = decode_bounded(input)?;
+    let side = max_side.clamp(1, MAX_DISPLAY_SIDE);
+    let img = if img.width() > side || img.height() > side {
+        img.thumbnail(side, side)
+    } else {
+        img
+    };
+    let rgba = img.to_rgba8();
+    Ok(Pixels {
+        width: rgba.width(),
+        height: rgba.height(),
+        rgba: rgba.into_raw(),
+    })
+}
+
+/// Decodes a JPEG or PNG within the limits every hostile image gets.
+pub(crate) fn decode_bounded(input: &[u8]) -> Result<DynamicImage> {
+    if input.len() > MAX_IMAGE_INPUT_BYTES {
+        return Err(Error::TooLarge {
+            what: "image",
+            len: input.len(),
+            max: MAX_IMAGE_INPUT_BYTES,
+        });
+    }
+    let mut reader = ImageReader::new(Cursor::new(input))
+        .with_guessed_format()
+        .map_err(|_| bad())?;
+    match reader.format() {
+        Some(ImageFormat::Jpeg) | Some(ImageFormat::Png) => {}
+        _ => return Err(Error::UnsupportedMessageKind),
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_PIXELS_PER_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_PIXELS_PER_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    reader.limits(limits);
+    reader.decode().map_err(|_| bad())
 }

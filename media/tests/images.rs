@@ -8,7 +8,7 @@
 )]
 
 use postern_core::Error;
-use postern_media::images::sanitize_image;
+use postern_media::images::{self, sanitize_image};
 
 /// A JPEG of a gradient, as a camera would write it, with an EXIF block
 /// (APP1) holding a GPS IFD whose latitude is recognisable.
@@ -106,4 +106,19 @@ fn png_with_transparency_stays_png() {
         .unwrap();
     let s = sanitize_image(&png.into_inner()).unwrap();
     assert_eq!((s.mime, s.width, s.height), ("image/png", 40, 30));
+}
+
+#[test]
+fn display_decoding_refuses_what_is_not_an_image_and_scales_large_ones_down() {
+    assert!(images::decode_for_display(b"\xFF\xD8\xFF junk", 256).is_err());
+    assert!(images::decode_for_display(b"GIF89a", 256).is_err());
+    let (jpeg, _) = jpeg_with_gps_exif();
+    let s = images::sanitize_image(&jpeg).unwrap();
+    let full = images::decode_for_display(&s.bytes, images::MAX_DISPLAY_SIDE).unwrap();
+    assert_eq!((full.width, full.height), (s.width, s.height));
+    assert_eq!(full.rgba.len(), (full.width * full.height * 4) as usize);
+    let small = images::decode_for_display(&s.bytes, 16).unwrap();
+    assert!(small.width <= 16 && small.height <= 16);
+    let thumb = images::decode_for_display(&s.thumbnail, 256).unwrap();
+    assert!(thumb.width > 0 && thumb.height > 0);
 }

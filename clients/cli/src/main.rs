@@ -817,6 +817,14 @@ fn show(p: &dyn KvStore, e: inbox::Event, dl: &Path) -> Result<()> {
             println!("✓ {packets} packet(s) confirmed delivered through the onion network");
         }
         inbox::Event::Dropped { kind } => eprintln!("dropped a bad item ({kind:?})"),
+        inbox::Event::KeyChanged { peer } => eprintln!(
+            "warning: a message from {} was not opened: their identity key changed; \
+             nothing goes to or comes from them until you accept their new key from a new invitation",
+            name(&peer)?
+        ),
+        // Shown once complete (AttachmentReady).
+        inbox::Event::Chunk { .. } => {}
+        _ => {}
     }
     Ok(())
 }

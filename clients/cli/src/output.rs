@@ -13,8 +13,6 @@ use crate::{CliError, Result, io_err};
 const QR_SCALE: u32 = 8;
 /// Quiet zone around a QR code, in modules.
 const QR_QUIET: u32 = 4;
-/// Largest image `verify --scan` reads (pixels per side).
-const MAX_SCAN_SIDE: u32 = 8000;
 
 /// The contact's suggested name, or its address when it has none.
 pub fn name_or(name: &str, addr: &Address) -> String {
@@ -80,37 +78,12 @@ pub fn write_qr_png(qr: &QrMatrix, path: &Path) -> Result<()> {
 /// Reads every QR code in an image file (raw bytes of each).
 pub fn scan_qr(path: &Path) -> Result<Vec<Vec<u8>>> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes));
-    reader = reader
-        .with_guessed_format()
-        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SCAN_SIDE);
-    limits.max_image_height = Some(MAX_SCAN_SIDE);
-    reader.limits(limits);
-    let img = reader
-        .decode()
-        .map_err(|e| CliError::Usage(format!("{}: not a readable image ({e})", path.display())))?
-        .to_luma8();
-    let (w, h) = img.dimensions();
-    let mut prepared =
-        rqrr::PreparedImage::prepare_from_greyscale(w as usize, h as usize, |x, y| {
-            img.get_pixel(x as u32, y as u32).0[0]
-        });
-    let mut out = Vec::new();
-    for grid in prepared.detect_grids() {
-        let mut data = Vec::new();
-        if grid.decode_to(&mut data).is_ok() {
-            out.push(data);
+    postern_media::qr::scan_image(&bytes).map_err(|e| match e {
+        postern_core::Error::Malformed { what: "QR code" } => {
+            CliError::Usage(format!("{}: no QR code found", path.display()))
         }
-    }
-    if out.is_empty() {
-        return Err(CliError::Usage(format!(
-            "{}: no QR code found",
-            path.display()
-        )));
-    }
-    Ok(out)
+        _ => CliError::Usage(format!("{}: not a readable image ({e})", path.display())),
+    })
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).

@@ -406,6 +406,12 @@ pub async fn watch<N: Connect + Clone, U: Shell<N>>(
                     continue;
                 }
                 Task::Resend => {
+                    // What could not leave before (the network was down
+                    // when it was sent) goes first.
+                    if !p.outbox().map_err(ClientError::from)?.is_empty() {
+                        let r = flush_outbox(p, links).await;
+                        or_notice(ui, Step::Resend, r.map_err(U::Error::from))?;
+                    }
                     let r = resend_round(p, links, cfg.ack_timeout_ms).await;
                     match r {
                         Ok(round) => ui.notice(Notice::Resent(round)),

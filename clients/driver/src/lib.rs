@@ -72,5 +72,5 @@ pub fn is_local_failure(e: &impl HasKind) -> bool {
     matches!(e.kind(), ErrorKind::Storage | ErrorKind::Bug)
 }
 
-#[cfg(test)]
-pub(crate) mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -1,6 +1,11 @@
 //! Test fixtures: a runtime on a clock the test moves, a connector whose
 //! relays cannot be reached.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    missing_debug_implementations
+)]
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

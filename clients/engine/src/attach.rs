@@ -147,6 +147,24 @@ impl Attachment {
     }
 }
 
+/// The file name a received attachment is saved under, from the message
+/// that announced it (`None` when that message is not in the history).
+pub fn download_name(body: Option<&Body>, message_id: &[u8; 16]) -> String {
+    let short: String = message_id
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    match body {
+        // The name was checked on decode: no path separators, no "..".
+        Some(Body::File(f)) => f.name.clone(),
+        Some(Body::Image(i)) if i.mime == "image/png" => format!("image-{short}.png"),
+        Some(Body::Image(_)) => format!("image-{short}.jpg"),
+        Some(Body::Voice(_)) => format!("voice-{short}.ogg"),
+        _ => format!("attachment-{short}.bin"),
+    }
+}
+
 /// What [`queue_attachment`] put into the outbox.
 #[derive(Debug)]
 pub struct Queued {
@@ -210,6 +228,20 @@ mod tests {
     use rand_core::SeedableRng;
 
     const T: UnixTime = UnixTime(1_800_000_000_000);
+
+    #[test]
+    fn names_come_from_the_message_and_never_from_nothing() {
+        let id = [0xab; 16];
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let aref = attachment::prepare(1, [0; 32], &mut rng).unwrap();
+        let file = Body::File(FileInfo {
+            name: "report.pdf".into(),
+            mime: "application/pdf".into(),
+            attachment: aref,
+        });
+        assert_eq!(download_name(Some(&file), &id), "report.pdf");
+        assert_eq!(download_name(None, &id), "attachment-abababab.bin");
+    }
 
     #[test]
     fn what_is_not_what_it_claims_is_refused_before_anything_is_queued() {

@@ -21,6 +21,7 @@ use rand_core::{CryptoRng, RngCore};
 
 /// Something the user should hear about.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Event {
     /// Someone accepted one of our invitations (with any messages that
     /// came before the introduction).
@@ -38,6 +39,25 @@ pub enum Event {
         from: Address,
         /// The message.
         envelope: Envelope,
+    },
+    /// A chunk of an attachment arrived; `missing` more are awaited (a
+    /// transfer's progress, resumed after a restart from what is stored).
+    Chunk {
+        /// Who sent it.
+        from: Address,
+        /// The message it belongs to.
+        message_id: [u8; 16],
+        /// Chunks still missing.
+        missing: usize,
+        /// Chunks in all.
+        total: usize,
+    },
+    /// A message came from a contact whose identity key is not the one
+    /// pinned: nothing from it is opened (or sent to it) until the user
+    /// accepts the new key.
+    KeyChanged {
+        /// The contact.
+        peer: Address,
     },
     /// Every chunk of an attachment is in and checked: it can be saved.
     AttachmentReady {
@@ -117,6 +137,9 @@ pub fn receive<'a, R: RngCore + CryptoRng>(
                 events(&*store, got, receipts, &mut batch.events)?;
             }
             Err(e) if e.kind() == ErrorKind::Storage => return Err(e),
+            Err(Error::IdentityKeyChanged { peer }) => {
+                batch.events.push(Event::KeyChanged { peer })
+            }
             Err(e) => batch.events.push(Event::Dropped { kind: e.kind() }),
         }
         batch.ack.push(id);
@@ -200,12 +223,23 @@ fn events(
             from,
             message_id,
             attachment,
-            missing: 0,
-        } => out.push(Event::AttachmentReady {
-            from,
-            message_id,
-            attachment,
-        }),
+            missing,
+        } => {
+            let total = attachment::chunk_count(attachment.size).map_or(0, |n| n as usize);
+            out.push(Event::Chunk {
+                from,
+                message_id,
+                missing,
+                total,
+            });
+            if missing == 0 {
+                out.push(Event::AttachmentReady {
+                    from,
+                    message_id,
+                    attachment,
+                });
+            }
+        }
         _ => {}
     }
     Ok(())

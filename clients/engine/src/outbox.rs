@@ -44,6 +44,36 @@ pub fn sent(
     Ok(())
 }
 
+/// Seals a failed message to `peer` again and puts it into the outbox,
+/// in one commit (the user's retry; see `courier::send_again`). The
+/// message is looked up in the conversation's most recent
+/// `MAX_RETRY_LOOKUP` messages.
+pub fn retry<R: RngCore + CryptoRng>(
+    store: &mut dyn KvStore,
+    peer: &Address,
+    id: [u8; 16],
+    now: UnixTime,
+    rng: &mut R,
+) -> Result<Outgoing, Error> {
+    let m = store
+        .history(peer, MAX_RETRY_LOOKUP)?
+        .into_iter()
+        .rev()
+        .find(|m| m.id == id)
+        .ok_or(Error::Bug("retry of a message not in the conversation"))?;
+    let (out, mut cs) = courier::send_again(&*store, peer, &id, &m.body, now, rng)?;
+    cs.add_outbox(OutboxEntry {
+        id,
+        peer: *peer,
+        payload: out.to_bytes(),
+    });
+    store.commit(cs)?;
+    Ok(out)
+}
+
+/// How far back in a conversation a message to retry is looked for.
+pub const MAX_RETRY_LOOKUP: usize = 20_000;
+
 /// What waits in the outbox, oldest first, decoded.
 pub fn waiting(store: &dyn KvStore) -> Result<Vec<([u8; 16], Outgoing)>, Error> {
     store
@@ -97,6 +127,24 @@ mod tests {
             (d.state, d.peer),
             (courier::DeliveryState::Stored, p.alice_addr)
         );
+    }
+
+    #[test]
+    fn a_message_that_did_not_fail_is_not_the_users_to_send_again() {
+        let mut r = ChaCha20Rng::seed_from_u64(4);
+        let mut p = pair(&mut r, T);
+        let body = Body::Text(Text("on its way".into()));
+        let (env, _) = queue(&mut p.bob, &p.alice_addr, body, None, T, &mut r).unwrap();
+        for _ in 0..2 {
+            assert!(matches!(
+                retry(&mut p.bob, &p.alice_addr, env.id, T, &mut r),
+                Err(Error::Bug(_))
+            ));
+            sent(&mut p.bob, env.id, false, T).unwrap();
+        }
+        assert!(waiting(&p.bob).unwrap().is_empty());
+        // Nor one that is not in the conversation at all.
+        assert!(retry(&mut p.bob, &p.alice_addr, [9; 16], T, &mut r).is_err());
     }
 
     #[test]

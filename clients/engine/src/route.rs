@@ -700,6 +700,16 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+        // The user sees it failed, and may send it again: sealed afresh,
+        // queued, once in the conversation.
+        let id = bob.history(&p.alice_addr, 10).unwrap()[0].id;
+        let state = |s: &MemStore| courier::delivery(s, &id).unwrap().unwrap().state;
+        assert_eq!(state(&bob), courier::DeliveryState::Failed);
+        let again = crate::outbox::retry(&mut bob, &p.alice_addr, id, now, &mut rng).unwrap();
+        assert!(!again.blobs.is_empty());
+        assert_eq!(state(&bob), courier::DeliveryState::Queued);
+        assert_eq!(bob.outbox().unwrap().len(), 1);
+        assert_eq!(bob.history(&p.alice_addr, 10).unwrap().len(), 1);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use postern_core::message::{AttachmentRef, Body};
+use postern_core::message::AttachmentRef;
 use postern_core::{KvStore, attachment};
 
 use crate::{ClientError, Result};
@@ -17,23 +17,7 @@ use crate::{ClientError, Result};
 /// The most names tried before saving gives up (`n-name` for n < this).
 pub const MAX_NAME_TRIES: u32 = 10_000;
 
-/// The file name a received attachment is saved under, from the message
-/// that announced it (`None` when that message is not in the history).
-pub fn download_name(body: Option<&Body>, message_id: &[u8; 16]) -> String {
-    let short: String = message_id
-        .iter()
-        .take(4)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    match body {
-        // The name was checked on decode: no path separators, no "..".
-        Some(Body::File(f)) => f.name.clone(),
-        Some(Body::Image(i)) if i.mime == "image/png" => format!("image-{short}.png"),
-        Some(Body::Image(_)) => format!("image-{short}.jpg"),
-        Some(Body::Voice(_)) => format!("voice-{short}.ogg"),
-        _ => format!("attachment-{short}.bin"),
-    }
-}
+pub use postern_engine::attach::download_name;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
     move |source| ClientError::Io {
@@ -88,7 +72,6 @@ mod tests {
     use super::*;
     use postern_core::MemStore;
     use postern_core::crypto::hash::Sha256Stream;
-    use postern_core::message::FileInfo;
 
     /// A store holding every chunk of `data` as an attachment announced
     /// with `digest` (the true one unless a test lies).
@@ -142,19 +125,5 @@ mod tests {
         let e = save_attachment(&store, &aref, dir.path(), "a.bin").unwrap_err();
         assert!(matches!(e, ClientError::Core(_)), "{e:?}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn names_come_from_the_message_and_never_from_nothing() {
-        let id = [0xab; 16];
-        let mut rng = rand::rng();
-        let aref = attachment::prepare(1, [0; 32], &mut rng).unwrap();
-        let file = Body::File(FileInfo {
-            name: "report.pdf".into(),
-            mime: "application/pdf".into(),
-            attachment: aref,
-        });
-        assert_eq!(download_name(Some(&file), &id), "report.pdf");
-        assert_eq!(download_name(None, &id), "attachment-abababab.bin");
     }
 }

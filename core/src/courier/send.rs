@@ -60,6 +60,43 @@ pub fn send<R: RngCore + CryptoRng>(
     ))
 }
 
+/// Seals a failed message again — `envelope`, the encoded envelope kept
+/// in its conversation — on the current session, for the peer's current
+/// queue: the user's retry. Its delivery state goes back to queued; the
+/// recipient keeps one copy should an earlier one arrive too (the
+/// envelope id is the same). Errors with `Error::Bug` unless the message
+/// `id` to `peer` failed.
+pub fn send_again<R: RngCore + CryptoRng>(
+    store: &dyn KvStore,
+    peer: &Address,
+    id: &[u8; 16],
+    envelope: &[u8],
+    now: UnixTime,
+    rng: &mut R,
+) -> Result<(Outgoing, ChangeSet)> {
+    match delivery(store, id)? {
+        Some(d) if d.peer == *peer && d.state == DeliveryState::Failed => {}
+        _ => return Err(Error::Bug("retry of a message that did not fail")),
+    }
+    let env = Envelope::decode(envelope)?;
+    if env.id != *id {
+        return Err(Error::Bug("retry of another message"));
+    }
+    let r = route(store, peer)?.ok_or(Error::NoRoute { peer: *peer })?;
+    let (sealed, mut cs) = e2e::seal(store, peer, envelope, now, rng)?;
+    let blobs = fragment(&r.queue.blob_key, MSG_SEALED, &sealed, rng)?;
+    remember(&mut cs, peer, id, envelope, &blobs, 0);
+    advance(store, &mut cs, id, Some(peer), DeliveryState::Queued, now)?;
+    Ok((
+        Outgoing {
+            relay: r.queue.relay,
+            sender_id: r.queue.sender_id,
+            blobs,
+        },
+        cs,
+    ))
+}
+
 /// Seals attachment chunk `index` (its plaintext slice) for `peer`'s queue.
 pub fn chunk_blob<R: RngCore + CryptoRng>(
     store: &dyn KvStore,
