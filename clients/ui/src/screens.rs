@@ -1,0 +1,1211 @@
+//! The screens: onboarding, unlock, the messenger (contacts, the
+//! conversation, the status area), its dialogs and the toasts.
+
+use egui::{Align, Color32, Key, KeyboardShortcut, Layout, Modifiers, RichText, Sense};
+use postern_app::{BodyView, Connection, DeliveryState, MessageView, Purpose, Request};
+use zeroize::Zeroizing;
+
+use crate::format::{self, Strength};
+use crate::widgets::{self, accent, short_address};
+use crate::{App, Command, Dialog, Phase, Toast};
+
+/// The keyboard shortcuts, as the help lists them.
+pub(crate) const SHORTCUTS: &[(KeyboardShortcut, &str)] = &[
+    (
+        KeyboardShortcut::new(Modifiers::COMMAND, Key::K),
+        "Search contacts",
+    ),
+    (
+        KeyboardShortcut::new(Modifiers::COMMAND, Key::F),
+        "Search in the conversation",
+    ),
+    (
+        KeyboardShortcut::new(Modifiers::ALT, Key::ArrowDown),
+        "Next conversation",
+    ),
+    (
+        KeyboardShortcut::new(Modifiers::ALT, Key::ArrowUp),
+        "Previous conversation",
+    ),
+    (
+        KeyboardShortcut::new(Modifiers::COMMAND, Key::O),
+        "Send a file",
+    ),
+    (
+        KeyboardShortcut::new(Modifiers::COMMAND, Key::N),
+        "New invitation",
+    ),
+    (KeyboardShortcut::new(Modifiers::COMMAND, Key::L), "Lock"),
+    (
+        KeyboardShortcut::new(Modifiers::NONE, Key::F1),
+        "Keyboard shortcuts",
+    ),
+];
+
+fn shortcut(i: usize) -> KeyboardShortcut {
+    SHORTCUTS
+        .get(i)
+        .map_or(KeyboardShortcut::new(Modifiers::NONE, Key::F1), |s| s.0)
+}
+
+const GREEN: Color32 = Color32::from_rgb(0x2e, 0xa0, 0x43);
+const AMBER: Color32 = Color32::from_rgb(0xd2, 0x99, 0x22);
+const RED: Color32 = Color32::from_rgb(0xe0, 0x3c, 0x31);
+
+/// A labelled single-line input.
+fn field(ui: &mut egui::Ui, label: &str, text: &mut String, password: bool) -> egui::Response {
+    let l = ui.label(label);
+    ui.add(
+        egui::TextEdit::singleline(text)
+            .password(password)
+            .desired_width(320.0),
+    )
+    .labelled_by(l.id)
+}
+
+impl App {
+    pub(crate) fn onboarding(
+        &mut self,
+        ui: &mut egui::Ui,
+        keychain: bool,
+        default_relay: Option<&str>,
+        error: Option<String>,
+        busy: bool,
+    ) {
+        egui::CentralPanel::default().show(ui, |ui| {
+            ui.vertical_centered(|ui| {
+                ui.add_space(24.0);
+                ui.heading("Welcome to Postern");
+                ui.label("Private messages with no phone number, no e-mail and no account.");
+                ui.add_space(16.0);
+            });
+            ui.with_layout(Layout::top_down(Align::Center), |ui| {
+                ui.set_max_width(360.0);
+                field(
+                    ui,
+                    "Your name (only your contacts see it)",
+                    &mut self.forms.name,
+                    false,
+                );
+                ui.add_space(8.0);
+                match default_relay {
+                    Some(d) if !self.forms.custom_relay => {
+                        ui.label(format!("Home relay: {}", relay_host(d)));
+                        if ui.button("Use another relay").clicked() {
+                            self.forms.custom_relay = true;
+                        }
+                    }
+                    _ => {
+                        field(
+                            ui,
+                            "Home relay address (postern-relay://…)",
+                            &mut self.forms.relay,
+                            false,
+                        );
+                    }
+                }
+                ui.add_space(8.0);
+                if keychain {
+                    ui.checkbox(
+                        &mut self.forms.use_keychain,
+                        "Keep the key in the system keychain (no passphrase)",
+                    );
+                }
+                let mut strength = None;
+                if !self.forms.use_keychain {
+                    field(ui, "Passphrase", &mut self.forms.passphrase, true);
+                    let s = format::strength(&self.forms.passphrase);
+                    let color = match s {
+                        Strength::TooShort => RED,
+                        Strength::Weak => AMBER,
+                        _ => GREEN,
+                    };
+                    ui.colored_label(color, format!("Strength: {}", s.hint()));
+                    field(ui, "Repeat the passphrase", &mut self.forms.repeat, true);
+                    strength = Some(s);
+                }
+                ui.add_space(12.0);
+                let matches = self.forms.passphrase.as_str() == self.forms.repeat.as_str();
+                let ready = !busy
+                    && match strength {
+                        None => true,
+                        Some(s) => s != Strength::TooShort && matches,
+                    };
+                if strength.is_some() && !matches && !self.forms.repeat.is_empty() {
+                    ui.colored_label(RED, "The two passphrases differ");
+                }
+                if ui
+                    .add_enabled(ready, egui::Button::new("Create profile"))
+                    .clicked()
+                {
+                    let relay = if self.forms.custom_relay || default_relay.is_none() {
+                        Some(self.forms.relay.trim().to_owned())
+                    } else {
+                        None
+                    };
+                    let passphrase = (!self.forms.use_keychain)
+                        .then(|| Zeroizing::new(self.forms.passphrase.to_string()));
+                    self.command(Command::Create {
+                        name: self.forms.name.trim().to_owned(),
+                        relay,
+                        passphrase,
+                    });
+                    if let Phase::Onboarding { busy, error, .. } = &mut self.phase {
+                        *busy = true;
+                        *error = None;
+                    }
+                }
+                if busy {
+                    ui.spinner();
+                    ui.label("Creating your keys…");
+                }
+                if let Some(e) = error {
+                    ui.colored_label(RED, e);
+                }
+            });
+        });
+    }
+
+    pub(crate) fn unlock(
+        &mut self,
+        ui: &mut egui::Ui,
+        keychain: bool,
+        error: Option<String>,
+        reason: Option<String>,
+        busy: bool,
+    ) {
+        egui::CentralPanel::default().show(ui, |ui| {
+            ui.vertical_centered(|ui| {
+                ui.add_space(48.0);
+                ui.heading("Postern is locked");
+                if let Some(r) = reason {
+                    ui.label(r);
+                }
+                ui.add_space(16.0);
+                ui.set_max_width(360.0);
+                let mut go = false;
+                if !keychain {
+                    let r = field(ui, "Passphrase", &mut self.forms.passphrase, true);
+                    if !busy && r.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter)) {
+                        go = true;
+                    }
+                    if !busy && !r.has_focus() && self.forms.passphrase.is_empty() {
+                        r.request_focus();
+                    }
+                }
+                if ui.add_enabled(!busy, egui::Button::new("Unlock")).clicked() {
+                    go = true;
+                }
+                if go {
+                    let p = Zeroizing::new(core::mem::take(&mut *self.forms.passphrase));
+                    self.command(Command::Unlock(p));
+                    if let Phase::Locked { busy, error, .. } = &mut self.phase {
+                        *busy = true;
+                        *error = None;
+                    }
+                }
+                if busy {
+                    ui.spinner();
+                }
+                if let Some(e) = error {
+                    ui.colored_label(RED, e);
+                }
+            });
+        });
+    }
+
+    pub(crate) fn main(&mut self, ui: &mut egui::Ui) {
+        self.shortcuts(ui);
+        egui::Panel::top("bar").show(ui, |ui| self.top_bar(ui));
+        egui::Panel::left("contacts")
+            .resizable(true)
+            .default_size(300.0)
+            .min_size(220.0)
+            .show(ui, |ui| {
+                egui::Panel::bottom("status")
+                    .resizable(false)
+                    .show(ui, |ui| self.status_area(ui));
+                egui::CentralPanel::default().show(ui, |ui| self.contact_list(ui));
+            });
+        egui::CentralPanel::default().show(ui, |ui| self.conversation(ui));
+        self.dialogs(ui);
+        self.dropped_and_pasted(ui);
+    }
+
+    fn shortcuts(&mut self, ui: &mut egui::Ui) {
+        let pressed =
+            |ui: &mut egui::Ui, i: usize| ui.input_mut(|inp| inp.consume_shortcut(&shortcut(i)));
+        if pressed(ui, 0) {
+            self.focus_search = true;
+        }
+        if pressed(ui, 1) && self.selected.is_some() {
+            self.searching = true;
+            self.focus_search_messages = true;
+        }
+        let step = if pressed(ui, 2) {
+            1
+        } else if pressed(ui, 3) {
+            -1
+        } else {
+            0
+        };
+        if step != 0 && !self.contacts.is_empty() {
+            let n = self.contacts.len() as isize;
+            let at = self
+                .selected
+                .and_then(|s| self.contacts.iter().position(|c| c.address == s))
+                .map_or(if step > 0 { -1 } else { 0 }, |i| i as isize);
+            let next = (at + step).rem_euclid(n) as usize;
+            if let Some(c) = self.contacts.get(next) {
+                let a = c.address;
+                self.open(a);
+            }
+        }
+        if pressed(ui, 4)
+            && let Some(to) = self.selected
+        {
+            self.command(Command::Attach { to });
+        }
+        if pressed(ui, 5) {
+            self.invite();
+        }
+        if pressed(ui, 6) {
+            self.command(Command::Lock);
+        }
+        if pressed(ui, 7) {
+            self.dialog = Dialog::Shortcuts;
+        }
+    }
+
+    fn invite(&mut self) {
+        self.dialog = Dialog::Inviting;
+        self.request(Request::CreateInvite);
+    }
+
+    pub(crate) fn open(&mut self, peer: postern_core::Address) {
+        if self.selected != Some(peer) {
+            self.selected = Some(peer);
+            self.messages.clear();
+            self.reply_to = None;
+            self.draft.clear();
+            self.message_search.clear();
+            self.searching = false;
+            self.list = crate::message_list();
+            self.request(Request::Open(peer));
+        }
+        self.focus_composer = true;
+    }
+
+    fn top_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.heading("Postern");
+            if let Some(me) = &self.me {
+                let name = if me.name.is_empty() {
+                    short_address(&me.address)
+                } else {
+                    me.name.clone()
+                };
+                ui.label(RichText::new(name).strong());
+            }
+            ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+                if ui.button("Lock").clicked() {
+                    self.command(Command::Lock);
+                }
+                if ui.button("Settings").clicked() {
+                    self.dialog = Dialog::Settings;
+                }
+                if ui.button("Keyboard shortcuts").clicked() {
+                    self.dialog = Dialog::Shortcuts;
+                }
+            });
+        });
+    }
+
+    /// The privacy state, always visible: where messages go and how.
+    fn status_area(&mut self, ui: &mut egui::Ui) {
+        let s = &self.status;
+        let (color, state) = match s.connection {
+            Connection::Connected => (GREEN, "Connected"),
+            Connection::Connecting => (AMBER, "Connecting…"),
+            Connection::Reconnecting => (RED, "Reconnecting…"),
+            Connection::Idle => (Color32::GRAY, "Not connected (no contacts yet)"),
+        };
+        ui.add_space(4.0);
+        ui.horizontal(|ui| {
+            widgets::dot(ui, color);
+            ui.label(RichText::new(state).strong());
+        });
+        let relay = s.home.as_deref().map_or("none".to_owned(), relay_host);
+        ui.label(format!("Home relay: {relay}"));
+        if s.onion {
+            ui.label(format!("Onion routing: {} hops", s.hops));
+            let dir = s
+                .directory_fetched
+                .map_or("not fetched yet".to_owned(), |t| format::ago(t, self.now));
+            ui.label(format!("Relay directory: {dir}"));
+            ui.label(format!(
+                "Cover traffic: {}/min ({} sent)",
+                s.cover_per_minute, s.cover_sent
+            ));
+        } else {
+            ui.colored_label(AMBER, "Direct to relays (no onion network)");
+        }
+        ui.label(format!(
+            "Awaiting acknowledgement: {} · Outbox: {}",
+            s.awaiting_ack, s.outbox
+        ));
+        ui.add_space(4.0);
+    }
+
+    fn contact_list(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            if ui.button("New invitation").clicked() {
+                self.invite();
+            }
+            if ui.button("Accept invitation").clicked() {
+                self.dialog = Dialog::Accept(String::new());
+            }
+        });
+        let search = ui.add(
+            egui::TextEdit::singleline(&mut self.contact_search)
+                .hint_text("Search contacts")
+                .desired_width(f32::INFINITY),
+        );
+        crate::name_input(ui, &search, "Search contacts");
+        if core::mem::take(&mut self.focus_search) {
+            search.request_focus();
+        }
+        ui.separator();
+        if self.contacts.is_empty() {
+            ui.label("No contacts yet. Make an invitation and give it to someone in person, or accept theirs.");
+            return;
+        }
+        let q = self.contact_search.to_lowercase();
+        let mut open = None;
+        egui::ScrollArea::vertical()
+            .id_salt("contact list")
+            .auto_shrink([false; 2])
+            .show(ui, |ui| {
+                for c in &self.contacts {
+                    let name = if c.name.is_empty() {
+                        short_address(&c.address)
+                    } else {
+                        c.name.clone()
+                    };
+                    if !q.is_empty()
+                        && !name.to_lowercase().contains(&q)
+                        && !c.address.to_string().starts_with(&q)
+                    {
+                        continue;
+                    }
+                    let selected = self.selected == Some(c.address);
+                    let r = ui
+                        .push_id(c.address.as_bytes(), |ui| {
+                            contact_row(ui, c, &name, selected, self.now, self.offset_minutes)
+                        })
+                        .inner;
+                    if r.clicked() {
+                        open = Some(c.address);
+                    }
+                }
+            });
+        if let Some(a) = open {
+            self.open(a);
+        }
+    }
+
+    fn conversation(&mut self, ui: &mut egui::Ui) {
+        let Some(peer) = self.selected else {
+            ui.centered_and_justified(|ui| {
+                ui.label("Choose a conversation, or make an invitation to add someone.");
+            });
+            return;
+        };
+        let contact = self.contacts.iter().find(|c| c.address == peer).cloned();
+        let name = contact
+            .as_ref()
+            .map(|c| c.name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| short_address(&peer));
+        let verified = contact.as_ref().is_some_and(|c| c.verified);
+        ui.horizontal(|ui| {
+            ui.heading(&name);
+            if verified {
+                ui.colored_label(GREEN, "Verified");
+            } else {
+                ui.colored_label(AMBER, "Not verified");
+            }
+            ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+                if ui.button("Safety number").clicked() {
+                    self.request(Request::Safety(peer));
+                }
+                if ui.button("Search in conversation").clicked() {
+                    self.searching = !self.searching;
+                    self.focus_search_messages = self.searching;
+                }
+            });
+        });
+        if self.searching {
+            let r = ui.add(
+                egui::TextEdit::singleline(&mut self.message_search)
+                    .hint_text("Search in this conversation")
+                    .desired_width(f32::INFINITY),
+            );
+            crate::name_input(ui, &r, "Search in this conversation");
+            if core::mem::take(&mut self.focus_search_messages) {
+                r.request_focus();
+            }
+        }
+        ui.separator();
+        if self.key_changed.contains(&peer) {
+            key_change_banner(ui, &name);
+            return;
+        }
+        egui::Panel::bottom("composer")
+            .resizable(false)
+            .show(ui, |ui| self.composer(ui, peer));
+        egui::CentralPanel::default().show(ui, |ui| self.message_list(ui, &name));
+    }
+
+    fn message_list(&mut self, ui: &mut egui::Ui, name: &str) {
+        let q = self.message_search.to_lowercase();
+        let shown: Vec<usize> = if self.searching && !q.is_empty() {
+            self.messages
+                .iter()
+                .enumerate()
+                .filter(
+                    |(_, m)| matches!(&m.body, BodyView::Text(t) if t.to_lowercase().contains(&q)),
+                )
+                .map(|(i, _)| i)
+                .collect()
+        } else {
+            (0..self.messages.len()).collect()
+        };
+        if self.searching && !q.is_empty() {
+            ui.label(format!("{} matching messages", shown.len()));
+        }
+        if shown.is_empty() && !self.searching {
+            ui.label("No messages yet. Say hello.");
+        }
+        let mut actions = Vec::new();
+        let ctx = ui.ctx().clone();
+        egui::ScrollArea::vertical()
+            .id_salt("messages")
+            .auto_shrink([false; 2])
+            .stick_to_bottom(true)
+            .show(ui, |ui| {
+                ui.set_width(ui.available_width());
+                let list = &mut self.list;
+                let messages = &self.messages;
+                let textures = &mut self.textures;
+                let progress = &self.progress;
+                let (now, offset) = (self.now, self.offset_minutes);
+                list.ui_custom_layout(ui, shown.len(), |ui, row| {
+                    let Some(m) = shown.get(row).and_then(|i| messages.get(*i)) else {
+                        return 1;
+                    };
+                    let quoted = m.reply_to.and_then(|r| messages.iter().find(|x| x.id == r));
+                    let p = progress.get(&m.id).copied();
+                    if let Some(a) = bubble(ui, &ctx, m, name, quoted, p, textures, now, offset) {
+                        actions.push((a, m.id));
+                    }
+                    1
+                });
+            });
+        for (a, id) in actions {
+            let Some(peer) = self.selected else { break };
+            match a {
+                Action::Reply => {
+                    self.reply_to = Some(id);
+                    self.focus_composer = true;
+                }
+                Action::Retry => self.request(Request::Retry { to: peer, id }),
+                Action::Save => self.command(Command::Save { peer, id }),
+            }
+        }
+    }
+
+    fn composer(&mut self, ui: &mut egui::Ui, peer: postern_core::Address) {
+        ui.add_space(4.0);
+        if let Some(r) = self.reply_to {
+            let quoted = self.messages.iter().find(|m| m.id == r).map(excerpt);
+            ui.horizontal(|ui| {
+                ui.label(format!("Replying to: {}", quoted.unwrap_or_default()));
+                if ui.small_button("Cancel reply").clicked() {
+                    self.reply_to = None;
+                }
+            });
+        }
+        let mut send = false;
+        ui.horizontal(|ui| {
+            if ui.button("Attach file").clicked() {
+                self.command(Command::Attach { to: peer });
+            }
+            let width = (ui.available_width() - 70.0).max(120.0);
+            let out = egui::TextEdit::multiline(&mut self.draft)
+                .hint_text("Message")
+                .desired_rows(2)
+                .desired_width(width)
+                .return_key(KeyboardShortcut::new(Modifiers::SHIFT, Key::Enter))
+                .show(ui);
+            crate::name_input(ui, &out.response, "Message");
+            if core::mem::take(&mut self.focus_composer) {
+                out.response.request_focus();
+            }
+            if out.response.has_focus()
+                && ui.input(|i| i.key_pressed(Key::Enter) && !i.modifiers.shift)
+            {
+                send = true;
+            }
+            if ui.button("Send").clicked() {
+                send = true;
+            }
+        });
+        ui.label(
+            RichText::new(
+                "Enter sends, Shift+Enter starts a new line. Photos are re-encoded: location and camera data never leave this device.",
+            )
+            .small()
+            .weak(),
+        );
+        if send {
+            let text = self.draft.trim_end_matches('\n').to_owned();
+            if !text.trim().is_empty() {
+                let reply_to = self.reply_to.take();
+                self.request(Request::SendText {
+                    to: peer,
+                    text,
+                    reply_to,
+                });
+                self.draft.clear();
+            }
+        }
+    }
+
+    fn dropped_and_pasted(&mut self, ui: &mut egui::Ui) {
+        let (paths, hovering, pasted) = ui.input(|i| {
+            let paths: Vec<std::path::PathBuf> = i
+                .raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect();
+            let pasted: Vec<std::sync::Arc<egui::ColorImage>> = i
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    egui::Event::PasteImage(img) => Some(img.clone()),
+                    _ => None,
+                })
+                .collect();
+            (paths, !i.raw.hovered_files.is_empty(), pasted)
+        });
+        if hovering && self.selected.is_some() {
+            let rect = ui.ctx().content_rect();
+            let p = ui.ctx().layer_painter(egui::LayerId::new(
+                egui::Order::Foreground,
+                egui::Id::unique("drop"),
+            ));
+            p.rect_filled(rect, 0.0, Color32::from_black_alpha(140));
+            p.text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                "Drop to send",
+                egui::FontId::proportional(28.0),
+                Color32::WHITE,
+            );
+        }
+        if !paths.is_empty()
+            && let Some(to) = self.selected
+        {
+            self.command(Command::AttachPaths { to, paths });
+        }
+        for img in pasted {
+            let purpose = match &self.dialog {
+                Dialog::Accept(_) => Some(Purpose::Invitation),
+                Dialog::Safety(s) => Some(Purpose::Verify(s.peer)),
+                _ => None,
+            };
+            match purpose {
+                Some(purpose) => {
+                    let [w, h] = img.size;
+                    let pixels = img
+                        .pixels
+                        .iter()
+                        .map(|c| {
+                            let l =
+                                (u16::from(c.r()) * 3 + u16::from(c.g()) * 6 + u16::from(c.b()))
+                                    / 10;
+                            u8::try_from(l).unwrap_or(u8::MAX)
+                        })
+                        .collect();
+                    self.request(Request::Scan {
+                        image: postern_app::Image::Luma {
+                            width: u32::try_from(w).unwrap_or(0),
+                            height: u32::try_from(h).unwrap_or(0),
+                            pixels,
+                        },
+                        purpose,
+                    });
+                }
+                None => self.toast(
+                    "Paste an image with a QR code into “Accept invitation” or a safety number",
+                    false,
+                ),
+            }
+        }
+    }
+
+    fn dialogs(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        let close = match self.dialog.clone() {
+            Dialog::None => false,
+            Dialog::Inviting => modal(&ctx, "inviting", |ui| {
+                ui.heading("New invitation");
+                ui.spinner();
+                ui.label("Making a one-time invitation on your relay…");
+                ui.button("Close").clicked()
+            }),
+            Dialog::Invitation(link) => {
+                let tex = self.textures.qr(&ctx, link.as_bytes());
+                modal(&ctx, "invitation", |ui| {
+                    ui.heading("Your one-time invitation");
+                    ui.label("Show the code to a phone, or give the link by a channel you trust. It works once, for 7 days.");
+                    if let Some(t) = tex {
+                        ui.add(
+                            egui::Image::new(&t)
+                                .fit_to_exact_size(egui::Vec2::splat(320.0))
+                                .alt_text("Invitation QR code"),
+                        );
+                    }
+                    ui.add(egui::Label::new(RichText::new(&link).monospace().small()).wrap());
+                    let mut done = false;
+                    ui.horizontal(|ui| {
+                        if ui.button("Copy link").clicked() {
+                            ui.ctx().copy_text(link.clone());
+                        }
+                        done = ui.button("Done").clicked();
+                    });
+                    done
+                })
+            }
+            Dialog::Accept(mut link) => {
+                let mut accept = false;
+                let mut scan = false;
+                let close = modal(&ctx, "accept", |ui| {
+                    ui.heading("Accept an invitation");
+                    ui.label("Paste the link you were given, open an image of its QR code, or paste such an image (Ctrl+V).");
+                    let r = ui.add(
+                        egui::TextEdit::singleline(&mut link)
+                            .hint_text("postern:…")
+                            .desired_width(420.0),
+                    );
+                    crate::name_input(ui, &r, "Invitation link");
+                    let mut close = false;
+                    ui.horizontal(|ui| {
+                        accept = ui
+                            .add_enabled(!link.trim().is_empty(), egui::Button::new("Accept"))
+                            .clicked();
+                        scan = ui.button("Open QR image…").clicked();
+                        close = ui.button("Cancel").clicked();
+                    });
+                    close
+                });
+                if accept {
+                    self.request(Request::AcceptInvite(link.trim().to_owned()));
+                }
+                if scan {
+                    self.command(Command::OpenImageToScan(Purpose::Invitation));
+                }
+                if let Dialog::Accept(l) = &mut self.dialog {
+                    *l = link;
+                }
+                close
+            }
+            Dialog::Safety(s) => {
+                let tex = self.textures.qr(&ctx, &s.scannable);
+                let mut confirm = false;
+                let mut scan = false;
+                let who = if s.name.is_empty() {
+                    short_address(&s.peer)
+                } else {
+                    s.name.clone()
+                };
+                let close = modal(&ctx, "safety", |ui| {
+                    ui.heading(format!("Safety number with {who}"));
+                    if s.verified {
+                        ui.colored_label(GREEN, "Verified");
+                    }
+                    ui.label("Compare these 60 digits with the ones on their screen, or scan each other's code. If they match, nobody is in the middle.");
+                    let groups = postern_app::group_digits(&s.digits);
+                    egui::Grid::new("digits")
+                        .spacing([18.0, 6.0])
+                        .show(ui, |ui| {
+                            for (i, g) in groups.iter().enumerate() {
+                                ui.label(RichText::new(g).monospace().size(18.0));
+                                if i % 4 == 3 {
+                                    ui.end_row();
+                                }
+                            }
+                        });
+                    if let Some(t) = tex {
+                        ui.add(
+                            egui::Image::new(&t)
+                                .fit_to_exact_size(egui::Vec2::splat(240.0))
+                                .alt_text("Safety number QR code"),
+                        );
+                    }
+                    let mut close = false;
+                    ui.horizontal(|ui| {
+                        if !s.verified {
+                            confirm = ui.button("Mark as verified").clicked();
+                        }
+                        scan = ui.button("Scan their code from an image…").clicked();
+                        close = ui.button("Close").clicked();
+                    });
+                    close
+                });
+                if confirm {
+                    self.request(Request::ConfirmVerified(s.peer));
+                }
+                if scan {
+                    self.command(Command::OpenImageToScan(Purpose::Verify(s.peer)));
+                }
+                close
+            }
+            Dialog::Settings => self.settings(&ctx),
+            Dialog::Shortcuts => modal(&ctx, "shortcuts", |ui| {
+                ui.heading("Keyboard shortcuts");
+                egui::Grid::new("keys").spacing([24.0, 6.0]).show(ui, |ui| {
+                    ui.label(RichText::new("Enter").monospace());
+                    ui.label("Send the message");
+                    ui.end_row();
+                    ui.label(RichText::new("Shift+Enter").monospace());
+                    ui.label("New line");
+                    ui.end_row();
+                    for (k, what) in SHORTCUTS {
+                        ui.label(RichText::new(ctx.format_shortcut(k)).monospace());
+                        ui.label(*what);
+                        ui.end_row();
+                    }
+                });
+                ui.button("Close").clicked()
+            }),
+        };
+        if close {
+            self.dialog = Dialog::None;
+        }
+    }
+
+    fn settings(&mut self, ctx: &egui::Context) -> bool {
+        let mut p = self.prefs.clone();
+        let close = modal(ctx, "settings", |ui| {
+            ui.heading("Settings");
+            ui.label("Theme");
+            ui.horizontal(|ui| {
+                ui.selectable_value(
+                    &mut p.theme,
+                    egui::ThemePreference::System,
+                    "Follow the system",
+                );
+                ui.selectable_value(&mut p.theme, egui::ThemePreference::Dark, "Dark");
+                ui.selectable_value(&mut p.theme, egui::ThemePreference::Light, "Light");
+            });
+            ui.add(egui::Slider::new(&mut p.scale, 0.75..=2.0).text("Interface scale"));
+            ui.separator();
+            ui.checkbox(&mut p.notifications, "Notify me of new messages");
+            ui.add_enabled(
+                p.notifications,
+                egui::Checkbox::new(
+                    &mut p.notification_content,
+                    "Show the sender and text in notifications",
+                ),
+            );
+            ui.separator();
+            ui.add(
+                egui::Slider::new(&mut p.cover_per_minute, 0..=60).text("Cover packets per minute"),
+            );
+            ui.label(
+                RichText::new("Cover packets look like messages on the wire: more hide better, and cost bandwidth.")
+                    .small()
+                    .weak(),
+            );
+            ui.add(
+                egui::Slider::new(&mut p.auto_lock_minutes, 0..=240)
+                    .text("Lock after idle minutes (0: never)"),
+            );
+            ui.button("Close").clicked()
+        });
+        if p != self.prefs {
+            self.prefs = p.clone();
+            self.command(Command::Prefs(p));
+        }
+        close
+    }
+
+    pub(crate) fn toasts(&mut self, ui: &mut egui::Ui) {
+        let t = ui.input(|i| i.time);
+        for toast in &mut self.toasts {
+            if toast.until.is_nan() {
+                toast.until = t + if toast.error { 8.0 } else { 4.0 };
+            }
+        }
+        self.toasts.retain(|x| x.until > t);
+        if self.toasts.len() > 4 {
+            let drop = self.toasts.len() - 4;
+            self.toasts.drain(..drop);
+        }
+        if let Some(next) = self.toasts.iter().map(|x| x.until).reduce(f64::min) {
+            ui.ctx()
+                .request_repaint_after(std::time::Duration::from_secs_f64((next - t).max(0.05)));
+        }
+        let mut dismiss = None;
+        egui::Area::new(egui::Id::unique("toasts"))
+            .anchor(egui::Align2::CENTER_BOTTOM, [0.0, -16.0])
+            .order(egui::Order::Foreground)
+            .show(ui.ctx(), |ui| {
+                for (i, Toast { text, error, .. }) in self.toasts.iter().enumerate() {
+                    let fill = if *error {
+                        RED
+                    } else {
+                        accent(ui.visuals().dark_mode)
+                    };
+                    egui::Frame::new()
+                        .fill(fill)
+                        .corner_radius(8.0)
+                        .inner_margin(10.0)
+                        .show(ui, |ui| {
+                            ui.set_max_width(520.0);
+                            ui.horizontal(|ui| {
+                                ui.add(
+                                    egui::Label::new(RichText::new(text).color(Color32::WHITE))
+                                        .wrap(),
+                                );
+                                if ui.small_button("Dismiss").clicked() {
+                                    dismiss = Some(i);
+                                }
+                            });
+                        });
+                }
+            });
+        if let Some(i) = dismiss {
+            self.toasts.remove(i);
+        }
+    }
+}
+
+/// Applies the interface scale.
+pub(crate) fn ui_scale(ctx: &egui::Context, p: &crate::Prefs) {
+    if (ctx.zoom_factor() - p.scale).abs() > f32::EPSILON {
+        ctx.set_zoom_factor(p.scale);
+    }
+}
+
+/// A modal dialog; returns whether it should close (its own button, or
+/// Escape / a click outside).
+fn modal(ctx: &egui::Context, id: &str, content: impl FnOnce(&mut egui::Ui) -> bool) -> bool {
+    let r = egui::Modal::new(egui::Id::unique(("modal", id))).show(ctx, |ui| {
+        ui.set_max_width(520.0);
+        content(ui)
+    });
+    r.inner || r.should_close()
+}
+
+/// The host and port of a relay address (the pin is not for people).
+fn relay_host(addr: &str) -> String {
+    let a = addr.strip_prefix("postern-relay://").unwrap_or(addr);
+    a.split('#').next().unwrap_or(a).to_owned()
+}
+
+fn contact_row(
+    ui: &mut egui::Ui,
+    c: &postern_app::ContactView,
+    name: &str,
+    selected: bool,
+    now: postern_core::UnixTime,
+    offset: i32,
+) -> egui::Response {
+    let fill = if selected {
+        ui.visuals().selection.bg_fill
+    } else {
+        Color32::TRANSPARENT
+    };
+    let inner = egui::Frame::new()
+        .fill(fill)
+        .corner_radius(6.0)
+        .inner_margin(6.0)
+        .show(ui, |ui| {
+            ui.set_width(ui.available_width());
+            ui.horizontal(|ui| {
+                ui.label(RichText::new(name).strong());
+                if c.verified {
+                    ui.colored_label(GREEN, "verified");
+                }
+                if c.key_changed {
+                    ui.colored_label(RED, "key changed");
+                }
+                ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+                    if c.unread > 0 {
+                        egui::Frame::new()
+                            .fill(accent(ui.visuals().dark_mode))
+                            .corner_radius(9.0)
+                            .inner_margin(egui::Margin::symmetric(6, 1))
+                            .show(ui, |ui| {
+                                ui.label(
+                                    RichText::new(c.unread.to_string())
+                                        .color(Color32::WHITE)
+                                        .small(),
+                                );
+                            });
+                    }
+                    if let Some(t) = c.last_time {
+                        ui.label(RichText::new(format::time(t, now, offset)).small().weak());
+                    }
+                });
+            });
+            if let Some(l) = &c.last {
+                ui.add(egui::Label::new(RichText::new(l).weak()).truncate());
+            }
+        });
+    let r = ui.interact(
+        inner.response.rect,
+        ui.scope_id().with("row"),
+        Sense::click(),
+    );
+    let mut label = name.to_owned();
+    if c.unread > 0 {
+        label.push_str(&format!(", {} unread", c.unread));
+    }
+    if c.verified {
+        label.push_str(", verified");
+    }
+    r.widget_info(|| egui::WidgetInfo::selected(egui::Role::Button, true, selected, &label));
+    r
+}
+
+fn key_change_banner(ui: &mut egui::Ui, name: &str) {
+    egui::Frame::new()
+        .fill(Color32::from_rgb(0x5c, 0x1a, 0x16))
+        .corner_radius(8.0)
+        .inner_margin(16.0)
+        .show(ui, |ui| {
+            ui.set_width(ui.available_width());
+            ui.label(
+                RichText::new(format!("{name}'s safety number changed"))
+                    .heading()
+                    .color(Color32::WHITE),
+            );
+            ui.label(
+                RichText::new(format!(
+                    "A message came from {name} with an identity key that is not the one you know. \
+                     It may be a new device, or someone in the middle. Nothing is sent to or shown from \
+                     {name} until you accept a new key: ask {name}, by a channel you trust, for a new \
+                     invitation and open it, then compare safety numbers."
+                ))
+                .color(Color32::WHITE),
+            );
+        });
+}
+
+/// What a message bubble asks for.
+enum Action {
+    Reply,
+    Retry,
+    Save,
+}
+
+fn excerpt(m: &MessageView) -> String {
+    match &m.body {
+        BodyView::Text(t) => t.chars().take(60).collect(),
+        BodyView::Image { .. } => "Photo".to_owned(),
+        BodyView::File { name, .. } => format!("File {name}"),
+        BodyView::Voice { .. } => "Voice message".to_owned(),
+        _ => "Message".to_owned(),
+    }
+}
+
+/// The words a screen reader says for a message: sender, body, time,
+/// state.
+fn spoken(m: &MessageView, name: &str, time: &str) -> String {
+    let who = if m.outgoing { "You" } else { name };
+    let body = match &m.body {
+        BodyView::Text(t) => t.clone(),
+        BodyView::Image { size, .. } => format!("photo, {}", format::size(*size)),
+        BodyView::File { name, size, .. } => format!("file {name}, {}", format::size(*size)),
+        BodyView::Voice { duration_ms, .. } => {
+            format!(
+                "voice message, {}",
+                format::duration(u64::from(*duration_ms))
+            )
+        }
+        _ => "a message this version cannot show".to_owned(),
+    };
+    let state = if m.outgoing {
+        format!(", {}", m.delivery.map_or("sent", format::delivery))
+    } else {
+        String::new()
+    };
+    format!("{who}: {body}, {time}{state}")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bubble(
+    ui: &mut egui::Ui,
+    ctx: &egui::Context,
+    m: &MessageView,
+    name: &str,
+    quoted: Option<&MessageView>,
+    progress: Option<(usize, usize)>,
+    textures: &mut widgets::Textures,
+    now: postern_core::UnixTime,
+    offset: i32,
+) -> Option<Action> {
+    let dark = ui.visuals().dark_mode;
+    let (fill, ink) = if m.outgoing {
+        (accent(dark), Color32::WHITE)
+    } else if dark {
+        (Color32::from_gray(0x33), Color32::from_gray(0xee))
+    } else {
+        (Color32::from_gray(0xe8), Color32::from_gray(0x11))
+    };
+    let time = format::time(m.time, now, offset);
+    let mut action = None;
+    let layout = if m.outgoing {
+        Layout::right_to_left(Align::TOP)
+    } else {
+        Layout::left_to_right(Align::TOP)
+    };
+    ui.push_id(m.id, |ui| {
+        ui.with_layout(layout, |ui| {
+            let max = (ui.available_width() * 0.75).max(200.0);
+            let inner = egui::Frame::new()
+                .fill(fill)
+                .corner_radius(12.0)
+                .inner_margin(egui::Margin::symmetric(10, 6))
+                .show(ui, |ui| {
+                    ui.set_max_width(max);
+                    ui.with_layout(Layout::top_down(Align::LEFT), |ui| {
+                        if let Some(q) = quoted {
+                            ui.label(
+                                RichText::new(format!("› {}", excerpt(q)))
+                                    .color(ink)
+                                    .italics()
+                                    .small(),
+                            );
+                        }
+                        match &m.body {
+                            BodyView::Text(t) => {
+                                ui.add(
+                                    egui::Label::new(RichText::new(t).color(ink))
+                                        .wrap()
+                                        .selectable(true),
+                                );
+                            }
+                            BodyView::Image {
+                                width,
+                                height,
+                                thumbnail,
+                                size,
+                                chunks,
+                            } => {
+                                if let Some(px) = thumbnail {
+                                    let t = textures.thumb(ctx, &m.id, px);
+                                    let w = (*width as f32).clamp(60.0, 280.0);
+                                    let h = w * (*height as f32 / (*width).max(1) as f32);
+                                    ui.add(
+                                        egui::Image::new(&t)
+                                            .fit_to_exact_size(egui::vec2(w, h.min(360.0)))
+                                            .corner_radius(8.0)
+                                            .alt_text("Photo"),
+                                    );
+                                }
+                                transfer(ui, *size, *chunks, progress, ink, &mut action);
+                            }
+                            BodyView::File { name, size, chunks } => {
+                                ui.label(
+                                    RichText::new(format!("File: {name}")).color(ink).strong(),
+                                );
+                                transfer(ui, *size, *chunks, progress, ink, &mut action);
+                            }
+                            BodyView::Voice {
+                                duration_ms,
+                                waveform,
+                                size,
+                                chunks,
+                            } => {
+                                ui.horizontal(|ui| {
+                                    widgets::waveform(ui, waveform, ink);
+                                    ui.label(
+                                        RichText::new(format::duration(u64::from(*duration_ms)))
+                                            .color(ink),
+                                    );
+                                });
+                                transfer(ui, *size, *chunks, progress, ink, &mut action);
+                            }
+                            _ => {
+                                ui.label(
+                                    RichText::new("A message this version cannot show")
+                                        .color(ink)
+                                        .italics(),
+                                );
+                            }
+                        }
+                        ui.horizontal(|ui| {
+                            ui.label(RichText::new(&time).color(ink).small());
+                            if m.outgoing {
+                                widgets::delivery_mark(ui, m.delivery, ink);
+                                let words = m.delivery.map_or("sent", format::delivery);
+                                ui.label(RichText::new(words).color(ink).small());
+                                if m.delivery == Some(DeliveryState::Failed)
+                                    && ui.small_button("Retry").clicked()
+                                {
+                                    action = Some(Action::Retry);
+                                }
+                            }
+                            if ui.small_button("Reply").clicked() {
+                                action = Some(Action::Reply);
+                            }
+                        });
+                    });
+                });
+            let label = spoken(m, name, &time);
+            let r = ui.interact(
+                inner.response.rect,
+                ui.scope_id().with("message"),
+                Sense::hover(),
+            );
+            r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::ListItem, true, &label));
+        });
+    });
+    ui.add_space(4.0);
+    action
+}
+
+/// An attachment's transfer state: progress while incomplete, a save
+/// button once complete.
+fn transfer(
+    ui: &mut egui::Ui,
+    size: u64,
+    chunks: (usize, usize),
+    progress: Option<(usize, usize)>,
+    ink: Color32,
+    action: &mut Option<Action>,
+) {
+    let (done, total) = progress.map_or(chunks, |p| if p.0 > chunks.0 { p } else { chunks });
+    if total > 0 && done < total {
+        let f = done as f32 / total as f32;
+        ui.add(
+            egui::ProgressBar::new(f)
+                .desired_width(200.0)
+                .text(format!("{} of {}", done, total)),
+        );
+    } else {
+        ui.horizontal(|ui| {
+            ui.label(RichText::new(format::size(size)).color(ink).small());
+            if ui.small_button("Save as…").clicked() {
+                *action = Some(Action::Save);
+            }
+        });
+    }
+}

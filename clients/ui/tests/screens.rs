@@ -1,0 +1,528 @@
+//! Every screen driven by its AccessKit names, as a screen reader or a
+//! user would: what the shell told it in, what it asks for out. The
+//! harness also fails any frame with an input widget that has no name.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use egui::accesskit::Role;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use postern_app::{
+    BodyView, Connection, ContactView, DeliveryState, Failure, MeView, MessageView, Request,
+    SafetyView, StatusView, Update,
+};
+use postern_core::{Address, ErrorKind, UnixTime};
+use postern_ui::{App, Command, Event, Prefs};
+
+/// Noon, some day.
+const NOW: UnixTime = UnixTime(1_800_014_400_000 - 1_800_014_400_000 % 86_400_000 + 43_200_000);
+
+fn bob() -> Address {
+    Address::from_bytes([0xB0; 16])
+}
+
+fn harness(app: App) -> Harness<'static, App> {
+    let mut h = Harness::builder()
+        .with_size([1100.0, 760.0])
+        .with_max_steps(24)
+        .build_ui_state(
+            |ui, app: &mut App| {
+                app.set_clock(NOW, 0);
+                app.ui(ui);
+            },
+            app,
+        );
+    h.run();
+    h
+}
+
+fn commands(h: &mut Harness<'_, App>) -> Vec<Command> {
+    h.state_mut().take_commands()
+}
+
+fn apply(h: &mut Harness<'_, App>, e: Event) {
+    h.state_mut().apply(e);
+    h.run();
+}
+
+fn contact(name: &str, unread: u64, verified: bool) -> ContactView {
+    ContactView {
+        address: bob(),
+        name: name.into(),
+        verified,
+        unread,
+        last: Some("see you at noon".into()),
+        last_time: Some(NOW),
+        key_changed: false,
+    }
+}
+
+fn text(id: u8, outgoing: bool, t: &str, delivery: Option<DeliveryState>) -> MessageView {
+    MessageView {
+        peer: bob(),
+        id: [id; 16],
+        outgoing,
+        time: NOW,
+        reply_to: None,
+        body: BodyView::Text(t.into()),
+        delivery,
+    }
+}
+
+/// The main screen with Bob as a contact and his conversation open.
+fn unlocked_with_bob(messages: Vec<MessageView>) -> Harness<'static, App> {
+    let mut h = harness(App::new(Prefs {
+        auto_lock_minutes: 0,
+        ..Prefs::default()
+    }));
+    apply(&mut h, Event::Unlocked);
+    apply(
+        &mut h,
+        Event::App(Update::Me(MeView {
+            address: Address::from_bytes([0xA0; 16]),
+            name: "Ada".into(),
+            home: Some("postern-relay://127.0.0.1:7000#pin".into()),
+        })),
+    );
+    apply(
+        &mut h,
+        Event::App(Update::Contacts(vec![contact("Bob", 2, false)])),
+    );
+    h.get_by_label("Bob, 2 unread").click();
+    h.run();
+    assert!(matches!(
+        commands(&mut h).as_slice(),
+        [Command::App(Request::Open(p))] if *p == bob()
+    ));
+    apply(
+        &mut h,
+        Event::App(Update::Conversation {
+            peer: bob(),
+            messages,
+        }),
+    );
+    h
+}
+
+#[test]
+fn onboarding_refuses_a_short_or_mismatched_passphrase_and_creates_the_profile() {
+    let mut h = harness(App::default());
+    h.get_by_label("Starting…");
+    apply(
+        &mut h,
+        Event::NoProfile {
+            keychain: false,
+            default_relay: Some("postern-relay://127.0.0.1:7000#AAAA".into()),
+        },
+    );
+    h.get_by_label("Home relay: 127.0.0.1:7000");
+    h.get_by_label("Your name (only your contacts see it)")
+        .focus();
+    h.run();
+    h.get_by_role_and_label(Role::TextInput, "Your name (only your contacts see it)")
+        .type_text("Ada");
+    h.get_by_role_and_label(Role::PasswordInput, "Passphrase")
+        .focus();
+    h.run();
+    h.get_by_role_and_label(Role::PasswordInput, "Passphrase")
+        .type_text("short");
+    h.run();
+    h.get_by_label_contains("too short");
+    // Disabled: clicking does nothing.
+    h.get_by_label("Create profile").click();
+    h.run();
+    assert!(commands(&mut h).is_empty());
+    h.get_by_role_and_label(Role::PasswordInput, "Passphrase")
+        .focus();
+    h.run();
+    h.get_by_role_and_label(Role::PasswordInput, "Passphrase")
+        .type_text(" correct horse battery");
+    h.get_by_role_and_label(Role::PasswordInput, "Repeat the passphrase")
+        .focus();
+    h.run();
+    h.get_by_role_and_label(Role::PasswordInput, "Repeat the passphrase")
+        .type_text("short correct horse batter");
+    h.run();
+    h.get_by_label("The two passphrases differ");
+    h.get_by_role_and_label(Role::PasswordInput, "Repeat the passphrase")
+        .type_text("y");
+    h.run();
+    h.get_by_label("Strength: strong");
+    h.get_by_label("Create profile").click();
+    h.run_steps(3);
+    match commands(&mut h).as_slice() {
+        [
+            Command::Create {
+                name,
+                relay: None,
+                passphrase: Some(p),
+            },
+        ] => {
+            assert_eq!(name, "Ada");
+            assert_eq!(p.as_str(), "short correct horse battery");
+        }
+        other => panic!("{other:?}"),
+    }
+    h.get_by_label("Creating your keys…");
+    apply(&mut h, Event::CreateFailed("cannot reach the relay".into()));
+    h.get_by_label("cannot reach the relay");
+}
+
+#[test]
+fn a_wrong_passphrase_is_refused_and_the_right_one_unlocks() {
+    let mut h = harness(App::default());
+    apply(
+        &mut h,
+        Event::Locked {
+            keychain: false,
+            reason: Some("Locked after 15 minutes idle".into()),
+        },
+    );
+    h.get_by_label("Postern is locked");
+    h.get_by_label("Locked after 15 minutes idle");
+    h.get_by_role_and_label(Role::PasswordInput, "Passphrase")
+        .type_text("wrong one");
+    h.key_press(egui::Key::Enter);
+    // A spinner turns while the shell unlocks.
+    h.run_steps(3);
+    match commands(&mut h).as_slice() {
+        [Command::Unlock(p)] => assert_eq!(p.as_str(), "wrong one"),
+        other => panic!("{other:?}"),
+    }
+    apply(&mut h, Event::UnlockFailed("Wrong passphrase".into()));
+    h.get_by_label("Wrong passphrase");
+    // The field was emptied: nothing typed stays on screen.
+    assert_eq!(
+        h.get_by_role_and_label(Role::PasswordInput, "Passphrase")
+            .value()
+            .unwrap_or_default(),
+        ""
+    );
+    apply(&mut h, Event::Unlocked);
+    h.get_by_label("New invitation");
+    assert!(h.state().is_unlocked());
+}
+
+#[test]
+fn a_message_reads_as_sender_body_time_and_state_and_each_state_shows() {
+    let h = unlocked_with_bob(vec![
+        text(1, false, "see you at noon", None),
+        text(2, true, "queued one", Some(DeliveryState::Queued)),
+        text(3, true, "sent one", Some(DeliveryState::Sent)),
+        text(4, true, "stored one", Some(DeliveryState::Stored)),
+        text(5, true, "delivered one", Some(DeliveryState::Delivered)),
+        text(6, true, "failed one", Some(DeliveryState::Failed)),
+    ]);
+    h.get_by_label("Bob: see you at noon, 12:00");
+    h.get_by_label("You: queued one, 12:00, queued");
+    h.get_by_label("You: sent one, 12:00, in the network");
+    h.get_by_label("You: stored one, 12:00, stored at their relay");
+    h.get_by_label("You: delivered one, 12:00, delivered");
+    h.get_by_label("You: failed one, 12:00, failed");
+    // Only the failed one offers a retry.
+    assert_eq!(h.get_all_by_label("Retry").count(), 1);
+    h.get_by_label("Not verified");
+}
+
+#[test]
+fn enter_sends_shift_enter_breaks_the_line_and_a_failed_message_can_be_retried() {
+    let mut h = unlocked_with_bob(vec![text(
+        6,
+        true,
+        "failed one",
+        Some(DeliveryState::Failed),
+    )]);
+    h.get_by_role_and_label(Role::MultilineTextInput, "Message")
+        .focus();
+    h.run();
+    h.get_by_role_and_label(Role::MultilineTextInput, "Message")
+        .type_text("first line");
+    h.key_press_modifiers(egui::Modifiers::SHIFT, egui::Key::Enter);
+    h.run();
+    h.get_by_role_and_label(Role::MultilineTextInput, "Message")
+        .type_text("second");
+    h.key_press(egui::Key::Enter);
+    h.run();
+    match commands(&mut h).as_slice() {
+        [
+            Command::App(Request::SendText {
+                to,
+                text,
+                reply_to: None,
+            }),
+        ] => {
+            assert_eq!(*to, bob());
+            assert_eq!(text, "first line\nsecond");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The composer is empty again; Enter on it sends nothing.
+    h.key_press(egui::Key::Enter);
+    h.run();
+    assert!(commands(&mut h).is_empty());
+    h.get_by_label("Retry").click();
+    h.run();
+    assert!(matches!(
+        commands(&mut h).as_slice(),
+        [Command::App(Request::Retry { id, .. })] if *id == [6; 16]
+    ));
+    // A delivery update moves the mark.
+    apply(
+        &mut h,
+        Event::App(Update::Delivery {
+            peer: bob(),
+            id: [6; 16],
+            state: DeliveryState::Delivered,
+        }),
+    );
+    h.get_by_label("You: failed one, 12:00, delivered");
+}
+
+#[test]
+fn replying_quotes_the_message_and_sends_its_id() {
+    let mut h = unlocked_with_bob(vec![text(1, false, "lunch?", None)]);
+    h.get_by_label("Reply").click();
+    h.run();
+    h.get_by_label("Replying to: lunch?");
+    h.get_by_role_and_label(Role::MultilineTextInput, "Message")
+        .type_text("yes");
+    h.get_by_label("Send").click();
+    h.run();
+    assert!(matches!(
+        commands(&mut h).as_slice(),
+        [Command::App(Request::SendText { reply_to: Some(r), .. })] if *r == [1; 16]
+    ));
+}
+
+#[test]
+fn a_changed_identity_key_blocks_the_conversation() {
+    let mut h = unlocked_with_bob(vec![text(1, false, "hello", None)]);
+    h.get_by_role_and_label(Role::MultilineTextInput, "Message");
+    apply(&mut h, Event::App(Update::KeyChanged(bob())));
+    h.get_by_label("Bob's safety number changed");
+    // Nothing is shown from Bob, and nothing can be written to him.
+    assert!(h.query_by_label("Bob: hello, 12:00").is_none());
+    assert!(
+        h.query_by_role_and_label(Role::MultilineTextInput, "Message")
+            .is_none()
+    );
+    assert!(h.query_by_label("Send").is_none());
+}
+
+#[test]
+fn an_invitation_is_shown_as_a_link_and_a_qr_code() {
+    let mut h = unlocked_with_bob(Vec::new());
+    h.get_by_label("New invitation").click();
+    h.run_steps(2);
+    assert!(matches!(
+        commands(&mut h).as_slice(),
+        [Command::App(Request::CreateInvite)]
+    ));
+    h.get_by_label("Making a one-time invitation on your relay…");
+    h.state_mut().apply(Event::App(Update::Invitation {
+        link: "postern:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA".into(),
+    }));
+    h.run_steps(2);
+    h.get_by_label("Invitation QR code");
+    h.get_by_label("postern:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA");
+    h.get_by_label("Copy link").click();
+    h.run_steps(2);
+    h.get_by_label("Done").click();
+    h.run_steps(2);
+    assert!(h.query_by_label("Invitation QR code").is_none());
+}
+
+#[test]
+fn accepting_takes_a_pasted_link_and_a_pasted_image_is_scanned() {
+    let mut h = unlocked_with_bob(Vec::new());
+    h.get_by_label("Accept invitation").click();
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::TextInput, "Invitation link")
+        .focus();
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::TextInput, "Invitation link")
+        .type_text("  postern:ABCDEF  ");
+    h.run_steps(2);
+    h.get_by_label("Accept").click();
+    h.run_steps(2);
+    assert!(matches!(
+        commands(&mut h).as_slice(),
+        [Command::App(Request::AcceptInvite(l))] if l == "postern:ABCDEF"
+    ));
+    h.event(egui::Event::PasteImage(std::sync::Arc::new(
+        egui::ColorImage::filled([4, 3], egui::Color32::WHITE),
+    )));
+    h.run_steps(2);
+    match commands(&mut h).as_slice() {
+        [
+            Command::App(Request::Scan {
+                image:
+                    postern_app::Image::Luma {
+                        width: 4,
+                        height: 3,
+                        pixels,
+                    },
+                purpose: postern_app::Purpose::Invitation,
+            }),
+        ] => assert!(pixels.iter().all(|p| *p == 255)),
+        other => panic!("{other:?}"),
+    }
+    h.get_by_label("Open QR image…").click();
+    h.run_steps(2);
+    assert!(matches!(
+        commands(&mut h).as_slice(),
+        [Command::OpenImageToScan(postern_app::Purpose::Invitation)]
+    ));
+}
+
+#[test]
+fn the_safety_number_shows_twelve_groups_and_verifies() {
+    let mut h = unlocked_with_bob(Vec::new());
+    h.get_by_label("Safety number").click();
+    h.run();
+    assert!(matches!(
+        commands(&mut h).as_slice(),
+        [Command::App(Request::Safety(p))] if *p == bob()
+    ));
+    let digits: String = (0..60)
+        .map(|i| char::from(b'0' + (i * 7 % 10) as u8))
+        .collect();
+    h.state_mut().apply(Event::App(Update::Safety(SafetyView {
+        peer: bob(),
+        name: "Bob".into(),
+        digits: digits.clone(),
+        scannable: vec![8; 40],
+        verified: false,
+    })));
+    h.run_steps(2);
+    h.get_by_label("Safety number with Bob");
+    for g in postern_app::group_digits(&digits) {
+        assert!(h.get_all_by_label(&g).count() >= 1);
+    }
+    h.get_by_label("Safety number QR code");
+    h.get_by_label("Mark as verified").click();
+    h.run_steps(2);
+    assert!(matches!(
+        commands(&mut h).as_slice(),
+        [Command::App(Request::ConfirmVerified(p))] if *p == bob()
+    ));
+    h.state_mut().apply(Event::App(Update::Verified(bob())));
+    h.run_steps(2);
+    assert!(h.get_all_by_label("Verified").count() >= 1);
+    assert!(h.query_by_label("Mark as verified").is_none());
+}
+
+#[test]
+fn the_status_area_shows_the_privacy_state() {
+    let mut h = unlocked_with_bob(Vec::new());
+    h.get_by_label("Not connected (no contacts yet)");
+    apply(
+        &mut h,
+        Event::App(Update::Status(StatusView {
+            home: Some("postern-relay://relay.example:443#pin".into()),
+            connection: Connection::Connected,
+            onion: true,
+            hops: 3,
+            directory_fetched: Some(UnixTime(NOW.millis() - 300_000)),
+            cover_per_minute: 6,
+            cover_sent: 42,
+            awaiting_ack: 3,
+            outbox: 1,
+        })),
+    );
+    h.get_by_label("Connected");
+    h.get_by_label("Home relay: relay.example:443");
+    h.get_by_label("Onion routing: 3 hops");
+    h.get_by_label("Relay directory: 5 min ago");
+    h.get_by_label("Cover traffic: 6/min (42 sent)");
+    h.get_by_label("Awaiting acknowledgement: 3 · Outbox: 1");
+}
+
+#[test]
+fn failures_are_said_in_a_toast_and_attachments_show_progress_then_save() {
+    let mut h = unlocked_with_bob(vec![MessageView {
+        peer: bob(),
+        id: [9; 16],
+        outgoing: false,
+        time: NOW,
+        reply_to: None,
+        body: BodyView::File {
+            name: "report.pdf".into(),
+            size: 15_000,
+            chunks: (3, 10),
+        },
+        delivery: None,
+    }]);
+    h.get_by_label("Bob: file report.pdf, 15.0 KB, 12:00");
+    h.get_by_label("3 of 10");
+    assert!(h.query_by_label("Save as…").is_none());
+    apply(
+        &mut h,
+        Event::App(Update::Progress {
+            peer: bob(),
+            id: [9; 16],
+            done: 10,
+            total: 10,
+        }),
+    );
+    h.get_by_label("Save as…").click();
+    h.run();
+    assert!(matches!(
+        commands(&mut h).as_slice(),
+        [Command::Save { id, .. }] if *id == [9; 16]
+    ));
+    apply(
+        &mut h,
+        Event::App(Update::Failed(Failure {
+            action: "send",
+            reason: "relay: timed out".into(),
+            kind: ErrorKind::Network,
+        })),
+    );
+    h.get_by_label_contains("Could not send: relay: timed out");
+}
+
+#[test]
+fn shortcuts_switch_conversations_open_search_and_lock() {
+    let mut h = unlocked_with_bob(Vec::new());
+    h.key_press(egui::Key::F1);
+    h.run();
+    h.get_by_label("Send the message");
+    h.get_by_label("Close").click();
+    h.run();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::L);
+    h.run();
+    assert!(matches!(commands(&mut h).as_slice(), [Command::Lock]));
+    apply(
+        &mut h,
+        Event::Locked {
+            keychain: true,
+            reason: None,
+        },
+    );
+    // Locking forgot the conversation.
+    assert!(h.state().messages().is_empty() && h.state().contacts().is_empty());
+    h.get_by_label("Unlock");
+}
+
+#[test]
+fn ten_thousand_messages_draw_only_what_is_visible() {
+    let many: Vec<MessageView> = (0..10_000u32)
+        .map(|i| {
+            let mut m = text(0, i % 2 == 0, &format!("message number {i}"), None);
+            m.id[..4].copy_from_slice(&i.to_be_bytes());
+            m
+        })
+        .collect();
+    let h = unlocked_with_bob(many);
+    // The newest is on screen (the list sticks to the bottom); the
+    // oldest was never laid out.
+    h.get_by_label_contains("message number 9999,");
+    assert!(h.query_by_label_contains("message number 0,").is_none());
+    let laid_out = h.query_all_by_role(Role::ListItem).count();
+    assert!(laid_out < 200, "{laid_out} messages laid out");
+}
