@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 pub use postern_link::{
     Blob, CONNECT_TIMEOUT, Connect, ErrorCode, Item, KEEPALIVE_INTERVAL, MAX_MESSAGE_BYTES,
     MAX_PENDING_NOTIFICATIONS, NetError, QueueId, QueueIds, RELAY_PATH, REQUEST_TIMEOUT, Runtime,
-    TlsFailure,
+    RuntimeRng, TlsFailure,
 };
 
 /// A connection to a relay from a native process: the relay protocol's

@@ -36,9 +36,30 @@ pub fn save_attachment(
     name: &str,
 ) -> Result<PathBuf> {
     let v = attachment::verify(store, aref)?;
+    let (path, mut f) = create_new_in(dir, name)?;
+    for i in 0..attachment::chunk_count(aref.size)? {
+        f.write_all(&attachment::read_chunk(store, &v, i)?)
+            .map_err(io(&path))?;
+    }
+    f.sync_all().map_err(io(&path))?;
+    Ok(path)
+}
+
+/// Writes `bytes` (an attachment already checked against its digest)
+/// into `dir` as `name` (or `1-name`, `2-name`, … if taken), never
+/// overwriting a file.
+pub fn save_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+    let (path, mut f) = create_new_in(dir, name)?;
+    f.write_all(bytes).map_err(io(&path))?;
+    f.sync_all().map_err(io(&path))?;
+    Ok(path)
+}
+
+/// A new file in `dir` named `name`, or `n-name` for the first free `n`.
+fn create_new_in(dir: &Path, name: &str) -> Result<(PathBuf, std::fs::File)> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut n = 0u32;
-    let (path, mut f) = loop {
+    loop {
         let path = if n == 0 {
             dir.join(name)
         } else {
@@ -51,19 +72,38 @@ pub fn save_attachment(
             .create_new(true)
             .open(&path)
         {
-            Ok(f) => break (path, f),
+            Ok(f) => return Ok((path, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < MAX_NAME_TRIES => {
                 n += 1;
             }
             Err(e) => return Err(io(&path)(e)),
         }
-    };
-    for i in 0..attachment::chunk_count(aref.size)? {
-        f.write_all(&attachment::read_chunk(store, &v, i)?)
-            .map_err(io(&path))?;
     }
-    f.sync_all().map_err(io(&path))?;
-    Ok(path)
+}
+
+/// Writes a small file readable by the owner only (0600 on Unix),
+/// replacing it whole (written beside it, then renamed).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(0o600);
+    }
+    let mut f = o.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Writes `bytes` to a file the user chose in a save dialog (which asked
+/// before replacing anything).
+pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 #[cfg(test)]

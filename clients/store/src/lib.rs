@@ -240,6 +240,12 @@ fn random_key() -> Zeroizing<[u8; 32]> {
     k
 }
 
+/// How the profile in `dir` is unlocked, read from its header without
+/// opening it (the lock screen asks for a passphrase or not).
+pub fn key_source_of(dir: &Path) -> Result<KeySource, ProfileError> {
+    Ok(header::Header::read(dir)?.source())
+}
+
 impl Profile {
     /// Creates a new, empty profile in `dir` (created if missing), keyed
     /// by a fresh random 256-bit key that is sealed by the OS keychain

@@ -1,0 +1,571 @@
+//! The worker thread: everything that touches the disk or the network,
+//! so the window never waits on either. It owns the profile while it is
+//! unlocked, runs the client service (`postern-app`) on a tokio runtime
+//! of its own, and carries out what only the platform can do: create or
+//! unlock a profile, read a file to send, save one received.
+//!
+//! It talks to the window through two channels: commands in
+//! ([`ToWorker`]), events out (`postern_ui::Event`, each followed by a
+//! repaint request, so the window repaints only when something
+//! happened).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use postern_app::{Image, Purpose, Request, Service, ServiceConfig, Update};
+use postern_core::consts::MAX_ATTACHMENT_BYTES;
+use postern_core::crypto::kdf::KdfParams;
+use postern_core::crypto::signal::AuthorityPublic;
+use postern_core::{Address, KvStore, RelayAddress, e2e, settings};
+use postern_net::Connector;
+use postern_store::{Profile, ProfileError, Unlock};
+use postern_ui::{Command, Event, Prefs};
+use zeroize::Zeroizing;
+
+/// What the worker is told.
+#[derive(Debug)]
+pub enum ToWorker {
+    /// A command from the screens.
+    Ui(Command),
+    /// Files picked in a dialog, to send.
+    Picked {
+        /// To whom.
+        to: Address,
+        /// The files.
+        paths: Vec<PathBuf>,
+    },
+    /// An image picked in a dialog, to scan.
+    ScanPicked(Purpose, PathBuf),
+    /// A place picked to save an attachment.
+    SaveTo(PathBuf, Vec<u8>),
+    /// The window is closing.
+    Quit,
+}
+
+/// How the desktop app runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The profile directory.
+    pub profile: PathBuf,
+    /// The home relay offered at onboarding.
+    pub relay: Option<String>,
+    /// The network's directory authorities (base64url public keys),
+    /// pinned in a new profile.
+    pub authorities: Vec<String>,
+    /// Relays per onion path.
+    pub hops: u8,
+    /// Received attachments are saved here without asking (else a dialog
+    /// asks where).
+    pub downloads: Option<PathBuf>,
+    /// How connections are made.
+    pub connector: Connector,
+    /// How the client service runs.
+    pub service: ServiceConfig,
+    /// Key derivation for passphrase profiles.
+    pub kdf: KdfParams,
+}
+
+/// The preferences file in the profile directory (nothing secret: theme,
+/// scale, cover rate, notifications, auto-lock).
+pub const PREFS_FILE: &str = "desktop-prefs";
+
+/// Reads the preferences kept beside the profile (defaults if none).
+pub fn load_prefs(dir: &Path) -> Prefs {
+    let mut p = Prefs::default();
+    let Ok(text) = std::fs::read_to_string(dir.join(PREFS_FILE)) else {
+        return p;
+    };
+    for line in text.lines().take(32) {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        match (k.trim(), v.trim()) {
+            ("theme", "dark") => p.theme = egui::ThemePreference::Dark,
+            ("theme", "light") => p.theme = egui::ThemePreference::Light,
+            ("theme", _) => p.theme = egui::ThemePreference::System,
+            ("scale", v) => p.scale = v.parse::<f32>().unwrap_or(1.0).clamp(0.75, 2.0),
+            ("notifications", v) => p.notifications = v == "true",
+            ("notification_content", v) => p.notification_content = v == "true",
+            ("cover_per_minute", v) => {
+                p.cover_per_minute = v.parse::<u32>().unwrap_or(6).min(60);
+            }
+            ("auto_lock_minutes", v) => {
+                p.auto_lock_minutes = v.parse::<u32>().unwrap_or(15).min(240);
+            }
+            _ => {}
+        }
+    }
+    p
+}
+
+fn save_prefs(dir: &Path, p: &Prefs) -> std::io::Result<()> {
+    let theme = match p.theme {
+        egui::ThemePreference::Dark => "dark",
+        egui::ThemePreference::Light => "light",
+        egui::ThemePreference::System => "system",
+    };
+    let text = format!(
+        "theme = {theme}\nscale = {}\nnotifications = {}\nnotification_content = {}\ncover_per_minute = {}\nauto_lock_minutes = {}\n",
+        p.scale, p.notifications, p.notification_content, p.cover_per_minute, p.auto_lock_minutes
+    );
+    postern_native::files::write_private(&dir.join(PREFS_FILE), text.as_bytes())
+}
+
+/// How the worker reaches the window.
+#[derive(Clone)]
+struct Window {
+    tx: mpsc::Sender<Event>,
+    ctx: egui::Context,
+}
+
+impl Window {
+    fn send(&self, e: Event) {
+        let _ = self.tx.send(e);
+        self.ctx.request_repaint();
+    }
+}
+
+/// The worker thread's stack (reserved, not committed, until used).
+const WORKER_STACK_BYTES: usize = 32 * 1024 * 1024;
+
+/// Starts the worker thread.
+pub fn spawn(
+    cfg: Config,
+    ctx: egui::Context,
+    to_ui: mpsc::Sender<Event>,
+) -> std::io::Result<(async_channel::Sender<ToWorker>, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = async_channel::unbounded();
+    let me = tx.clone();
+    let window = Window { tx: to_ui, ctx };
+    let handle = std::thread::Builder::new()
+        .name("postern-worker".into())
+        // The client's futures nest deeply (service, watch loop, flows,
+        // links); unoptimised builds need more than the default 2 MiB.
+        .stack_size(WORKER_STACK_BYTES)
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    window.send(Event::ShellFailed(format!("cannot start: {e}")));
+                    return;
+                }
+            };
+            rt.block_on(
+                Worker {
+                    cfg,
+                    rx,
+                    me,
+                    window,
+                }
+                .run(),
+            );
+        })?;
+    Ok((tx, handle))
+}
+
+struct Worker {
+    cfg: Config,
+    rx: async_channel::Receiver<ToWorker>,
+    me: async_channel::Sender<ToWorker>,
+    window: Window,
+}
+
+/// Whether the system keychain can be used here.
+fn keychain_available() -> bool {
+    std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some()
+        && postern_store::use_platform_keychain().is_ok()
+}
+
+fn profile_exists(dir: &Path) -> bool {
+    dir.join(postern_store::HEADER_FILE).exists()
+}
+
+/// The words for a profile error on the lock screen.
+fn unlock_error(e: &ProfileError) -> String {
+    match e {
+        ProfileError::WrongKey => "Wrong passphrase".to_owned(),
+        ProfileError::InUse => "This profile is open in another Postern window".to_owned(),
+        ProfileError::Corrupt => {
+            "The profile is damaged; it was not modified. Restore it from a backup.".to_owned()
+        }
+        e => format!("Cannot open the profile: {e}"),
+    }
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let keychain = keychain_available();
+        self.locked(keychain, None);
+        while let Ok(m) = self.rx.recv().await {
+            let opened = match m {
+                ToWorker::Ui(Command::Create {
+                    name,
+                    relay,
+                    passphrase,
+                }) => match self.create(&name, relay.as_deref(), passphrase.as_ref()) {
+                    Ok(p) => Some(p),
+                    Err(why) => {
+                        self.window.send(Event::CreateFailed(why));
+                        None
+                    }
+                },
+                ToWorker::Ui(Command::Unlock(pw)) => {
+                    let unlock = if pw.is_empty() {
+                        Unlock::Keychain
+                    } else {
+                        Unlock::Passphrase(pw.as_bytes())
+                    };
+                    match Profile::open(&self.cfg.profile, unlock) {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            self.window.send(Event::UnlockFailed(unlock_error(&e)));
+                            None
+                        }
+                    }
+                }
+                ToWorker::Quit => return,
+                _ => None,
+            };
+            if let Some(p) = opened {
+                match self.unlocked(p).await {
+                    Ended::Quit => return,
+                    Ended::Locked(reason) => self.locked(keychain, reason),
+                }
+            }
+        }
+    }
+
+    fn locked(&self, keychain: bool, reason: Option<String>) {
+        let dir = &self.cfg.profile;
+        if profile_exists(dir) {
+            let uses_keychain = postern_store::key_source_of(dir)
+                .is_ok_and(|k| k == postern_store::KeySource::Keychain);
+            self.window.send(Event::Locked {
+                keychain: uses_keychain,
+                reason,
+            });
+        } else {
+            self.window.send(Event::NoProfile {
+                keychain,
+                default_relay: self.cfg.relay.clone(),
+            });
+        }
+    }
+
+    /// A new profile: keys, the suggested name, the home relay and the
+    /// network's pinned authorities.
+    fn create(
+        &self,
+        name: &str,
+        relay: Option<&str>,
+        passphrase: Option<&Zeroizing<String>>,
+    ) -> Result<Profile, String> {
+        let relay = match relay.or(self.cfg.relay.as_deref()) {
+            Some(r) => RelayAddress::parse(r.trim()).map_err(|_| {
+                "That is not a relay address (postern-relay://host:port#pin)".to_owned()
+            })?,
+            None => return Err("A home relay is needed".to_owned()),
+        };
+        let keys: Vec<Vec<u8>> = self
+            .cfg
+            .authorities
+            .iter()
+            .map(|a| {
+                let k = data_encoding::BASE64URL_NOPAD
+                    .decode(a.trim().as_bytes())
+                    .map_err(|_| "bad authority key in the configuration".to_owned())?;
+                AuthorityPublic::from_bytes(&k)
+                    .map_err(|_| "bad authority key in the configuration".to_owned())?;
+                Ok(k)
+            })
+            .collect::<Result<_, String>>()?;
+        let unlock = match passphrase {
+            Some(p) => Unlock::Passphrase(p.as_bytes()),
+            None => Unlock::Keychain,
+        };
+        let mut p = Profile::create(&self.cfg.profile, unlock, self.cfg.kdf)
+            .map_err(|e| format!("Cannot create the profile: {e}"))?;
+        let fill = |p: &mut Profile| -> Result<(), postern_core::Error> {
+            let rt = postern_net::TokioRuntime::default();
+            use postern_net::Runtime as _;
+            let (_, cs) = e2e::create_identity(p, rt.now(), &mut postern_driver_rng(&rt))?;
+            p.commit(cs)?;
+            p.commit(settings::set_display_name(name)?)?;
+            p.commit(settings::set_home_relay(&relay))?;
+            if !keys.is_empty() {
+                p.commit(settings::set_network(&settings::NetworkSettings {
+                    authorities: keys.clone(),
+                    threshold: 1,
+                    hops: self.cfg.hops,
+                })?)?;
+            }
+            Ok(())
+        };
+        fill(&mut p).map_err(|e| format!("Cannot set up the profile: {e}"))?;
+        Ok(p)
+    }
+
+    /// Runs the service over the unlocked profile until the user locks
+    /// or the window closes; the profile is closed (and everything
+    /// decrypted dropped) when this returns.
+    async fn unlocked(&mut self, mut p: Profile) -> Ended {
+        let mut prefs = load_prefs(&self.cfg.profile);
+        self.window.send(Event::Unlocked);
+        loop {
+            let (req_tx, req_rx) = async_channel::unbounded();
+            let (saves_tx, saves_rx) = async_channel::unbounded();
+            let window = self.window.clone();
+            let mut service: Service<postern_native::Native> =
+                Service::new(req_rx, move |u| match u {
+                    Update::AttachmentBytes { .. } => {
+                        let _ = saves_tx.try_send(u);
+                    }
+                    u => window.send(Event::App(u)),
+                });
+            let mut cfg = self.cfg.service;
+            cfg.cover_per_minute = prefs.cover_per_minute;
+            let net = postern_native::native(self.cfg.connector);
+            let (ended, restart) = {
+                let svc = core::pin::pin!(service.run(&mut p, net, cfg));
+                let fwd = core::pin::pin!(self.forward(&req_tx, &saves_rx, &mut prefs));
+                match futures_util::future::select(svc, fwd).await {
+                    futures_util::future::Either::Left((r, _)) => {
+                        let why = match r {
+                            Ok(()) => "Locked".to_owned(),
+                            Err(e) => format!("Locked after an error: {e}"),
+                        };
+                        (Some(Ended::Locked(Some(why))), false)
+                    }
+                    futures_util::future::Either::Right((what, svc)) => {
+                        // The service sees its requests end and stops
+                        // cleanly (its links closed).
+                        req_tx.close();
+                        let _ = svc.await;
+                        match what {
+                            Forwarded::Lock => (Some(Ended::Locked(None)), false),
+                            Forwarded::Quit => (Some(Ended::Quit), false),
+                            Forwarded::Restart => (None, true),
+                        }
+                    }
+                }
+            };
+            if restart {
+                continue;
+            }
+            drop(p);
+            return ended.unwrap_or(Ended::Locked(None));
+        }
+    }
+
+    /// Passes the screens' commands on while the service runs; returns
+    /// what ended it.
+    async fn forward(
+        &self,
+        req: &async_channel::Sender<Request>,
+        saves: &async_channel::Receiver<Update>,
+        prefs: &mut Prefs,
+    ) -> Forwarded {
+        loop {
+            let next = {
+                let a = core::pin::pin!(self.rx.recv());
+                let b = core::pin::pin!(saves.recv());
+                match futures_util::future::select(a, b).await {
+                    futures_util::future::Either::Left((m, _)) => Next::Worker(m.ok()),
+                    futures_util::future::Either::Right((u, _)) => Next::Save(u.ok()),
+                }
+            };
+            match next {
+                Next::Worker(None) | Next::Worker(Some(ToWorker::Quit)) => return Forwarded::Quit,
+                Next::Worker(Some(m)) => {
+                    if let Some(f) = self.handle(m, req, prefs) {
+                        return f;
+                    }
+                }
+                Next::Save(Some(Update::AttachmentBytes { name, bytes, .. })) => {
+                    self.save(&name, bytes);
+                }
+                Next::Save(_) => {}
+            }
+        }
+    }
+
+    fn handle(
+        &self,
+        m: ToWorker,
+        req: &async_channel::Sender<Request>,
+        prefs: &mut Prefs,
+    ) -> Option<Forwarded> {
+        let send = |r: Request| {
+            let _ = req.try_send(r);
+        };
+        match m {
+            ToWorker::Ui(Command::App(r)) => send(r),
+            ToWorker::Ui(Command::Lock) => return Some(Forwarded::Lock),
+            ToWorker::Ui(Command::Attach { to }) => {
+                let me = self.me.clone();
+                dialog(move || {
+                    if let Some(paths) = rfd::FileDialog::new().set_title("Send files").pick_files()
+                    {
+                        let _ = me.try_send(ToWorker::Picked { to, paths });
+                    }
+                });
+            }
+            ToWorker::Ui(Command::AttachPaths { to, paths }) | ToWorker::Picked { to, paths } => {
+                for path in paths {
+                    match read_attachment(&path) {
+                        Ok((name, bytes, voice)) => send(Request::SendFile {
+                            to,
+                            name,
+                            bytes,
+                            voice,
+                        }),
+                        Err(why) => self.window.send(Event::ShellFailed(why)),
+                    }
+                }
+            }
+            ToWorker::Ui(Command::Save { peer, id }) => send(Request::Attachment { peer, id }),
+            ToWorker::Ui(Command::OpenImageToScan(purpose)) => {
+                let me = self.me.clone();
+                dialog(move || {
+                    if let Some(path) = rfd::FileDialog::new()
+                        .set_title("Open an image with a QR code")
+                        .add_filter("Images", &["png", "jpg", "jpeg"])
+                        .pick_file()
+                    {
+                        let _ = me.try_send(ToWorker::ScanPicked(purpose, path));
+                    }
+                });
+            }
+            ToWorker::ScanPicked(purpose, path) => match read_bounded(&path, SCAN_MAX_BYTES) {
+                Ok(bytes) => send(Request::Scan {
+                    image: Image::File(bytes),
+                    purpose,
+                }),
+                Err(why) => self.window.send(Event::ShellFailed(why)),
+            },
+            ToWorker::SaveTo(path, bytes) => {
+                match postern_native::files::write_new(&path, &bytes) {
+                    Ok(()) => self
+                        .window
+                        .send(Event::Notice(format!("Saved {}", path.display()))),
+                    Err(e) => self
+                        .window
+                        .send(Event::ShellFailed(format!("Could not save: {e}"))),
+                }
+            }
+            ToWorker::Ui(Command::Prefs(p)) => {
+                let restart = p.cover_per_minute != prefs.cover_per_minute;
+                if let Err(e) = save_prefs(&self.cfg.profile, &p) {
+                    self.window.send(Event::ShellFailed(format!(
+                        "Could not keep the settings: {e}"
+                    )));
+                }
+                *prefs = p;
+                if restart {
+                    return Some(Forwarded::Restart);
+                }
+            }
+            ToWorker::Quit => return Some(Forwarded::Quit),
+            // Create/Unlock while unlocked: nothing to do.
+            ToWorker::Ui(_) => {}
+        }
+        None
+    }
+
+    /// Saves a received attachment: into the downloads directory when one
+    /// is set (never overwriting), else where the user picks.
+    fn save(&self, name: &str, bytes: Vec<u8>) {
+        if let Some(dir) = &self.cfg.downloads {
+            match postern_native::files::save_bytes(dir, name, &bytes) {
+                Ok(path) => self
+                    .window
+                    .send(Event::Notice(format!("Saved {}", path.display()))),
+                Err(e) => self
+                    .window
+                    .send(Event::ShellFailed(format!("Could not save: {e}"))),
+            }
+            return;
+        }
+        let me = self.me.clone();
+        let name = name.to_owned();
+        dialog(move || {
+            if let Some(path) = rfd::FileDialog::new()
+                .set_title("Save attachment")
+                .set_file_name(name)
+                .save_file()
+            {
+                let _ = me.try_send(ToWorker::SaveTo(path, bytes));
+            }
+        });
+    }
+}
+
+/// Most bytes of an image read to scan for a QR code.
+const SCAN_MAX_BYTES: u64 = postern_media::images::MAX_IMAGE_INPUT_BYTES as u64;
+
+/// Runs a blocking file dialog on a thread of its own.
+fn dialog(f: impl FnOnce() + Send + 'static) {
+    let _ = std::thread::Builder::new()
+        .name("postern-dialog".into())
+        .spawn(f);
+}
+
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    if len > max {
+        return Err(format!(
+            "{} is too large ({} bytes; at most {max})",
+            path.display(),
+            len
+        ));
+    }
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A file to send: its name, bytes, and whether it is a voice clip (an
+/// `.ogg`/`.opus` file that passes the voice check).
+fn read_attachment(path: &Path) -> Result<(String, Vec<u8>, bool), String> {
+    let bytes = read_bounded(path, MAX_ATTACHMENT_BYTES)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".to_owned());
+    let lower = name.to_lowercase();
+    let voice = (lower.ends_with(".ogg") || lower.ends_with(".opus"))
+        && postern_media::voice::validate_voice_clip(&bytes).is_ok();
+    Ok((name, bytes, voice))
+}
+
+fn postern_driver_rng(
+    rt: &postern_net::TokioRuntime,
+) -> postern_net::RuntimeRng<'_, postern_net::TokioRuntime> {
+    postern_net::RuntimeRng(rt)
+}
+
+enum Next {
+    Worker(Option<ToWorker>),
+    Save(Option<Update>),
+}
+
+enum Forwarded {
+    Lock,
+    Quit,
+    /// The service's configuration changed: run it again.
+    Restart,
+}
+
+enum Ended {
+    Locked(Option<String>),
+    Quit,
+}
+
+impl core::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Worker")
+    }
+}

@@ -1,0 +1,298 @@
+//! The desktop app's screens driven by their AccessKit names, against
+//! the real worker (SQLCipher profile, client service, tokio links) and a
+//! real `postern-relay testnet` on 127.0.0.1, with a `postern` CLI user
+//! on the other side. The harness renders no pixels; the real-window
+//! test (`window.rs`) does.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egui::accesskit::Role;
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT as _, Queryable};
+use postern_app::ServiceConfig;
+use postern_cli::harness::{self, Testnet, User};
+use postern_core::crypto::kdf::KdfParams;
+use postern_desktop::{Config, Desktop};
+
+/// The desktop state, made on the first frame (its worker needs the
+/// harness's egui context to wake it).
+struct Lazy {
+    cfg: Option<Config>,
+    desktop: Option<Desktop>,
+}
+
+impl Lazy {
+    fn frame(&mut self, ui: &mut egui::Ui) {
+        if self.desktop.is_none()
+            && let Some(cfg) = self.cfg.take()
+        {
+            self.desktop = Some(Desktop::new(ui.ctx(), cfg).unwrap());
+        }
+        if let Some(d) = &mut self.desktop {
+            d.frame(ui);
+        }
+    }
+}
+
+fn binary(name: &str) -> PathBuf {
+    let me = std::env::current_exe().unwrap();
+    let bin = harness::sibling_binary(&me, name);
+    assert!(bin.exists(), "build {name} first (cargo build --workspace)");
+    bin
+}
+
+fn desktop(profile: &Path, net: &Testnet, downloads: &Path) -> Harness<'static, Lazy> {
+    let cfg = Config {
+        profile: profile.to_path_buf(),
+        relay: Some(net.relays[0].clone()),
+        authorities: vec![net.authority.clone()],
+        hops: 3,
+        downloads: Some(downloads.to_path_buf()),
+        connector: postern_net::Connector::default(),
+        service: ServiceConfig {
+            ack_timeout_ms: 1_500,
+            cover_per_minute: 6,
+            others_poll: Duration::from_secs(2),
+        },
+        kdf: KdfParams::TEST_ONLY,
+    };
+    Harness::builder()
+        .with_size([1200.0, 800.0])
+        .build_ui_state(
+            |ui, s: &mut Lazy| s.frame(ui),
+            Lazy {
+                cfg: Some(cfg),
+                desktop: None,
+            },
+        )
+}
+
+/// Steps the window until `cond` holds (the worker wakes it as things
+/// happen); fails after `secs`.
+fn wait(
+    h: &mut Harness<'_, Lazy>,
+    what: &str,
+    secs: u64,
+    cond: impl Fn(&Harness<'_, Lazy>) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        h.run_steps(1);
+        if cond(h) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn wait_label(h: &mut Harness<'_, Lazy>, label: &str, secs: u64) {
+    wait(h, label, secs, |h| {
+        h.query_all_by_label_contains(label).next().is_some()
+    });
+}
+
+/// Clicks the contact row whose name starts with `name`.
+fn open_contact(h: &mut Harness<'_, Lazy>, name: &str) {
+    h.get_all_by_label_contains(name)
+        .find(|n| n.accesskit_node().role() == Role::Button)
+        .expect("a contact row")
+        .click();
+    h.run_steps(2);
+}
+
+fn type_into(h: &mut Harness<'_, Lazy>, role: Role, label: &str, text: &str) {
+    h.get_by_role_and_label(role, label).focus();
+    h.run_steps(2);
+    h.get_by_role_and_label(role, label).type_text(text);
+    h.run_steps(2);
+}
+
+/// A file dropped on the window.
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn a_desktop_user_and_a_cli_user_invite_talk_exchange_files_and_the_profile_locks() {
+    let relay_bin = binary("postern-relay");
+    let postern = binary("postern");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let net = Testnet::start(&relay_bin, &dir.join("net"), 3, 0).unwrap();
+    let bob =
+        User::new(&postern, "Bob", &dir.join("bob")).with_env("POSTERN_ACK_TIMEOUT_MS", "1500");
+    bob.ok(&["init", "--name", "Bob", "--relay", &net.relays[1]])
+        .unwrap();
+    bob.ok(&["network", "--authority", &net.authority]).unwrap();
+
+    // Onboarding: a passphrase profile on the network's first relay.
+    let downloads = dir.join("downloads");
+    let mut h = desktop(&dir.join("alice"), &net, &downloads);
+    wait_label(&mut h, "Welcome to Postern", 20);
+    type_into(
+        &mut h,
+        Role::TextInput,
+        "Your name (only your contacts see it)",
+        "Alice",
+    );
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Passphrase",
+        "correct horse battery staple",
+    );
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Repeat the passphrase",
+        "correct horse battery staple",
+    );
+    h.get_by_label("Create profile").click();
+    wait_label(&mut h, "New invitation", 30);
+    // The profile is private to its owner.
+    for f in std::fs::read_dir(dir.join("alice")).unwrap() {
+        let f = f.unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(&f.metadata().unwrap().permissions());
+        assert_eq!(mode & 0o077, 0, "{:?} is {mode:o}", f.path());
+    }
+
+    // Alice invites; Bob (CLI) accepts the link she shows.
+    h.get_by_label("New invitation").click();
+    wait_label(&mut h, "Copy link", 30);
+    let link = {
+        let n = h.get_by_label_contains("postern:");
+        let a = n.accesskit_node();
+        a.label().or_else(|| a.value()).unwrap()
+    };
+    h.get_by_label("Done").click();
+    h.run_steps(2);
+    bob.ok(&["accept", &link]).unwrap();
+    bob.ok(&["send", "Alice", "hello from the terminal"])
+        .unwrap();
+
+    // Alice's window hears of the new contact and the message by itself.
+    wait_label(&mut h, "Bob", 60);
+    open_contact(&mut h, "Bob");
+    wait_label(&mut h, "Bob: hello from the terminal", 60);
+
+    // She answers; Bob collects it, his receipt comes back: delivered.
+    type_into(
+        &mut h,
+        Role::MultilineTextInput,
+        "Message",
+        "hello from the window",
+    );
+    h.key_press(egui::Key::Enter);
+    wait_label(&mut h, "You: hello from the window", 10);
+    wait(&mut h, "Bob collects and confirms", 90, |h| {
+        let _ = bob.ok(&["sync"]);
+        h.query_all_by_label_contains("hello from the window")
+            .filter_map(|n| n.accesskit_node().label())
+            .any(|l| l.ends_with(", delivered"))
+    });
+
+    // Bob sends a photo, a file and a voice clip; Alice sees each.
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("photo.png"), harness::sample_png()).unwrap();
+    let report: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(files.join("report.bin"), &report).unwrap();
+    std::fs::write(files.join("clip.ogg"), harness::sample_voice_clip()).unwrap();
+    bob.ok(&[
+        "send-file",
+        "Alice",
+        files.join("photo.png").to_str().unwrap(),
+    ])
+    .unwrap();
+    bob.ok(&[
+        "send-file",
+        "Alice",
+        files.join("report.bin").to_str().unwrap(),
+    ])
+    .unwrap();
+    bob.ok(&[
+        "send-file",
+        "--voice",
+        "Alice",
+        files.join("clip.ogg").to_str().unwrap(),
+    ])
+    .unwrap();
+    wait_label(&mut h, "Bob: photo", 90);
+    wait_label(&mut h, "Bob: file report.bin", 90);
+    wait_label(&mut h, "Bob: voice message, 0:02", 90);
+    h.get_by_label("Photo");
+    // Saved once complete: the file's bytes, checked, in the downloads.
+    wait(&mut h, "the file complete", 90, |h| {
+        h.query_all_by_label("Save as…").count() >= 3
+    });
+    let saves = h.get_all_by_label("Save as…").count();
+    assert_eq!(saves, 3);
+    h.get_all_by_label("Save as…").nth(1).unwrap().click();
+    wait(&mut h, "the file saved", 20, |_| {
+        downloads.join("report.bin").exists()
+    });
+    assert_eq!(std::fs::read(downloads.join("report.bin")).unwrap(), report);
+
+    // A file dropped on the window goes to Bob.
+    let notes: Vec<u8> = (0..5_000u32).map(|i| (i % 97) as u8).collect();
+    std::fs::write(files.join("notes.txt"), &notes).unwrap();
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(files.join("notes.txt"))));
+    wait_label(&mut h, "You: file notes.txt", 30);
+    let bob_dl = dir.join("bob-downloads");
+    wait(&mut h, "Bob receives the dropped file", 90, |_| {
+        let _ = bob.ok(&["sync", "--downloads", bob_dl.to_str().unwrap()]);
+        bob_dl.join("notes.txt").exists()
+    });
+    assert_eq!(std::fs::read(bob_dl.join("notes.txt")).unwrap(), notes);
+
+    // The privacy state is on screen.
+    h.get_by_label("Onion routing: 3 hops");
+    h.get_by_label_contains("Cover traffic: 6/min");
+
+    // Lock: everything decrypted is gone; a wrong passphrase is refused;
+    // the right one brings the conversation back.
+    h.get_by_label("Lock").click();
+    wait_label(&mut h, "Postern is locked", 30);
+    assert!(h.query_by_label_contains("hello from the window").is_none());
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Passphrase",
+        "not the passphrase",
+    );
+    h.key_press(egui::Key::Enter);
+    wait_label(&mut h, "Wrong passphrase", 30);
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Passphrase",
+        "correct horse battery staple",
+    );
+    h.key_press(egui::Key::Enter);
+    wait_label(&mut h, "New invitation", 30);
+    wait_label(&mut h, "Bob", 30);
+    open_contact(&mut h, "Bob");
+    wait_label(&mut h, "You: hello from the window", 30);
+
+    drop(h);
+    drop(net);
+}
