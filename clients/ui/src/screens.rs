@@ -543,6 +543,7 @@ impl App {
             }
             let width = (ui.available_width() - 70.0).max(120.0);
             let out = egui::TextEdit::multiline(&mut self.draft)
+                .id_salt("composer")
                 .hint_text("Message")
                 .desired_rows(2)
                 .desired_width(width)
@@ -862,7 +863,7 @@ impl App {
         }
         let mut dismiss = None;
         egui::Area::new(egui::Id::unique("toasts"))
-            .anchor(egui::Align2::CENTER_BOTTOM, [0.0, -16.0])
+            .anchor(egui::Align2::CENTER_TOP, [0.0, 44.0])
             .order(egui::Order::Foreground)
             .show(ui.ctx(), |ui| {
                 for (i, Toast { text, error, .. }) in self.toasts.iter().enumerate() {
@@ -1079,96 +1080,151 @@ fn bubble(
     ui.push_id(m.id, |ui| {
         ui.with_layout(layout, |ui| {
             let max = (ui.available_width() * 0.75).max(200.0);
-            let inner = egui::Frame::new()
-                .fill(fill)
-                .corner_radius(12.0)
-                .inner_margin(egui::Margin::symmetric(10, 6))
-                .show(ui, |ui| {
-                    ui.set_max_width(max);
-                    ui.with_layout(Layout::top_down(Align::LEFT), |ui| {
-                        if let Some(q) = quoted {
-                            ui.label(
-                                RichText::new(format!("› {}", excerpt(q)))
-                                    .color(ink)
-                                    .italics()
-                                    .small(),
-                            );
-                        }
-                        match &m.body {
-                            BodyView::Text(t) => {
-                                ui.add(
-                                    egui::Label::new(RichText::new(t).color(ink))
-                                        .wrap()
-                                        .selectable(true),
-                                );
-                            }
-                            BodyView::Image {
-                                width,
-                                height,
-                                thumbnail,
-                                size,
-                                chunks,
-                            } => {
-                                if let Some(px) = thumbnail {
-                                    let t = textures.thumb(ctx, &m.id, px);
-                                    let w = (*width as f32).clamp(60.0, 280.0);
-                                    let h = w * (*height as f32 / (*width).max(1) as f32);
-                                    ui.add(
-                                        egui::Image::new(&t)
-                                            .fit_to_exact_size(egui::vec2(w, h.min(360.0)))
-                                            .corner_radius(8.0)
-                                            .alt_text("Photo"),
-                                    );
-                                }
-                                transfer(ui, *size, *chunks, progress, ink, &mut action);
-                            }
-                            BodyView::File { name, size, chunks } => {
-                                ui.label(
-                                    RichText::new(format!("File: {name}")).color(ink).strong(),
-                                );
-                                transfer(ui, *size, *chunks, progress, ink, &mut action);
-                            }
-                            BodyView::Voice {
-                                duration_ms,
-                                waveform,
-                                size,
-                                chunks,
-                            } => {
-                                ui.horizontal(|ui| {
-                                    widgets::waveform(ui, waveform, ink);
-                                    ui.label(
-                                        RichText::new(format::duration(u64::from(*duration_ms)))
-                                            .color(ink),
-                                    );
+            // A bubble on the right is as wide as its content was last
+            // frame (the content lays out from the left, so the region it
+            // gets must be no wider than it, or it would not sit flush).
+            let width_id = ui.scope_id().with("width");
+            let width = if m.outgoing {
+                ui.data(|d| d.get_temp::<f32>(width_id))
+                    .unwrap_or(max)
+                    .min(max)
+            } else {
+                max
+            };
+            let inner = ui
+                .allocate_ui_with_layout(
+                    egui::vec2(width, 0.0),
+                    Layout::top_down(Align::LEFT),
+                    |ui| {
+                        egui::Frame::new()
+                            .fill(fill)
+                            .corner_radius(12.0)
+                            .inner_margin(egui::Margin::symmetric(10, 6))
+                            .show(ui, |ui| {
+                                ui.set_max_width(max);
+                                ui.with_layout(Layout::top_down(Align::LEFT), |ui| {
+                                    if let Some(q) = quoted {
+                                        ui.label(
+                                            RichText::new(format!("› {}", excerpt(q)))
+                                                .color(ink)
+                                                .italics()
+                                                .small(),
+                                        );
+                                    }
+                                    match &m.body {
+                                        BodyView::Text(t) => {
+                                            ui.add(
+                                                egui::Label::new(RichText::new(t).color(ink))
+                                                    .wrap()
+                                                    .selectable(true),
+                                            );
+                                        }
+                                        BodyView::Image {
+                                            width,
+                                            height,
+                                            thumbnail,
+                                            size,
+                                            chunks,
+                                        } => {
+                                            if let Some(px) = thumbnail {
+                                                let t = textures.thumb(ctx, &m.id, px);
+                                                let w = (*width as f32).clamp(60.0, 280.0);
+                                                let h =
+                                                    w * (*height as f32 / (*width).max(1) as f32);
+                                                ui.add(
+                                                    egui::Image::new(&t)
+                                                        .fit_to_exact_size(egui::vec2(
+                                                            w,
+                                                            h.min(360.0),
+                                                        ))
+                                                        .corner_radius(8.0)
+                                                        .alt_text("Photo"),
+                                                );
+                                            }
+                                            transfer(
+                                                ui,
+                                                *size,
+                                                *chunks,
+                                                progress,
+                                                ink,
+                                                &mut action,
+                                            );
+                                        }
+                                        BodyView::File { name, size, chunks } => {
+                                            ui.label(
+                                                RichText::new(format!("File: {name}"))
+                                                    .color(ink)
+                                                    .strong(),
+                                            );
+                                            transfer(
+                                                ui,
+                                                *size,
+                                                *chunks,
+                                                progress,
+                                                ink,
+                                                &mut action,
+                                            );
+                                        }
+                                        BodyView::Voice {
+                                            duration_ms,
+                                            waveform,
+                                            size,
+                                            chunks,
+                                        } => {
+                                            ui.horizontal(|ui| {
+                                                widgets::waveform(ui, waveform, ink);
+                                                ui.label(
+                                                    RichText::new(format::duration(u64::from(
+                                                        *duration_ms,
+                                                    )))
+                                                    .color(ink),
+                                                );
+                                            });
+                                            transfer(
+                                                ui,
+                                                *size,
+                                                *chunks,
+                                                progress,
+                                                ink,
+                                                &mut action,
+                                            );
+                                        }
+                                        _ => {
+                                            ui.label(
+                                                RichText::new("A message this version cannot show")
+                                                    .color(ink)
+                                                    .italics(),
+                                            );
+                                        }
+                                    }
+                                    ui.horizontal(|ui| {
+                                        ui.label(RichText::new(&time).color(ink).small());
+                                        if m.outgoing {
+                                            widgets::delivery_mark(ui, m.delivery, ink);
+                                            let words = m.delivery.map_or("sent", format::delivery);
+                                            ui.label(RichText::new(words).color(ink).small());
+                                            if m.delivery == Some(DeliveryState::Failed)
+                                                && ui.small_button("Retry").clicked()
+                                            {
+                                                action = Some(Action::Retry);
+                                            }
+                                        }
+                                        if ui.small_button("Reply").clicked() {
+                                            action = Some(Action::Reply);
+                                        }
+                                    });
                                 });
-                                transfer(ui, *size, *chunks, progress, ink, &mut action);
-                            }
-                            _ => {
-                                ui.label(
-                                    RichText::new("A message this version cannot show")
-                                        .color(ink)
-                                        .italics(),
-                                );
-                            }
-                        }
-                        ui.horizontal(|ui| {
-                            ui.label(RichText::new(&time).color(ink).small());
-                            if m.outgoing {
-                                widgets::delivery_mark(ui, m.delivery, ink);
-                                let words = m.delivery.map_or("sent", format::delivery);
-                                ui.label(RichText::new(words).color(ink).small());
-                                if m.delivery == Some(DeliveryState::Failed)
-                                    && ui.small_button("Retry").clicked()
-                                {
-                                    action = Some(Action::Retry);
-                                }
-                            }
-                            if ui.small_button("Reply").clicked() {
-                                action = Some(Action::Reply);
-                            }
-                        });
-                    });
-                });
+                            })
+                    },
+                )
+                .inner;
+            if m.outgoing {
+                let used = inner.response.rect.width();
+                if (used - width).abs() > 0.5 {
+                    ui.data_mut(|d| d.insert_temp(width_id, used));
+                    ui.ctx().request_repaint();
+                }
+            }
             let label = spoken(m, name, &time);
             let r = ui.interact(
                 inner.response.rect,

@@ -526,3 +526,24 @@ fn ten_thousand_messages_draw_only_what_is_visible() {
     let laid_out = h.query_all_by_role(Role::ListItem).count();
     assert!(laid_out < 200, "{laid_out} messages laid out");
 }
+
+#[test]
+fn a_toast_goes_by_itself_and_an_error_stays_longer() {
+    let mut h = unlocked_with_bob(Vec::new());
+    apply(
+        &mut h,
+        Event::App(Update::ContactAdded {
+            peer: bob(),
+            name: "Bob".into(),
+        }),
+    );
+    h.get_by_label("Bob is now a contact");
+    // 0.25 s a step: gone after its 4 seconds.
+    h.run_steps(20);
+    assert!(h.query_by_label("Bob is now a contact").is_none());
+    h.state_mut().apply(Event::ShellFailed("disk full".into()));
+    h.run_steps(20);
+    h.get_by_label("disk full");
+    h.run_steps(16);
+    assert!(h.query_by_label("disk full").is_none());
+}
