@@ -204,7 +204,16 @@ impl Auto {
                     }
                 })
                 .collect();
-            hits.sort_by_key(|w| matches!(w.role, Role::Label | Role::Unknown));
+            hits.sort_by_key(|w| match w.role {
+                Role::Button
+                | Role::TextInput
+                | Role::PasswordInput
+                | Role::MultilineTextInput
+                | Role::CheckBox
+                | Role::Slider => 0,
+                Role::Label | Role::TextRun | Role::Unknown => 2,
+                _ => 1,
+            });
             hits.first().map(|w| (*w).clone())
         };
         pick(true).or_else(|| pick(false))

@@ -72,10 +72,9 @@ impl App {
         error: Option<String>,
         busy: bool,
     ) {
-        egui::CentralPanel::default().show(ui, |ui| {
+        card(ui, 380.0, |ui| {
             ui.vertical_centered(|ui| {
-                ui.add_space(24.0);
-                ui.heading("Welcome to Postern");
+                ui.heading(RichText::new("Welcome to Postern").size(26.0));
                 ui.label("Private messages with no phone number, no e-mail and no account.");
                 ui.add_space(16.0);
             });
@@ -174,10 +173,9 @@ impl App {
         reason: Option<String>,
         busy: bool,
     ) {
-        egui::CentralPanel::default().show(ui, |ui| {
+        card(ui, 340.0, |ui| {
             ui.vertical_centered(|ui| {
-                ui.add_space(48.0);
-                ui.heading("Postern is locked");
+                ui.heading(RichText::new("Postern is locked").size(24.0));
                 if let Some(r) = reason {
                     ui.label(r);
                 }
@@ -901,6 +899,24 @@ pub(crate) fn ui_scale(ctx: &egui::Context, p: &crate::Prefs) {
     if (ctx.zoom_factor() - p.scale).abs() > f32::EPSILON {
         ctx.set_zoom_factor(p.scale);
     }
+}
+
+/// A card in the middle of the window (the onboarding and lock screens).
+fn card(ui: &mut egui::Ui, width: f32, content: impl FnOnce(&mut egui::Ui)) {
+    egui::CentralPanel::default().show(ui, |ui| {
+        let h = ui.available_height();
+        ui.add_space((h * 0.1).clamp(12.0, 96.0));
+        ui.vertical_centered(|ui| {
+            egui::Frame::group(ui.style())
+                .fill(ui.visuals().faint_bg_color)
+                .corner_radius(12.0)
+                .inner_margin(24.0)
+                .show(ui, |ui| {
+                    ui.set_width(width);
+                    content(ui);
+                });
+        });
+    });
 }
 
 /// A modal dialog; returns whether it should close (its own button, or
