@@ -4,6 +4,7 @@
 //! and wakes the window when something happened — no busy repaint, and
 //! the window never waits on I/O.
 
+pub mod notify;
 pub mod worker;
 
 use std::sync::mpsc;

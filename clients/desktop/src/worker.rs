@@ -36,8 +36,17 @@ pub enum ToWorker {
     },
     /// An image picked in a dialog, to scan.
     ScanPicked(Purpose, PathBuf),
-    /// A place picked to save an attachment.
+    /// A place picked to save an attachment (or a backup).
     SaveTo(PathBuf, Vec<u8>),
+    /// A backup file picked to restore from.
+    RestorePicked {
+        /// The file.
+        from: PathBuf,
+        /// Its passphrase.
+        backup_passphrase: Zeroizing<String>,
+        /// The new profile's passphrase (`None`: the keychain).
+        passphrase: Option<Zeroizing<String>>,
+    },
     /// The window is closing.
     Quit,
 }
@@ -153,12 +162,20 @@ pub fn spawn(
                     return;
                 }
             };
+            let w = window.clone();
+            let notifier = crate::notify::Notifier::start(move |why| {
+                w.send(Event::ShellFailed(format!(
+                    "Desktop notifications are unavailable ({why})"
+                )));
+            })
+            .ok();
             rt.block_on(
                 Worker {
                     cfg,
                     rx,
                     me,
                     window,
+                    notifier,
                 }
                 .run(),
             );
@@ -171,6 +188,7 @@ struct Worker {
     rx: async_channel::Receiver<ToWorker>,
     me: async_channel::Sender<ToWorker>,
     window: Window,
+    notifier: Option<crate::notify::Notifier>,
 }
 
 /// Whether the system keychain can be used here.
@@ -226,6 +244,55 @@ impl Worker {
                         }
                     }
                 }
+                ToWorker::Ui(Command::Restore {
+                    from: None,
+                    backup_passphrase,
+                    passphrase,
+                }) => {
+                    let me = self.me.clone();
+                    dialog(move || {
+                        match rfd::FileDialog::new()
+                            .set_title("Restore from a backup")
+                            .add_filter("Postern backups", &[BACKUP_EXTENSION])
+                            .pick_file()
+                        {
+                            Some(from) => {
+                                let _ = me.try_send(ToWorker::RestorePicked {
+                                    from,
+                                    backup_passphrase,
+                                    passphrase,
+                                });
+                            }
+                            None => {
+                                let _ = me.try_send(ToWorker::Ui(Command::Lock));
+                            }
+                        }
+                    });
+                    None
+                }
+                ToWorker::Ui(Command::Restore {
+                    from: Some(from),
+                    backup_passphrase,
+                    passphrase,
+                })
+                | ToWorker::RestorePicked {
+                    from,
+                    backup_passphrase,
+                    passphrase,
+                } => match self.restore(&from, &backup_passphrase, passphrase.as_ref()) {
+                    Ok(p) => Some(p),
+                    Err(why) => {
+                        self.window.send(Event::CreateFailed(why));
+                        None
+                    }
+                },
+                // A dialog was cancelled: the onboarding screen again.
+                ToWorker::Ui(Command::Lock) if !profile_exists(&self.cfg.profile) => {
+                    self.window
+                        .send(Event::CreateFailed("Nothing was restored".to_owned()));
+                    None
+                }
+                ToWorker::Ui(Command::Notify { .. }) => None,
                 ToWorker::Quit => return,
                 _ => None,
             };
@@ -308,6 +375,39 @@ impl Worker {
         Ok(p)
     }
 
+    /// A profile from a backup: the backup is opened (its passphrase
+    /// checked, every record decoded) before anything is written, then a
+    /// new profile receives it in one commit.
+    fn restore(
+        &self,
+        from: &Path,
+        backup_passphrase: &Zeroizing<String>,
+        passphrase: Option<&Zeroizing<String>>,
+    ) -> Result<Profile, String> {
+        let bytes = read_bounded(from, postern_core::consts::MAX_BACKUP_BYTES as u64)?;
+        let cs = postern_core::backup::import(
+            &postern_core::MemStore::new(),
+            &bytes,
+            backup_passphrase.as_bytes(),
+        )
+        .map_err(|_| {
+            "Cannot restore: the passphrase is wrong, or the file is not a Postern backup or is damaged".to_owned()
+        })?;
+        let unlock = match passphrase {
+            Some(p) => Unlock::Passphrase(p.as_bytes()),
+            None => Unlock::Keychain,
+        };
+        let dir = &self.cfg.profile;
+        let mut p = Profile::create(dir, unlock, self.cfg.kdf)
+            .map_err(|e| format!("Cannot create the profile: {e}"))?;
+        if let Err(e) = p.commit(cs) {
+            drop(p);
+            remove_profile_files(dir);
+            return Err(format!("Cannot restore: {e}"));
+        }
+        Ok(p)
+    }
+
     /// Runs the service over the unlocked profile until the user locks
     /// or the window closes; the profile is closed (and everything
     /// decrypted dropped) when this returns.
@@ -328,6 +428,7 @@ impl Worker {
             let mut cfg = self.cfg.service;
             cfg.cover_per_minute = prefs.cover_per_minute;
             let net = postern_native::native(self.cfg.connector);
+            let mut exclusive = None;
             let (ended, restart) = {
                 let svc = core::pin::pin!(service.run(&mut p, net, cfg));
                 let fwd = core::pin::pin!(self.forward(&req_tx, &saves_rx, &mut prefs));
@@ -348,15 +449,73 @@ impl Worker {
                             Forwarded::Lock => (Some(Ended::Locked(None)), false),
                             Forwarded::Quit => (Some(Ended::Quit), false),
                             Forwarded::Restart => (None, true),
+                            Forwarded::Exclusive(op) => {
+                                exclusive = Some(op);
+                                (None, true)
+                            }
                         }
                     }
                 }
             };
+            if let Some(op) = exclusive {
+                self.exclusive(&mut p, op);
+            }
             if restart {
                 continue;
             }
             drop(p);
             return ended.unwrap_or(Ended::Locked(None));
+        }
+    }
+
+    /// What needs the profile to itself (the service stopped): a new
+    /// passphrase, a backup.
+    fn exclusive(&self, p: &mut Profile, op: Exclusive) {
+        match op {
+            Exclusive::ChangePassphrase { current, new } => {
+                if p.key_source() == postern_store::KeySource::Passphrase
+                    && p.check_passphrase(current.as_bytes()).is_err()
+                {
+                    self.window.send(Event::ShellFailed(
+                        "The current passphrase is wrong: nothing changed".to_owned(),
+                    ));
+                    return;
+                }
+                match p.change_protection(Unlock::Passphrase(new.as_bytes()), self.cfg.kdf) {
+                    Ok(()) => self
+                        .window
+                        .send(Event::Notice("The passphrase is changed".to_owned())),
+                    Err(e) => self.window.send(Event::ShellFailed(format!(
+                        "Could not change the passphrase: {e}"
+                    ))),
+                }
+            }
+            Exclusive::Export { passphrase } => {
+                let rt = postern_net::TokioRuntime::default();
+                let made = p.verify().map_err(|e| e.to_string()).and_then(|()| {
+                    postern_core::backup::export(
+                        p,
+                        passphrase.as_bytes(),
+                        self.cfg.kdf,
+                        &mut postern_driver_rng(&rt),
+                    )
+                    .map_err(|e| e.to_string())
+                });
+                let bytes = match made {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.window.send(Event::ShellFailed(format!(
+                            "Could not make the backup: {e}"
+                        )));
+                        return;
+                    }
+                };
+                let name = format!(
+                    "postern-{}.{BACKUP_EXTENSION}",
+                    chrono::Local::now().format("%Y-%m-%d")
+                );
+                self.save(&name, bytes);
+            }
         }
     }
 
@@ -404,6 +563,20 @@ impl Worker {
         match m {
             ToWorker::Ui(Command::App(r)) => send(r),
             ToWorker::Ui(Command::Lock) => return Some(Forwarded::Lock),
+            ToWorker::Ui(Command::ChangePassphrase { current, new }) => {
+                return Some(Forwarded::Exclusive(Exclusive::ChangePassphrase {
+                    current,
+                    new,
+                }));
+            }
+            ToWorker::Ui(Command::ExportBackup { passphrase }) => {
+                return Some(Forwarded::Exclusive(Exclusive::Export { passphrase }));
+            }
+            ToWorker::Ui(Command::Notify { title, body }) => {
+                if let Some(n) = &self.notifier {
+                    n.notify(&title, &body);
+                }
+            }
             ToWorker::Ui(Command::Attach { to }) => {
                 let me = self.me.clone();
                 dialog(move || {
@@ -469,8 +642,8 @@ impl Worker {
                 }
             }
             ToWorker::Quit => return Some(Forwarded::Quit),
-            // Create/Unlock while unlocked: nothing to do.
-            ToWorker::Ui(_) => {}
+            // Create/Unlock/Restore while unlocked: nothing to do.
+            ToWorker::Ui(_) | ToWorker::RestorePicked { .. } => {}
         }
         None
     }
@@ -557,6 +730,35 @@ enum Forwarded {
     Quit,
     /// The service's configuration changed: run it again.
     Restart,
+    /// Stop the service, do this, run it again.
+    Exclusive(Exclusive),
+}
+
+enum Exclusive {
+    ChangePassphrase {
+        current: Zeroizing<String>,
+        new: Zeroizing<String>,
+    },
+    Export {
+        passphrase: Zeroizing<String>,
+    },
+}
+
+/// The file name extension of backups.
+pub const BACKUP_EXTENSION: &str = "postern-backup";
+
+/// Removes a profile that could not be filled (a restore that failed
+/// after the profile was created).
+fn remove_profile_files(dir: &Path) {
+    let db = postern_store::DB_FILE;
+    for f in [
+        db.to_owned(),
+        format!("{db}-wal"),
+        format!("{db}-shm"),
+        postern_store::HEADER_FILE.to_owned(),
+    ] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
 }
 
 enum Ended {

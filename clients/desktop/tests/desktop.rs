@@ -110,6 +110,9 @@ fn open_contact(h: &mut Harness<'_, Lazy>, name: &str) {
 }
 
 fn type_into(h: &mut Harness<'_, Lazy>, role: Role, label: &str, text: &str) {
+    wait(h, label, 10, |h| {
+        h.query_by_role_and_label(role, label).is_some()
+    });
     h.get_by_role_and_label(role, label).focus();
     h.run_steps(2);
     h.get_by_role_and_label(role, label).type_text(text);
@@ -293,6 +296,149 @@ fn a_desktop_user_and_a_cli_user_invite_talk_exchange_files_and_the_profile_lock
     open_contact(&mut h, "Bob");
     wait_label(&mut h, "You: hello from the window", 30);
 
+    // A new passphrase, only with the current one.
+    h.get_by_label("Settings").click();
+    // A new dialog takes clicks once it has been drawn in full.
+    h.run_steps(5);
+    h.get_by_label("Change passphrase…").click();
+    h.run_steps(2);
+    type_into(&mut h, Role::PasswordInput, "Current passphrase", "not it");
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "New passphrase",
+        "a brand new passphrase",
+    );
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Repeat the new passphrase",
+        "a brand new passphrase",
+    );
+    h.get_by_role_and_label(Role::Button, "Change passphrase")
+        .click();
+    wait_label(
+        &mut h,
+        "The current passphrase is wrong: nothing changed",
+        30,
+    );
+    h.get_by_label("Settings").click();
+    // A new dialog takes clicks once it has been drawn in full.
+    h.run_steps(5);
+    h.get_by_label("Change passphrase…").click();
+    h.run_steps(2);
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Current passphrase",
+        "correct horse battery staple",
+    );
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "New passphrase",
+        "a brand new passphrase",
+    );
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Repeat the new passphrase",
+        "a brand new passphrase",
+    );
+    h.get_by_role_and_label(Role::Button, "Change passphrase")
+        .click();
+    wait_label(&mut h, "The passphrase is changed", 30);
+    h.get_by_label("Lock").click();
+    wait_label(&mut h, "Postern is locked", 30);
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Passphrase",
+        "correct horse battery staple",
+    );
+    h.key_press(egui::Key::Enter);
+    wait_label(&mut h, "Wrong passphrase", 30);
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Passphrase",
+        "a brand new passphrase",
+    );
+    h.key_press(egui::Key::Enter);
+    wait_label(&mut h, "New invitation", 30);
+
+    // An encrypted backup, written to the downloads directory.
+    h.get_by_label("Settings").click();
+    // A new dialog takes clicks once it has been drawn in full.
+    h.run_steps(5);
+    h.get_by_label("Export an encrypted backup…").click();
+    h.run_steps(2);
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Backup passphrase",
+        "backup passphrase",
+    );
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Repeat the backup passphrase",
+        "backup passphrase",
+    );
+    h.get_by_label("Export…").click();
+    wait_label(&mut h, ".postern-backup", 60);
+    let backup = std::fs::read_dir(&downloads)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "postern-backup"))
+        .expect("the backup file");
+    let bytes = std::fs::read(&backup).unwrap();
+    assert!(bytes.starts_with(postern_core::backup::MAGIC));
+    assert!(!bytes.windows(21).any(|w| w == b"hello from the window"));
     drop(h);
+
+    // Restored on "another machine": a wrong backup passphrase is refused
+    // and leaves no profile; the right one brings back the contact and
+    // the conversation.
+    let mut h2 = desktop(&dir.join("alice-restored"), &net, &dir.join("dl2"));
+    wait_label(&mut h2, "Welcome to Postern", 20);
+    h2.get_by_label("Restore from a backup instead").click();
+    h2.run_steps(2);
+    type_into(&mut h2, Role::PasswordInput, "Backup passphrase", "backup");
+    type_into(
+        &mut h2,
+        Role::PasswordInput,
+        "Passphrase",
+        "another machine's passphrase",
+    );
+    type_into(
+        &mut h2,
+        Role::PasswordInput,
+        "Repeat the passphrase",
+        "another machine's passphrase",
+    );
+    h2.input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(backup.clone())));
+    wait_label(&mut h2, "Cannot restore: the passphrase is wrong", 60);
+    assert!(
+        !dir.join("alice-restored")
+            .join(postern_store::HEADER_FILE)
+            .exists()
+    );
+    type_into(
+        &mut h2,
+        Role::PasswordInput,
+        "Backup passphrase",
+        " passphrase",
+    );
+    h2.input_mut().dropped_files.push(Arc::new(Dropped(backup)));
+    wait_label(&mut h2, "New invitation", 60);
+    wait_label(&mut h2, "Bob", 30);
+    open_contact(&mut h2, "Bob");
+    wait_label(&mut h2, "You: hello from the window", 30);
+    wait_label(&mut h2, "Bob: hello from the terminal", 30);
+
+    drop(h2);
     drop(net);
 }

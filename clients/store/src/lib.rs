@@ -347,6 +347,12 @@ impl Profile {
         sql::verify_all(&self.conn)
     }
 
+    /// Whether `passphrase` is the one protecting this profile (asked
+    /// before it is changed). A keychain profile has none: `WrongUnlockMethod`.
+    pub fn check_passphrase(&self, passphrase: &[u8]) -> Result<(), ProfileError> {
+        self.header.key(Unlock::Passphrase(passphrase)).map(|_| ())
+    }
+
     /// How this profile's key is protected.
     pub fn key_source(&self) -> KeySource {
         self.header.source()

@@ -474,8 +474,14 @@ fn passphrase_change_and_move_between_keychain_and_passphrase() {
     let d = tempfile::tempdir().unwrap();
     populated(d.path());
     let mut p = Profile::open(d.path(), Unlock::Passphrase(PW)).unwrap();
+    assert!(matches!(
+        p.check_passphrase(b"not it"),
+        Err(ProfileError::WrongKey)
+    ));
+    p.check_passphrase(PW).unwrap();
     p.change_protection(Unlock::Passphrase(b"new passphrase"), P)
         .unwrap();
+    p.check_passphrase(b"new passphrase").unwrap();
     drop(p);
     assert!(matches!(
         Profile::open(d.path(), Unlock::Passphrase(PW)),
@@ -489,6 +495,10 @@ fn passphrase_change_and_move_between_keychain_and_passphrase() {
     // To the keychain (mock store here) and back.
     p.change_protection(Unlock::Keychain, P).unwrap();
     assert_eq!(p.key_source(), KeySource::Keychain);
+    assert!(matches!(
+        p.check_passphrase(b"new passphrase"),
+        Err(ProfileError::WrongUnlockMethod { .. })
+    ));
     drop(p);
     assert!(matches!(
         Profile::open(d.path(), Unlock::Passphrase(b"new passphrase")),

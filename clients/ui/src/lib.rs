@@ -103,6 +103,39 @@ pub enum Command {
     /// The preferences changed (the shell keeps them and applies what is
     /// its to apply: cover rate, notifications, auto-lock).
     Prefs(Prefs),
+    /// Re-protect the open profile: a new passphrase, checked against the
+    /// current one first (empty when the key is in the keychain).
+    ChangePassphrase {
+        /// The passphrase in force (empty: the keychain holds the key).
+        current: Zeroizing<String>,
+        /// The new passphrase.
+        new: Zeroizing<String>,
+    },
+    /// Write an encrypted backup of the open profile (the shell asks
+    /// where, or uses its downloads directory).
+    ExportBackup {
+        /// The backup's own passphrase.
+        passphrase: Zeroizing<String>,
+    },
+    /// Make the profile from a backup file.
+    Restore {
+        /// The backup file (dropped on the window); `None`: the shell asks.
+        from: Option<PathBuf>,
+        /// The backup's passphrase.
+        backup_passphrase: Zeroizing<String>,
+        /// The new profile's passphrase; `None` keeps its key in the
+        /// system keychain.
+        passphrase: Option<Zeroizing<String>>,
+    },
+    /// Tell the user of a new message outside the window (the text is
+    /// already what the preferences allow: "New message" unless content
+    /// is shown).
+    Notify {
+        /// The notification's title.
+        title: String,
+        /// Its text.
+        body: String,
+    },
 }
 
 /// The user's preferences.
@@ -175,6 +208,10 @@ enum Dialog {
     Settings,
     /// The keyboard shortcuts.
     Shortcuts,
+    /// Changing the passphrase.
+    Passphrase,
+    /// Exporting a backup.
+    Backup,
 }
 
 /// A message to the user at the bottom of the window.
@@ -195,6 +232,10 @@ struct Forms {
     use_keychain: bool,
     passphrase: Zeroizing<String>,
     repeat: Zeroizing<String>,
+    /// The passphrase in force (changing it) or the backup's (restoring).
+    current: Zeroizing<String>,
+    /// Restoring from a backup rather than creating a profile.
+    restoring: bool,
 }
 
 impl core::fmt::Debug for Forms {
@@ -233,7 +274,17 @@ pub struct App {
     focus_composer: bool,
     /// The preferences last applied to the context (theme, scale).
     applied: Option<Prefs>,
+    /// The open profile's key is in the system keychain.
+    keychain_profile: bool,
+    /// The window had the focus at the last frame.
+    focused: bool,
+    /// Messages already notified (bounded, most recent last).
+    notified: std::collections::VecDeque<MessageId>,
 }
+
+/// How many notified message ids are remembered (a message told again,
+/// as its attachment completes, is not notified twice).
+const NOTIFIED_REMEMBERED: usize = 256;
 
 impl core::fmt::Debug for App {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -285,6 +336,9 @@ impl App {
             focus_search_messages: false,
             focus_composer: false,
             applied: None,
+            keychain_profile: false,
+            focused: true,
+            notified: std::collections::VecDeque::new(),
         }
     }
 
@@ -293,6 +347,11 @@ impl App {
     pub fn set_clock(&mut self, now: UnixTime, offset_minutes: i32) {
         self.now = now;
         self.offset_minutes = offset_minutes;
+    }
+
+    /// Replaces the preferences (the shell's own settings store changed).
+    pub fn set_prefs(&mut self, prefs: Prefs) {
+        self.prefs = prefs;
     }
 
     /// The preferences in force.
@@ -363,6 +422,7 @@ impl App {
             }
             Event::Locked { keychain, reason } => {
                 self.forget();
+                self.keychain_profile = keychain;
                 self.phase = Phase::Locked {
                     keychain,
                     error: None,
@@ -383,6 +443,9 @@ impl App {
                 }
             }
             Event::Unlocked => {
+                if let Phase::Onboarding { .. } = self.phase {
+                    self.keychain_profile = self.forms.use_keychain;
+                }
                 self.forms = Forms::default();
                 self.phase = Phase::Main;
                 self.last_input = f64::NAN;
@@ -396,10 +459,32 @@ impl App {
     /// Forgets everything decrypted (on lock).
     fn forget(&mut self) {
         let prefs = self.prefs.clone();
-        let (now, offset) = (self.now, self.offset_minutes);
+        let (now, offset, focused) = (self.now, self.offset_minutes, self.focused);
         *self = App::new(prefs);
         self.now = now;
         self.offset_minutes = offset;
+        self.focused = focused;
+    }
+
+    /// A notification for a new incoming message, when the preferences
+    /// want one and the user is not looking at its conversation.
+    fn notify(&mut self, m: &MessageView) {
+        if m.outgoing || !self.prefs.notifications || self.notified.contains(&m.id) {
+            return;
+        }
+        if self.notified.len() >= NOTIFIED_REMEMBERED {
+            self.notified.pop_front();
+        }
+        self.notified.push_back(m.id);
+        if self.focused && self.selected == Some(m.peer) {
+            return;
+        }
+        let (title, body) = if self.prefs.notification_content {
+            (self.name_of(&m.peer), screens::excerpt(m))
+        } else {
+            ("Postern".to_owned(), "New message".to_owned())
+        };
+        self.command(Command::Notify { title, body });
     }
 
     fn name_of(&self, peer: &Address) -> String {
@@ -412,6 +497,9 @@ impl App {
     }
 
     fn update(&mut self, u: Update) {
+        if let Update::Message(m) = &u {
+            self.notify(m);
+        }
         match u {
             Update::Me(m) => self.me = Some(m),
             Update::Contacts(c) => self.contacts = c,
@@ -503,6 +591,7 @@ impl App {
             self.applied = Some(self.prefs.clone());
         }
         self.idle_lock(ui);
+        self.focused = ui.input(|i| i.focused);
         match self.phase.clone() {
             Phase::Starting => {
                 egui::CentralPanel::default().show(ui, |ui| {

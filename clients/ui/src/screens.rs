@@ -52,6 +52,30 @@ const GREEN: Color32 = Color32::from_rgb(0x2e, 0xa0, 0x43);
 const AMBER: Color32 = Color32::from_rgb(0xd2, 0x99, 0x22);
 const RED: Color32 = Color32::from_rgb(0xe0, 0x3c, 0x31);
 
+/// A new passphrase typed twice, with its strength; whether it is
+/// acceptable (not too short, both the same).
+fn new_passphrase(ui: &mut egui::Ui, label: &str, pass: &mut String, repeat: &mut String) -> bool {
+    field(ui, label, pass, true);
+    let s = format::strength(pass);
+    let color = match s {
+        Strength::TooShort => RED,
+        Strength::Weak => AMBER,
+        _ => GREEN,
+    };
+    ui.colored_label(color, format!("Strength: {}", s.hint()));
+    field(
+        ui,
+        &format!("Repeat the {}", label.to_lowercase()),
+        repeat,
+        true,
+    );
+    let matches = pass == repeat;
+    if !matches && !repeat.is_empty() {
+        ui.colored_label(RED, "The two passphrases differ");
+    }
+    s != Strength::TooShort && matches
+}
+
 /// A labelled single-line input.
 fn field(ui: &mut egui::Ui, label: &str, text: &mut String, password: bool) -> egui::Response {
     let l = ui.label(label);
@@ -72,6 +96,9 @@ impl App {
         error: Option<String>,
         busy: bool,
     ) {
+        if self.forms.restoring {
+            return self.restore(ui, keychain, error, busy);
+        }
         card(ui, 380.0, |ui| {
             ui.vertical_centered(|ui| {
                 ui.heading(RichText::new("Welcome to Postern").size(26.0));
@@ -104,35 +131,8 @@ impl App {
                     }
                 }
                 ui.add_space(8.0);
-                if keychain {
-                    ui.checkbox(
-                        &mut self.forms.use_keychain,
-                        "Keep the key in the system keychain (no passphrase)",
-                    );
-                }
-                let mut strength = None;
-                if !self.forms.use_keychain {
-                    field(ui, "Passphrase", &mut self.forms.passphrase, true);
-                    let s = format::strength(&self.forms.passphrase);
-                    let color = match s {
-                        Strength::TooShort => RED,
-                        Strength::Weak => AMBER,
-                        _ => GREEN,
-                    };
-                    ui.colored_label(color, format!("Strength: {}", s.hint()));
-                    field(ui, "Repeat the passphrase", &mut self.forms.repeat, true);
-                    strength = Some(s);
-                }
+                let ready = !busy && self.protection_fields(ui, keychain);
                 ui.add_space(12.0);
-                let matches = self.forms.passphrase.as_str() == self.forms.repeat.as_str();
-                let ready = !busy
-                    && match strength {
-                        None => true,
-                        Some(s) => s != Strength::TooShort && matches,
-                    };
-                if strength.is_some() && !matches && !self.forms.repeat.is_empty() {
-                    ui.colored_label(RED, "The two passphrases differ");
-                }
                 if ui
                     .add_enabled(ready, egui::Button::new("Create profile"))
                     .clicked()
@@ -149,10 +149,7 @@ impl App {
                         relay,
                         passphrase,
                     });
-                    if let Phase::Onboarding { busy, error, .. } = &mut self.phase {
-                        *busy = true;
-                        *error = None;
-                    }
+                    self.set_busy();
                 }
                 if busy {
                     ui.spinner();
@@ -161,8 +158,115 @@ impl App {
                 if let Some(e) = error {
                     ui.colored_label(RED, e);
                 }
+                ui.add_space(8.0);
+                if ui
+                    .add_enabled(
+                        !busy,
+                        egui::Button::new("Restore from a backup instead").small(),
+                    )
+                    .clicked()
+                {
+                    self.forms.restoring = true;
+                }
             });
         });
+    }
+
+    /// Onboarding from a backup file: its passphrase, and how the
+    /// restored profile is protected here.
+    fn restore(&mut self, ui: &mut egui::Ui, keychain: bool, error: Option<String>, busy: bool) {
+        let dropped: Option<std::path::PathBuf> = ui.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .find(|p| !p.as_os_str().is_empty())
+        });
+        card(ui, 380.0, |ui| {
+            ui.vertical_centered(|ui| {
+                ui.heading(RichText::new("Restore from a backup").size(24.0));
+                ui.label("Your identity, contacts and messages come back from the backup file. Stop using the copy it was made from: only one device can carry on the conversations.");
+                ui.add_space(12.0);
+            });
+            ui.with_layout(Layout::top_down(Align::Center), |ui| {
+                ui.set_max_width(360.0);
+                field(ui, "Backup passphrase", &mut self.forms.current, true);
+                ui.add_space(8.0);
+                let ready =
+                    !busy && !self.forms.current.is_empty() && self.protection_fields(ui, keychain);
+                ui.add_space(12.0);
+                let pick = ui
+                    .add_enabled(
+                        ready,
+                        egui::Button::new("Choose the backup file and restore…"),
+                    )
+                    .clicked();
+                ui.label(
+                    RichText::new("or drop the backup file on this window")
+                        .small()
+                        .weak(),
+                );
+                let from = match (pick, dropped) {
+                    (true, _) => Some(None),
+                    (false, Some(path)) if ready => Some(Some(path)),
+                    _ => None,
+                };
+                if let Some(from) = from {
+                    let passphrase = (!self.forms.use_keychain)
+                        .then(|| Zeroizing::new(self.forms.passphrase.to_string()));
+                    self.command(Command::Restore {
+                        from,
+                        backup_passphrase: Zeroizing::new(self.forms.current.to_string()),
+                        passphrase,
+                    });
+                    self.set_busy();
+                }
+                if busy {
+                    ui.spinner();
+                    ui.label("Restoring…");
+                }
+                if let Some(e) = error {
+                    ui.colored_label(RED, e);
+                }
+                ui.add_space(8.0);
+                if ui
+                    .add_enabled(
+                        !busy,
+                        egui::Button::new("Create a new profile instead").small(),
+                    )
+                    .clicked()
+                {
+                    self.forms.restoring = false;
+                }
+            });
+        });
+    }
+
+    fn set_busy(&mut self) {
+        if let Phase::Onboarding { busy, error, .. } = &mut self.phase {
+            *busy = true;
+            *error = None;
+        }
+    }
+
+    /// The keychain choice and a new passphrase typed twice with its
+    /// strength; whether what was chosen is acceptable.
+    fn protection_fields(&mut self, ui: &mut egui::Ui, keychain: bool) -> bool {
+        if keychain {
+            ui.checkbox(
+                &mut self.forms.use_keychain,
+                "Keep the key in the system keychain (no passphrase)",
+            );
+        }
+        if self.forms.use_keychain && keychain {
+            return true;
+        }
+        new_passphrase(
+            ui,
+            "Passphrase",
+            &mut self.forms.passphrase,
+            &mut self.forms.repeat,
+        )
     }
 
     pub(crate) fn unlock(
@@ -774,6 +878,8 @@ impl App {
                 close
             }
             Dialog::Settings => self.settings(&ctx),
+            Dialog::Passphrase => self.passphrase_dialog(&ctx),
+            Dialog::Backup => self.backup_dialog(&ctx),
             Dialog::Shortcuts => modal(&ctx, "shortcuts", |ui| {
                 ui.heading("Keyboard shortcuts");
                 egui::Grid::new("keys").spacing([24.0, 6.0]).show(ui, |ui| {
@@ -799,6 +905,8 @@ impl App {
 
     fn settings(&mut self, ctx: &egui::Context) -> bool {
         let mut p = self.prefs.clone();
+        let mut next = None;
+        let keychain = self.keychain_profile;
         let close = modal(ctx, "settings", |ui| {
             ui.heading("Settings");
             ui.label("Theme");
@@ -834,11 +942,106 @@ impl App {
                 egui::Slider::new(&mut p.auto_lock_minutes, 0..=240)
                     .text("Lock after idle minutes (0: never)"),
             );
+            ui.separator();
+            ui.horizontal(|ui| {
+                let change = if keychain {
+                    "Protect with a passphrase…"
+                } else {
+                    "Change passphrase…"
+                };
+                if ui.button(change).clicked() {
+                    next = Some(Dialog::Passphrase);
+                }
+                if ui.button("Export an encrypted backup…").clicked() {
+                    next = Some(Dialog::Backup);
+                }
+            });
             ui.button("Close").clicked()
         });
         if p != self.prefs {
             self.prefs = p.clone();
             self.command(Command::Prefs(p));
+        }
+        if let Some(d) = next {
+            self.forms = crate::Forms::default();
+            self.dialog = d;
+            return false;
+        }
+        close
+    }
+
+    /// Changing the passphrase (or protecting a keychain profile with one).
+    fn passphrase_dialog(&mut self, ctx: &egui::Context) -> bool {
+        let keychain = self.keychain_profile;
+        let mut go = false;
+        let forms = &mut self.forms;
+        let close = form_modal(ctx, "passphrase", |ui| {
+            ui.heading(if keychain {
+                "Protect with a passphrase"
+            } else {
+                "Change passphrase"
+            });
+            if keychain {
+                ui.label("The key leaves the system keychain: the passphrase will be asked each time Postern unlocks.");
+            } else {
+                field(ui, "Current passphrase", &mut forms.current, true);
+            }
+            let ok = new_passphrase(
+                ui,
+                "New passphrase",
+                &mut forms.passphrase,
+                &mut forms.repeat,
+            ) && (keychain || !forms.current.is_empty());
+            let mut close = false;
+            ui.horizontal(|ui| {
+                go = ui
+                    .add_enabled(ok, egui::Button::new("Change passphrase"))
+                    .clicked();
+                close = ui.button("Cancel").clicked();
+            });
+            close
+        });
+        if go {
+            let current = Zeroizing::new(core::mem::take(&mut *self.forms.current));
+            let new = Zeroizing::new(core::mem::take(&mut *self.forms.passphrase));
+            self.forms = crate::Forms::default();
+            self.command(Command::ChangePassphrase { current, new });
+            return true;
+        }
+        if close {
+            self.forms = crate::Forms::default();
+        }
+        close
+    }
+
+    /// Exporting an encrypted backup under a passphrase of its own.
+    fn backup_dialog(&mut self, ctx: &egui::Context) -> bool {
+        let mut go = false;
+        let forms = &mut self.forms;
+        let close = form_modal(ctx, "backup", |ui| {
+            ui.heading("Export an encrypted backup");
+            ui.label("One file with your identity, contacts and messages, encrypted with a passphrase of its own. Keep it somewhere safe: whoever has the file and the passphrase can become you.");
+            let ok = new_passphrase(
+                ui,
+                "Backup passphrase",
+                &mut forms.passphrase,
+                &mut forms.repeat,
+            );
+            let mut close = false;
+            ui.horizontal(|ui| {
+                go = ui.add_enabled(ok, egui::Button::new("Export…")).clicked();
+                close = ui.button("Cancel").clicked();
+            });
+            close
+        });
+        if go {
+            let passphrase = Zeroizing::new(core::mem::take(&mut *self.forms.passphrase));
+            self.forms = crate::Forms::default();
+            self.command(Command::ExportBackup { passphrase });
+            return true;
+        }
+        if close {
+            self.forms = crate::Forms::default();
         }
         close
     }
@@ -927,6 +1130,19 @@ fn modal(ctx: &egui::Context, id: &str, content: impl FnOnce(&mut egui::Ui) -> b
         content(ui)
     });
     r.inner || r.should_close()
+}
+
+/// A modal dialog holding a form: a click outside does not close it (and
+/// lose what was typed); its own buttons or Escape do.
+fn form_modal(ctx: &egui::Context, id: &str, content: impl FnOnce(&mut egui::Ui) -> bool) -> bool {
+    let r = egui::Modal::new(egui::Id::unique(("modal", id))).show(ctx, |ui| {
+        ui.set_max_width(520.0);
+        content(ui)
+    });
+    let escape = r.is_top_modal
+        && !r.any_popup_open
+        && ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Escape));
+    r.inner || escape
 }
 
 /// The host and port of a relay address (the pin is not for people).
@@ -1032,7 +1248,7 @@ enum Action {
     Save,
 }
 
-fn excerpt(m: &MessageView) -> String {
+pub(crate) fn excerpt(m: &MessageView) -> String {
     match &m.body {
         BodyView::Text(t) => t.chars().take(60).collect(),
         BodyView::Image { .. } => "Photo".to_owned(),

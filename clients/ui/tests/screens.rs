@@ -547,3 +547,244 @@ fn a_toast_goes_by_itself_and_an_error_stays_longer() {
     h.run_steps(16);
     assert!(h.query_by_label("disk full").is_none());
 }
+
+/// A file dropped on the window.
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        Err("not read in this test".into())
+    }
+}
+
+/// Types into a field found by its role and name (focus first, as a
+/// click would).
+fn type_into(h: &mut Harness<'_, App>, role: Role, name: &str, text: &str) {
+    h.get_by_role_and_label(role, name).focus();
+    h.run();
+    h.get_by_role_and_label(role, name).type_text(text);
+    h.run();
+}
+
+#[test]
+fn the_passphrase_is_changed_only_with_the_current_one_and_a_backup_gets_its_own() {
+    let mut h = unlocked_with_bob(vec![]);
+    commands(&mut h);
+    h.get_by_label("Settings").click();
+    h.run();
+    h.get_by_label("Change passphrase…").click();
+    h.run();
+    // Nothing typed: the button does nothing.
+    h.get_by_role_and_label(Role::Button, "Change passphrase")
+        .click();
+    h.run();
+    assert!(commands(&mut h).is_empty());
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "New passphrase",
+        "a new long passphrase",
+    );
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Repeat the new passphrase",
+        "a new long passphrase",
+    );
+    // Still refused without the current passphrase.
+    h.get_by_role_and_label(Role::Button, "Change passphrase")
+        .click();
+    h.run();
+    assert!(commands(&mut h).is_empty());
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Current passphrase",
+        "the old one",
+    );
+    h.get_by_role_and_label(Role::Button, "Change passphrase")
+        .click();
+    h.run();
+    match commands(&mut h).as_slice() {
+        [Command::ChangePassphrase { current, new }] => {
+            assert_eq!(current.as_str(), "the old one");
+            assert_eq!(new.as_str(), "a new long passphrase");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The dialog closed and took what was typed with it.
+    assert!(h.query_by_label("Current passphrase").is_none());
+
+    h.get_by_label("Settings").click();
+    h.run();
+    h.get_by_label("Export an encrypted backup…").click();
+    h.run();
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Backup passphrase",
+        "backup passphrase 1",
+    );
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Repeat the backup passphrase",
+        "backup passphrase 2",
+    );
+    h.get_by_label("The two passphrases differ");
+    h.get_by_label("Export…").click();
+    h.run();
+    assert!(commands(&mut h).is_empty());
+    h.get_by_role_and_label(Role::PasswordInput, "Repeat the backup passphrase")
+        .focus();
+    h.run();
+    h.key_press(egui::Key::Backspace);
+    h.run();
+    h.get_by_role_and_label(Role::PasswordInput, "Repeat the backup passphrase")
+        .type_text("1");
+    h.run();
+    h.get_by_label("Export…").click();
+    h.run();
+    match commands(&mut h).as_slice() {
+        [Command::ExportBackup { passphrase }] => {
+            assert_eq!(passphrase.as_str(), "backup passphrase 1");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn onboarding_can_restore_from_a_backup_picked_or_dropped() {
+    let mut h = harness(App::default());
+    apply(
+        &mut h,
+        Event::NoProfile {
+            keychain: false,
+            default_relay: None,
+        },
+    );
+    h.get_by_label("Restore from a backup instead").click();
+    h.run();
+    h.get_by_label("Restore from a backup");
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Backup passphrase",
+        "the backup's",
+    );
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Passphrase",
+        "this machine's passphrase",
+    );
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Repeat the passphrase",
+        "this machine's passphrase",
+    );
+    h.get_by_label("Choose the backup file and restore…")
+        .click();
+    h.run_steps(3);
+    match commands(&mut h).as_slice() {
+        [
+            Command::Restore {
+                from: None,
+                backup_passphrase,
+                passphrase: Some(p),
+            },
+        ] => {
+            assert_eq!(backup_passphrase.as_str(), "the backup's");
+            assert_eq!(p.as_str(), "this machine's passphrase");
+        }
+        other => panic!("{other:?}"),
+    }
+    h.get_by_label("Restoring…");
+    apply(&mut h, Event::CreateFailed("Nothing was restored".into()));
+    h.get_by_label("Nothing was restored");
+    // A dropped backup file restores too.
+    h.input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped("/tmp/x.postern-backup".into())));
+    h.run_steps(3);
+    match commands(&mut h).as_slice() {
+        [Command::Restore { from: Some(p), .. }] => {
+            assert_eq!(p, std::path::Path::new("/tmp/x.postern-backup"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Back to a new profile.
+    apply(&mut h, Event::CreateFailed("wrong passphrase".into()));
+    h.get_by_label("Create a new profile instead").click();
+    h.run();
+    h.get_by_label("Welcome to Postern");
+}
+
+#[test]
+fn a_new_message_is_notified_once_without_its_content_unless_asked() {
+    let mut h = unlocked_with_bob(vec![]);
+    commands(&mut h);
+    let carol = Address::from_bytes([0xC0; 16]);
+    let mut from_carol = text(7, false, "the plan is on", None);
+    from_carol.peer = carol;
+    apply(&mut h, Event::App(Update::Message(from_carol.clone())));
+    match commands(&mut h).as_slice() {
+        [Command::Notify { title, body }] => {
+            assert_eq!(title, "Postern");
+            assert_eq!(body, "New message");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Told again (an attachment completing): not notified twice.
+    apply(&mut h, Event::App(Update::Message(from_carol)));
+    assert!(commands(&mut h).is_empty());
+    // Our own messages are not notified; nor is one in the conversation
+    // being read in a focused window.
+    apply(
+        &mut h,
+        Event::App(Update::Message(text(8, true, "ok", None))),
+    );
+    apply(
+        &mut h,
+        Event::App(Update::Message(text(9, false, "read now", None))),
+    );
+    assert!(
+        !commands(&mut h)
+            .iter()
+            .any(|c| matches!(c, Command::Notify { .. }))
+    );
+    // With content: the sender's name and the text.
+    h.state_mut().apply(Event::App(Update::Contacts(vec![
+        contact("Bob", 0, false),
+        ContactView {
+            address: carol,
+            ..contact("Carol", 1, false)
+        },
+    ])));
+    let mut p = h.state().prefs().clone();
+    p.notification_content = true;
+    h.state_mut().set_prefs(p);
+    let mut again = text(10, false, "meet at six", None);
+    again.peer = carol;
+    apply(&mut h, Event::App(Update::Message(again)));
+    match commands(&mut h).as_slice() {
+        [Command::Notify { title, body }] => {
+            assert_eq!(title, "Carol");
+            assert_eq!(body, "meet at six");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Notifications off: none.
+    let mut p = h.state().prefs().clone();
+    p.notifications = false;
+    h.state_mut().set_prefs(p);
+    let mut quiet = text(11, false, "hello?", None);
+    quiet.peer = carol;
+    apply(&mut h, Event::App(Update::Message(quiet)));
+    assert!(commands(&mut h).is_empty());
+}
