@@ -81,3 +81,53 @@ fn accepts_opus_in_ogg_and_measures_duration() {
     assert_eq!(info.duration_ms, 12_000);
     assert_eq!(info.channels, 1);
 }
+
+#[test]
+fn mux_refuses_nothing_to_wrap_and_packets_refuse_a_broken_clip() {
+    use postern_media::voice::{FRAME_SAMPLES_20MS, mux, packets, waveform};
+    assert!(mux(&[], 1, 312, 48_000, FRAME_SAMPLES_20MS, 0, 1).is_err());
+    assert!(mux(&[vec![1]], 0, 312, 48_000, FRAME_SAMPLES_20MS, 960, 1).is_err());
+    assert!(mux(&[vec![1]], 3, 312, 48_000, FRAME_SAMPLES_20MS, 960, 1).is_err());
+    let ok = mux(&[vec![1, 2, 3]], 1, 312, 48_000, FRAME_SAMPLES_20MS, 960, 1).unwrap();
+    let mut broken = ok.clone();
+    let last = broken.len() - 1;
+    broken[last] ^= 0xff; // the page CRC no longer matches
+    assert!(packets(&broken).is_err());
+    assert!(waveform(&broken, 40).is_err());
+    assert!(packets(&ok[..ok.len() - 2]).is_err());
+}
+
+#[test]
+fn muxed_packets_make_a_valid_clip_of_the_right_length_and_come_back_out() {
+    use postern_media::voice::{FRAME_SAMPLES_20MS, mux, packets};
+    // 3.01 s: 151 frames of 20 ms, the last one padded.
+    let frames: Vec<Vec<u8>> = (0..151u32)
+        .map(|i| vec![(i % 251) as u8; 10 + (i % 7) as usize])
+        .collect();
+    let bytes = mux(&frames, 1, 312, 44_100, FRAME_SAMPLES_20MS, 144_480, 0x5057).unwrap();
+    let info = validate_voice_clip(&bytes).unwrap();
+    assert_eq!(info.duration_ms, 3010);
+    assert_eq!(info.channels, 1);
+    let (back, pre_skip) = packets(&bytes).unwrap();
+    assert_eq!(pre_skip, 312);
+    assert_eq!(back, frames);
+}
+
+#[test]
+fn the_waveform_follows_the_packet_sizes() {
+    use postern_media::voice::{FRAME_SAMPLES_20MS, mux, waveform};
+    // One second of silence (3-byte packets), one loud (120 bytes), one
+    // half as loud.
+    let mut frames = vec![vec![0u8; 3]; 50];
+    frames.extend(vec![vec![7u8; 120]; 50]);
+    frames.extend(vec![vec![7u8; 61]; 50]);
+    let bytes = mux(&frames, 1, 312, 48_000, FRAME_SAMPLES_20MS, 150 * 960, 9).unwrap();
+    let w = waveform(&bytes, 3).unwrap();
+    assert_eq!(w, vec![0, 255, 126]); // (61 - 3) / (120 - 3) of the loudest
+    // Bars are bounded by the core's limit, and at least one.
+    assert_eq!(
+        waveform(&bytes, 10_000).unwrap().len(),
+        postern_core::consts::MAX_WAVEFORM_BYTES
+    );
+    assert_eq!(waveform(&bytes, 0).unwrap().len(), 1);
+}

@@ -39,6 +39,13 @@ struct Args {
     /// Connect from this local address.
     #[arg(long, env = "POSTERN_SOURCE_ADDR")]
     source_addr: Option<std::net::IpAddr>,
+    /// Record from this microphone (a device name or id, e.g. an ALSA
+    /// `hw:CARD=…`); the system's default otherwise.
+    #[arg(long, env = "POSTERN_MICROPHONE")]
+    microphone: Option<String>,
+    /// Play voice messages on this output device; the default otherwise.
+    #[arg(long, env = "POSTERN_SPEAKER")]
+    speaker: Option<String>,
 }
 
 fn default_profile() -> PathBuf {
@@ -65,6 +72,8 @@ fn main() -> ExitCode {
             ..ServiceConfig::default()
         },
         kdf: KdfParams::DEFAULT,
+        microphone: args.microphone,
+        speaker: args.speaker,
     };
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()

@@ -12,7 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use postern_app::{Image, Purpose, Request, Service, ServiceConfig, Update};
+use postern_app::{Image, MessageId, Purpose, Request, Service, ServiceConfig, Update};
+use postern_audio::codec::Encoder;
+use postern_audio::device::{Player, Recorder};
 use postern_core::consts::MAX_ATTACHMENT_BYTES;
 use postern_core::crypto::kdf::KdfParams;
 use postern_core::crypto::signal::AuthorityPublic;
@@ -72,6 +74,10 @@ pub struct Config {
     pub service: ServiceConfig,
     /// Key derivation for passphrase profiles.
     pub kdf: KdfParams,
+    /// The microphone by name (`None`: the system's default).
+    pub microphone: Option<String>,
+    /// The speaker by name (`None`: the system's default).
+    pub speaker: Option<String>,
 }
 
 /// The preferences file in the profile directory (nothing secret: theme,
@@ -176,6 +182,7 @@ pub fn spawn(
                     me,
                     window,
                     notifier,
+                    audio: Default::default(),
                 }
                 .run(),
             );
@@ -189,7 +196,28 @@ struct Worker {
     me: async_channel::Sender<ToWorker>,
     window: Window,
     notifier: Option<crate::notify::Notifier>,
+    audio: std::cell::RefCell<Audio>,
 }
+
+/// Voice messages being recorded or played (cpal's streams live on this
+/// thread; their audio threads only fill and drain buffers).
+#[derive(Default)]
+struct Audio {
+    recording: Option<Recording>,
+    /// The message whose bytes were asked for, to play when they come.
+    to_play: Option<MessageId>,
+    playing: Option<(MessageId, Player)>,
+}
+
+struct Recording {
+    to: Address,
+    recorder: Recorder,
+    encoder: Encoder,
+}
+
+/// How often a recording's level and length, or a playback's position,
+/// are shown.
+const AUDIO_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Whether the system keychain can be used here.
 fn keychain_available() -> bool {
@@ -463,6 +491,14 @@ impl Worker {
             if restart {
                 continue;
             }
+            // Nothing recorded or playing outlives the unlocked profile.
+            let audio = core::mem::take(&mut *self.audio.borrow_mut());
+            if let Some(r) = audio.recording {
+                r.recorder.stop();
+            }
+            if let Some((_, player)) = audio.playing {
+                player.stop();
+            }
             drop(p);
             return ended.unwrap_or(Ended::Locked(None));
         }
@@ -528,13 +564,14 @@ impl Worker {
         prefs: &mut Prefs,
     ) -> Forwarded {
         loop {
-            let next = {
-                let a = core::pin::pin!(self.rx.recv());
-                let b = core::pin::pin!(saves.recv());
-                match futures_util::future::select(a, b).await {
-                    futures_util::future::Either::Left((m, _)) => Next::Worker(m.ok()),
-                    futures_util::future::Either::Right((u, _)) => Next::Save(u.ok()),
-                }
+            let active = {
+                let a = self.audio.borrow();
+                a.recording.is_some() || a.playing.is_some()
+            };
+            let next = tokio::select! {
+                m = self.rx.recv() => Next::Worker(m.ok()),
+                u = saves.recv() => Next::Save(u.ok()),
+                () = tokio::time::sleep(AUDIO_TICK), if active => Next::Tick,
             };
             match next {
                 Next::Worker(None) | Next::Worker(Some(ToWorker::Quit)) => return Forwarded::Quit,
@@ -543,8 +580,20 @@ impl Worker {
                         return f;
                     }
                 }
-                Next::Save(Some(Update::AttachmentBytes { name, bytes, .. })) => {
-                    self.save(&name, bytes);
+                Next::Save(Some(Update::AttachmentBytes {
+                    id, name, bytes, ..
+                })) => {
+                    let play = self.audio.borrow_mut().to_play.take_if(|x| *x == id);
+                    if play.is_some() {
+                        self.play(id, &bytes);
+                    } else {
+                        self.save(&name, bytes);
+                    }
+                }
+                Next::Tick => {
+                    if let Some(f) = self.audio_tick(req) {
+                        return f;
+                    }
                 }
                 Next::Save(_) => {}
             }
@@ -576,6 +625,41 @@ impl Worker {
                 if let Some(n) = &self.notifier {
                     n.notify(&title, &body);
                 }
+            }
+            ToWorker::Ui(Command::Record { to }) => self.record(to),
+            ToWorker::Ui(Command::StopRecording { send: yes }) => {
+                self.stop_recording(yes.then_some(req));
+            }
+            ToWorker::Ui(Command::Play { peer, id }) => {
+                let mut a = self.audio.borrow_mut();
+                match &a.playing {
+                    Some((playing, p)) if *playing == id => {
+                        p.set_playing(true);
+                        drop(a);
+                        self.show_playback();
+                    }
+                    _ => {
+                        if let Some((_, p)) = a.playing.take() {
+                            p.stop();
+                        }
+                        a.to_play = Some(id);
+                        drop(a);
+                        self.window.send(Event::Playback(None));
+                        send(Request::Attachment { peer, id });
+                    }
+                }
+            }
+            ToWorker::Ui(Command::Pause) => {
+                if let Some((_, p)) = &self.audio.borrow().playing {
+                    p.set_playing(false);
+                }
+                self.show_playback();
+            }
+            ToWorker::Ui(Command::Seek { ms }) => {
+                if let Some((_, p)) = &self.audio.borrow().playing {
+                    p.seek_ms(ms);
+                }
+                self.show_playback();
             }
             ToWorker::Ui(Command::Attach { to }) => {
                 let me = self.me.clone();
@@ -646,6 +730,138 @@ impl Worker {
             ToWorker::Ui(_) | ToWorker::RestorePicked { .. } => {}
         }
         None
+    }
+
+    /// Starts recording a voice message; without a microphone, says so
+    /// (the screens then offer attaching a clip).
+    fn record(&self, to: Address) {
+        self.stop_recording(None);
+        let started = Encoder::new().and_then(|encoder| {
+            Recorder::start(self.cfg.microphone.as_deref()).map(|recorder| Recording {
+                to,
+                recorder,
+                encoder,
+            })
+        });
+        match started {
+            Ok(r) => {
+                self.audio.borrow_mut().recording = Some(r);
+                self.window
+                    .send(Event::Recording(Some(postern_ui::Recording {
+                        to,
+                        elapsed_ms: 0,
+                        level: 0.0,
+                    })));
+            }
+            Err(e) => self.window.send(Event::RecordingUnavailable(match e {
+                postern_audio::AudioError::NoDevice(_) => "No microphone found".to_owned(),
+                e => format!("The microphone cannot be used ({e})"),
+            })),
+        }
+    }
+
+    /// Ends the recording: the clip goes to its contact when `send` is
+    /// given, else it is thrown away.
+    fn stop_recording(&self, send: Option<&async_channel::Sender<Request>>) {
+        let Some(mut r) = self.audio.borrow_mut().recording.take() else {
+            return;
+        };
+        let rest = r.recorder.take();
+        r.recorder.stop();
+        self.window.send(Event::Recording(None));
+        let Some(req) = send else { return };
+        let clip = rest
+            .and_then(|pcm| r.encoder.push(&pcm))
+            .and_then(|()| r.encoder.finish());
+        match clip {
+            Ok(bytes) => {
+                let name = format!(
+                    "voice-{}.ogg",
+                    chrono::Local::now().format("%Y-%m-%d-%H%M%S")
+                );
+                let _ = req.try_send(Request::SendFile {
+                    to: r.to,
+                    name,
+                    bytes,
+                    voice: true,
+                });
+            }
+            Err(e) => self
+                .window
+                .send(Event::ShellFailed(format!("Could not record: {e}"))),
+        }
+    }
+
+    /// Every tick while sound is recorded or played: the recording's
+    /// sound into the encoder, the level and positions to the screens.
+    fn audio_tick(&self, req: &async_channel::Sender<Request>) -> Option<Forwarded> {
+        let mut a = self.audio.borrow_mut();
+        if let Some(r) = &mut a.recording {
+            let step = r.recorder.take().and_then(|pcm| r.encoder.push(&pcm));
+            let view = postern_ui::Recording {
+                to: r.to,
+                elapsed_ms: r.encoder.duration_ms(),
+                level: r.recorder.level(),
+            };
+            match step {
+                Ok(()) => self.window.send(Event::Recording(Some(view))),
+                // At the longest clip allowed: it is sent as it is.
+                Err(postern_audio::AudioError::TooLong) => {
+                    drop(a);
+                    self.stop_recording(Some(req));
+                    return None;
+                }
+                Err(e) => {
+                    a.recording = None;
+                    self.window.send(Event::Recording(None));
+                    self.window
+                        .send(Event::ShellFailed(format!("Recording stopped: {e}")));
+                }
+            }
+        }
+        drop(a);
+        self.show_playback();
+        None
+    }
+
+    /// Decodes a voice message and plays it.
+    fn play(&self, id: MessageId, bytes: &[u8]) {
+        let started = postern_audio::codec::decode(bytes)
+            .and_then(|pcm| Player::start(self.cfg.speaker.as_deref(), pcm));
+        match started {
+            Ok(p) => {
+                self.audio.borrow_mut().playing = Some((id, p));
+                self.show_playback();
+            }
+            Err(postern_audio::AudioError::NoDevice(_)) => self.window.send(Event::ShellFailed(
+                "No speaker or headphones found: save the clip to play it elsewhere".to_owned(),
+            )),
+            Err(e) => self.window.send(Event::ShellFailed(format!(
+                "Cannot play the voice message: {e}"
+            ))),
+        }
+    }
+
+    /// Tells the screens where playback is; forgets a player that ended
+    /// with an error.
+    fn show_playback(&self) {
+        let mut a = self.audio.borrow_mut();
+        let Some((id, p)) = &a.playing else {
+            return;
+        };
+        if let Some(e) = p.error() {
+            a.playing = None;
+            self.window.send(Event::Playback(None));
+            self.window
+                .send(Event::ShellFailed(format!("Playback stopped: {e}")));
+            return;
+        }
+        self.window.send(Event::Playback(Some(postern_ui::Playback {
+            id: *id,
+            position_ms: p.position_ms(),
+            duration_ms: p.duration_ms(),
+            playing: p.is_playing(),
+        })));
     }
 
     /// Saves a received attachment: into the downloads directory when one
@@ -723,6 +939,7 @@ fn postern_driver_rng(
 enum Next {
     Worker(Option<ToWorker>),
     Save(Option<Update>),
+    Tick,
 }
 
 enum Forwarded {

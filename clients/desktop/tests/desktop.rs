@@ -50,6 +50,17 @@ fn binary(name: &str) -> PathBuf {
 }
 
 fn desktop(profile: &Path, net: &Testnet, downloads: &Path) -> Harness<'static, Lazy> {
+    desktop_with(profile, net, downloads, "null")
+}
+
+/// A desktop whose microphone and speaker are the sound device `audio`
+/// (ALSA's `null` needs no sound card).
+fn desktop_with(
+    profile: &Path,
+    net: &Testnet,
+    downloads: &Path,
+    audio: &str,
+) -> Harness<'static, Lazy> {
     let cfg = Config {
         profile: profile.to_path_buf(),
         relay: Some(net.relays[0].clone()),
@@ -63,6 +74,8 @@ fn desktop(profile: &Path, net: &Testnet, downloads: &Path) -> Harness<'static, 
             others_poll: Duration::from_secs(2),
         },
         kdf: KdfParams::TEST_ONLY,
+        microphone: Some(audio.to_owned()),
+        speaker: Some(audio.to_owned()),
     };
     Harness::builder()
         .with_size([1200.0, 800.0])
@@ -253,6 +266,28 @@ fn a_desktop_user_and_a_cli_user_invite_talk_exchange_files_and_the_profile_lock
     });
     assert_eq!(std::fs::read(downloads.join("report.bin")).unwrap(), report);
 
+    // Bob's voice message plays: a scrubber appears while it is loaded.
+    h.get_by_label("Play voice message").click();
+    wait_label(&mut h, "Position in the voice message", 30);
+
+    // Alice records one and sends it; Bob receives a valid clip.
+    h.get_by_label("Record voice message").click();
+    wait_label(&mut h, "Microphone level", 10);
+    wait_label(&mut h, "Recording 0:0", 10);
+    h.get_by_label("Send voice message").click();
+    wait_label(&mut h, "You: voice message", 30);
+    let bob_voice = dir.join("bob-voice");
+    wait(&mut h, "Bob receives the recorded clip", 90, |_| {
+        let _ = bob.ok(&["sync", "--downloads", bob_voice.to_str().unwrap()]);
+        std::fs::read_dir(&bob_voice).is_ok_and(|d| {
+            d.filter_map(Result::ok).any(|e| {
+                e.path().extension().is_some_and(|x| x == "ogg")
+                    && postern_media::voice::validate_voice_clip(&std::fs::read(e.path()).unwrap())
+                        .is_ok()
+            })
+        })
+    });
+
     // A file dropped on the window goes to Bob.
     let notes: Vec<u8> = (0..5_000u32).map(|i| (i % 97) as u8).collect();
     std::fs::write(files.join("notes.txt"), &notes).unwrap();
@@ -400,7 +435,12 @@ fn a_desktop_user_and_a_cli_user_invite_talk_exchange_files_and_the_profile_lock
     // Restored on "another machine": a wrong backup passphrase is refused
     // and leaves no profile; the right one brings back the contact and
     // the conversation.
-    let mut h2 = desktop(&dir.join("alice-restored"), &net, &dir.join("dl2"));
+    let mut h2 = desktop_with(
+        &dir.join("alice-restored"),
+        &net,
+        &dir.join("dl2"),
+        "no-such-device",
+    );
     wait_label(&mut h2, "Welcome to Postern", 20);
     h2.get_by_label("Restore from a backup instead").click();
     h2.run_steps(2);
@@ -438,6 +478,10 @@ fn a_desktop_user_and_a_cli_user_invite_talk_exchange_files_and_the_profile_lock
     open_contact(&mut h2, "Bob");
     wait_label(&mut h2, "You: hello from the window", 30);
     wait_label(&mut h2, "Bob: hello from the terminal", 30);
+    // Without a microphone, recording says so and offers a clip instead.
+    h2.get_by_label("Record voice message").click();
+    wait_label(&mut h2, "No microphone found", 10);
+    h2.get_by_label("Attach a voice clip…");
 
     drop(h2);
     drop(net);

@@ -453,6 +453,14 @@ fn child() {
     bob.ok(&["init", "--name", "Bob", "--relay", &net.relays[1]])
         .unwrap();
     bob.ok(&["network", "--authority", &net.authority]).unwrap();
+    // This X server has no session bus, hence no notification service:
+    // notifications off, so that the screenshots show no warning of it.
+    std::fs::create_dir_all(dir.join("alice")).unwrap();
+    std::fs::write(
+        dir.join("alice").join(postern_desktop::worker::PREFS_FILE),
+        "notifications = false\n",
+    )
+    .unwrap();
     let cfg = Config {
         profile: dir.join("alice"),
         relay: Some(net.relays[0].clone()),
@@ -466,6 +474,8 @@ fn child() {
             others_poll: Duration::from_secs(2),
         },
         kdf: KdfParams::TEST_ONLY,
+        microphone: Some("null".into()),
+        speaker: Some("null".into()),
     };
     let (cmd_tx, cmd_rx) = mpsc::channel();
     let (ack_tx, ack_rx) = mpsc::channel();

@@ -17,11 +17,15 @@ use postern_core::{Address, Error, KvStore, UnixTime, attachment};
 use postern_media::{images, voice};
 use rand_core::{CryptoRng, RngCore};
 
+/// Bars in a voice clip's waveform preview.
+const WAVEFORM_BARS: usize = 48;
+
 /// What a file is sent as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Kind {
     Voice {
         duration_ms: u32,
+        waveform: Vec<u8>,
     },
     Image {
         mime: String,
@@ -71,10 +75,12 @@ impl Attachment {
         }
         if voice {
             let info = voice::validate_voice_clip(&raw)?;
+            let waveform = voice::waveform(&raw, WAVEFORM_BARS)?;
             return Ok(Attachment {
                 bytes: raw,
                 kind: Kind::Voice {
                     duration_ms: info.duration_ms,
+                    waveform,
                 },
             });
         }
@@ -121,9 +127,12 @@ impl Attachment {
 
     fn body(&self, attachment: AttachmentRef) -> Body {
         match &self.kind {
-            Kind::Voice { duration_ms } => Body::Voice(Voice {
+            Kind::Voice {
+                duration_ms,
+                waveform,
+            } => Body::Voice(Voice {
                 duration_ms: *duration_ms,
-                waveform: Vec::new(),
+                waveform: waveform.clone(),
                 attachment,
             }),
             Kind::Image {

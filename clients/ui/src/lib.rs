@@ -57,6 +57,36 @@ pub enum Event {
     Notice(String),
     /// Something the shell could not do.
     ShellFailed(String),
+    /// A voice message is being recorded (`None`: it stopped).
+    Recording(Option<Recording>),
+    /// Recording cannot start here (no microphone): the reason.
+    RecordingUnavailable(String),
+    /// A voice message plays (`None`: nothing does).
+    Playback(Option<Playback>),
+}
+
+/// A recording in progress.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Recording {
+    /// To whom it goes.
+    pub to: Address,
+    /// How long it is so far.
+    pub elapsed_ms: u32,
+    /// The microphone's level now (0.0–1.0).
+    pub level: f32,
+}
+
+/// A voice message playing or paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Playback {
+    /// The message.
+    pub id: MessageId,
+    /// Where it is.
+    pub position_ms: u32,
+    /// Its length.
+    pub duration_ms: u32,
+    /// Playing (else paused or ended).
+    pub playing: bool,
 }
 
 /// What the screens ask the shell for.
@@ -126,6 +156,30 @@ pub enum Command {
         /// The new profile's passphrase; `None` keeps its key in the
         /// system keychain.
         passphrase: Option<Zeroizing<String>>,
+    },
+    /// Start recording a voice message to `to`.
+    Record {
+        /// The contact.
+        to: Address,
+    },
+    /// Stop recording: send the clip, or throw it away.
+    StopRecording {
+        /// Send it (else it is discarded).
+        send: bool,
+    },
+    /// Play a voice message (or resume it).
+    Play {
+        /// Its contact.
+        peer: Address,
+        /// The message.
+        id: MessageId,
+    },
+    /// Pause what plays.
+    Pause,
+    /// Move playback to this point.
+    Seek {
+        /// Milliseconds from the start.
+        ms: u32,
     },
     /// Tell the user of a new message outside the window (the text is
     /// already what the preferences allow: "New message" unless content
@@ -280,6 +334,12 @@ pub struct App {
     focused: bool,
     /// Messages already notified (bounded, most recent last).
     notified: std::collections::VecDeque<MessageId>,
+    /// The voice message being recorded.
+    recording: Option<Recording>,
+    /// Why recording is not possible here, once tried.
+    no_microphone: Option<String>,
+    /// The voice message playing.
+    playback: Option<Playback>,
 }
 
 /// How many notified message ids are remembered (a message told again,
@@ -339,6 +399,9 @@ impl App {
             keychain_profile: false,
             focused: true,
             notified: std::collections::VecDeque::new(),
+            recording: None,
+            no_microphone: None,
+            playback: None,
         }
     }
 
@@ -453,6 +516,12 @@ impl App {
             Event::App(u) => self.update(u),
             Event::Notice(text) => self.toast(text, false),
             Event::ShellFailed(text) => self.toast(text, true),
+            Event::Recording(r) => self.recording = r,
+            Event::RecordingUnavailable(why) => {
+                self.recording = None;
+                self.no_microphone = Some(why);
+            }
+            Event::Playback(p) => self.playback = p,
         }
     }
 

@@ -601,6 +601,7 @@ impl App {
                 let messages = &self.messages;
                 let textures = &mut self.textures;
                 let progress = &self.progress;
+                let playback = self.playback;
                 let (now, offset) = (self.now, self.offset_minutes);
                 list.ui_custom_layout(ui, shown.len(), |ui, row| {
                     let Some(m) = shown.get(row).and_then(|i| messages.get(*i)) else {
@@ -608,7 +609,10 @@ impl App {
                     };
                     let quoted = m.reply_to.and_then(|r| messages.iter().find(|x| x.id == r));
                     let p = progress.get(&m.id).copied();
-                    if let Some(a) = bubble(ui, &ctx, m, name, quoted, p, textures, now, offset) {
+                    let playing = playback.filter(|x| x.id == m.id);
+                    if let Some(a) =
+                        bubble(ui, &ctx, m, name, quoted, p, playing, textures, now, offset)
+                    {
                         actions.push((a, m.id));
                     }
                     1
@@ -623,6 +627,9 @@ impl App {
                 }
                 Action::Retry => self.request(Request::Retry { to: peer, id }),
                 Action::Save => self.command(Command::Save { peer, id }),
+                Action::Play => self.command(Command::Play { peer, id }),
+                Action::Pause => self.command(Command::Pause),
+                Action::Seek(ms) => self.command(Command::Seek { ms }),
             }
         }
     }
@@ -638,10 +645,53 @@ impl App {
                 }
             });
         }
+        if let Some(r) = self.recording {
+            let to = if r.to == peer {
+                String::new()
+            } else {
+                format!(" to {}", self.name_of(&r.to))
+            };
+            let mut stop = None;
+            ui.horizontal(|ui| {
+                widgets::dot(ui, RED);
+                ui.label(format!(
+                    "Recording{to} {}",
+                    format::duration(u64::from(r.elapsed_ms))
+                ));
+                let bar = ui.add(egui::ProgressBar::new(r.level).desired_width(160.0));
+                crate::name_input(ui, &bar, "Microphone level");
+                if ui.button("Cancel recording").clicked() {
+                    stop = Some(false);
+                }
+                if ui.button("Send voice message").clicked() {
+                    stop = Some(true);
+                }
+            });
+            if let Some(send) = stop {
+                self.command(Command::StopRecording { send });
+            }
+            return;
+        }
+        if let Some(why) = self.no_microphone.clone() {
+            ui.horizontal(|ui| {
+                ui.label(
+                    RichText::new(format!(
+                        "{why}. You can attach a voice clip (.ogg) instead."
+                    ))
+                    .small(),
+                );
+                if ui.small_button("Attach a voice clip…").clicked() {
+                    self.command(Command::Attach { to: peer });
+                }
+            });
+        }
         let mut send = false;
         ui.horizontal(|ui| {
             if ui.button("Attach file").clicked() {
                 self.command(Command::Attach { to: peer });
+            }
+            if ui.button("Record voice message").clicked() {
+                self.command(Command::Record { to: peer });
             }
             let width = (ui.available_width() - 70.0).max(120.0);
             let out = egui::TextEdit::multiline(&mut self.draft)
@@ -1132,6 +1182,44 @@ fn modal(ctx: &egui::Context, id: &str, content: impl FnOnce(&mut egui::Ui) -> b
     r.inner || r.should_close()
 }
 
+/// A voice message's player: play/pause, the waveform with what was
+/// played, the time, and (while loaded) a scrubber the arrow keys move.
+fn voice_player(
+    ui: &mut egui::Ui,
+    duration_ms: u32,
+    waveform: &[u8],
+    playback: Option<crate::Playback>,
+    complete: bool,
+    ink: Color32,
+) -> Option<Action> {
+    let mut action = None;
+    let playing = playback.is_some_and(|p| p.playing);
+    ui.horizontal(|ui| {
+        let b = widgets::play_button(ui, playing, complete, ink);
+        if b.clicked() {
+            action = Some(if playing { Action::Pause } else { Action::Play });
+        }
+        let at = playback.map_or(0, |p| p.position_ms);
+        let total = playback.map_or(duration_ms, |p| p.duration_ms).max(1);
+        widgets::waveform(ui, waveform, ink, at as f32 / total as f32);
+        let shown = if playback.is_some() { at } else { duration_ms };
+        ui.label(RichText::new(format::duration(u64::from(shown))).color(ink));
+    });
+    if let Some(p) = playback {
+        let mut at = p.position_ms;
+        let r = ui.add(
+            egui::Slider::new(&mut at, 0..=p.duration_ms.max(1))
+                .show_value(false)
+                .step_by(500.0),
+        );
+        crate::name_input(ui, &r, "Position in the voice message");
+        if r.changed() {
+            action = Some(Action::Seek(at));
+        }
+    }
+    action
+}
+
 /// A modal dialog holding a form: a click outside does not close it (and
 /// lose what was typed); its own buttons or Escape do.
 fn form_modal(ctx: &egui::Context, id: &str, content: impl FnOnce(&mut egui::Ui) -> bool) -> bool {
@@ -1246,6 +1334,9 @@ enum Action {
     Reply,
     Retry,
     Save,
+    Play,
+    Pause,
+    Seek(u32),
 }
 
 pub(crate) fn excerpt(m: &MessageView) -> String {
@@ -1290,6 +1381,7 @@ fn bubble(
     name: &str,
     quoted: Option<&MessageView>,
     progress: Option<(usize, usize)>,
+    playback: Option<crate::Playback>,
     textures: &mut widgets::Textures,
     now: postern_core::UnixTime,
     offset: i32,
@@ -1403,15 +1495,20 @@ fn bubble(
                                             size,
                                             chunks,
                                         } => {
-                                            ui.horizontal(|ui| {
-                                                widgets::waveform(ui, waveform, ink);
-                                                ui.label(
-                                                    RichText::new(format::duration(u64::from(
-                                                        *duration_ms,
-                                                    )))
-                                                    .color(ink),
-                                                );
+                                            let (done, total) = progress.map_or(*chunks, |p| {
+                                                if p.0 > chunks.0 { p } else { *chunks }
                                             });
+                                            let complete = m.outgoing || done >= total;
+                                            if let Some(a) = voice_player(
+                                                ui,
+                                                *duration_ms,
+                                                waveform,
+                                                playback,
+                                                complete,
+                                                ink,
+                                            ) {
+                                                action = Some(a);
+                                            }
                                             transfer(
                                                 ui,
                                                 *size,

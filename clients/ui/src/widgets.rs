@@ -146,8 +146,9 @@ pub(crate) fn delivery_mark(ui: &mut egui::Ui, state: Option<DeliveryState>, on:
     }
 }
 
-/// A voice clip's waveform bars (or a flat line when it has none).
-pub(crate) fn waveform(ui: &mut egui::Ui, bars: &[u8], color: Color32) {
+/// A voice clip's waveform bars (or a flat line when it has none); the
+/// part before `played` (0.0–1.0) is drawn solid, the rest faded.
+pub(crate) fn waveform(ui: &mut egui::Ui, bars: &[u8], color: Color32, played: f32) {
     let (rect, _) = ui.allocate_exact_size(Vec2::new(140.0, 24.0), Sense::hover());
     let p = ui.painter();
     if bars.is_empty() {
@@ -159,9 +160,15 @@ pub(crate) fn waveform(ui: &mut egui::Ui, bars: &[u8], color: Color32) {
     }
     let n = bars.len().min(48);
     let w = rect.width() / n as f32;
+    let faded = color.gamma_multiply(0.45);
     for (i, b) in bars.iter().take(n).enumerate() {
         let h = (f32::from(*b) / 255.0).max(0.05) * rect.height();
         let x = rect.left() + w * (i as f32 + 0.5);
+        let color = if played > 0.0 && (i as f32 + 0.5) / n as f32 > played {
+            faded
+        } else {
+            color
+        };
         p.line_segment(
             [
                 Pos2::new(x, rect.center().y - h / 2.0),
@@ -176,4 +183,61 @@ pub(crate) fn waveform(ui: &mut egui::Ui, bars: &[u8], color: Color32) {
 pub(crate) fn dot(ui: &mut egui::Ui, color: Color32) {
     let (rect, _) = ui.allocate_exact_size(Vec2::splat(10.0), Sense::hover());
     ui.painter().circle_filled(rect.center(), 4.0, color);
+}
+
+/// A round play or pause button drawn by hand (no font needed), named
+/// for screen readers and tests.
+pub(crate) fn play_button(
+    ui: &mut egui::Ui,
+    playing: bool,
+    enabled: bool,
+    color: Color32,
+) -> egui::Response {
+    let sense = if enabled {
+        Sense::click()
+    } else {
+        Sense::hover()
+    };
+    let (rect, r) = ui.allocate_exact_size(Vec2::splat(28.0), sense);
+    let name = if playing {
+        "Pause voice message"
+    } else {
+        "Play voice message"
+    };
+    r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, enabled, name));
+    let c = rect.center();
+    let ink = if enabled {
+        color
+    } else {
+        color.gamma_multiply(0.4)
+    };
+    let p = ui.painter();
+    let ring = if r.hovered() || r.has_focus() {
+        2.0
+    } else {
+        1.2
+    };
+    p.circle_stroke(c, 12.5, Stroke::new(ring, ink));
+    if playing {
+        for dx in [-3.0, 3.0] {
+            p.line_segment(
+                [
+                    Pos2::new(c.x + dx, c.y - 5.5),
+                    Pos2::new(c.x + dx, c.y + 5.5),
+                ],
+                Stroke::new(3.0, ink),
+            );
+        }
+    } else {
+        p.add(egui::Shape::convex_polygon(
+            vec![
+                Pos2::new(c.x - 3.5, c.y - 6.5),
+                Pos2::new(c.x + 6.5, c.y),
+                Pos2::new(c.x - 3.5, c.y + 6.5),
+            ],
+            ink,
+            Stroke::NONE,
+        ));
+    }
+    r
 }

@@ -788,3 +788,111 @@ fn a_new_message_is_notified_once_without_its_content_unless_asked() {
     apply(&mut h, Event::App(Update::Message(quiet)));
     assert!(commands(&mut h).is_empty());
 }
+
+fn voice(id: u8, outgoing: bool) -> MessageView {
+    MessageView {
+        body: BodyView::Voice {
+            duration_ms: 4_000,
+            waveform: vec![10, 200, 90, 255, 0, 30],
+            size: 12_000,
+            chunks: (1, 1),
+        },
+        ..text(id, outgoing, "", None)
+    }
+}
+
+#[test]
+fn a_voice_message_is_recorded_with_a_level_meter_and_cancel_or_said_impossible() {
+    let mut h = unlocked_with_bob(vec![]);
+    commands(&mut h);
+    h.get_by_label("Record voice message").click();
+    h.run();
+    assert!(matches!(
+        commands(&mut h).as_slice(),
+        [Command::Record { to }] if *to == bob()
+    ));
+    apply(
+        &mut h,
+        Event::Recording(Some(postern_ui::Recording {
+            to: bob(),
+            elapsed_ms: 3_200,
+            level: 0.6,
+        })),
+    );
+    h.get_by_label("Recording 0:03");
+    h.get_by_label("Microphone level");
+    // The text field gives way to the recording while it lasts.
+    assert!(h.query_by_label("Message").is_none());
+    h.get_by_label("Cancel recording").click();
+    h.run();
+    assert!(matches!(
+        commands(&mut h).as_slice(),
+        [Command::StopRecording { send: false }]
+    ));
+    apply(
+        &mut h,
+        Event::Recording(Some(postern_ui::Recording {
+            to: bob(),
+            elapsed_ms: 900,
+            level: 0.1,
+        })),
+    );
+    h.get_by_label("Send voice message").click();
+    h.run();
+    assert!(matches!(
+        commands(&mut h).as_slice(),
+        [Command::StopRecording { send: true }]
+    ));
+    apply(&mut h, Event::Recording(None));
+    h.get_by_label("Message");
+
+    // No microphone: said, and a clip file offered instead.
+    apply(
+        &mut h,
+        Event::RecordingUnavailable("No microphone found".into()),
+    );
+    h.get_by_label_contains("No microphone found");
+    h.get_by_label("Attach a voice clip…").click();
+    h.run();
+    assert!(matches!(
+        commands(&mut h).as_slice(),
+        [Command::Attach { to }] if *to == bob()
+    ));
+}
+
+#[test]
+fn a_voice_message_plays_pauses_and_seeks_from_the_keyboard() {
+    let mut h = unlocked_with_bob(vec![voice(1, false)]);
+    commands(&mut h);
+    h.get_by_label("Bob: voice message, 0:04, 12:00");
+    h.get_by_label("Play voice message").click();
+    h.run();
+    assert!(matches!(
+        commands(&mut h).as_slice(),
+        [Command::Play { peer, id }] if *peer == bob() && *id == [1; 16]
+    ));
+    apply(
+        &mut h,
+        Event::Playback(Some(postern_ui::Playback {
+            id: [1; 16],
+            position_ms: 1_000,
+            duration_ms: 4_000,
+            playing: true,
+        })),
+    );
+    h.get_by_label("Pause voice message").click();
+    h.run();
+    assert!(matches!(commands(&mut h).as_slice(), [Command::Pause]));
+    // The scrubber moves with the arrow keys, half a second a press.
+    h.get_by_label("Position in the voice message").focus();
+    h.run();
+    h.key_press(egui::Key::ArrowRight);
+    h.run();
+    match commands(&mut h).as_slice() {
+        [Command::Seek { ms }] => assert_eq!(*ms, 1_500),
+        other => panic!("{other:?}"),
+    }
+    apply(&mut h, Event::Playback(None));
+    assert!(h.query_by_label("Position in the voice message").is_none());
+    h.get_by_label("Play voice message");
+}
