@@ -469,10 +469,14 @@ impl Worker {
                         (Some(Ended::Locked(Some(why))), false)
                     }
                     futures_util::future::Either::Right((what, svc)) => {
-                        // The service sees its requests end and stops
-                        // cleanly (its links closed).
+                        // Closing or locking never waits on the network:
+                        // the service is dropped where it is (with this
+                        // block, unpolled). Everything it
+                        // committed stays; what it was sending is still in
+                        // the outbox (entries leave it only once sent) and
+                        // goes out when the profile is next unlocked.
                         req_tx.close();
-                        let _ = svc.await;
+                        let _unpolled = svc;
                         match what {
                             Forwarded::Lock => (Some(Ended::Locked(None)), false),
                             Forwarded::Quit => (Some(Ended::Quit), false),

@@ -132,6 +132,37 @@ fn type_into(h: &mut Harness<'_, Lazy>, role: Role, label: &str, text: &str) {
     h.run_steps(2);
 }
 
+const PASSPHRASE: &str = "correct horse battery staple";
+
+/// Creates a passphrase profile called `name` on the onboarding screen.
+fn onboard(h: &mut Harness<'_, Lazy>, name: &str, passphrase: &str) {
+    wait_label(h, "Welcome to Postern", 20);
+    type_into(
+        h,
+        Role::TextInput,
+        "Your name (only your contacts see it)",
+        name,
+    );
+    type_into(h, Role::PasswordInput, "Passphrase", passphrase);
+    type_into(h, Role::PasswordInput, "Repeat the passphrase", passphrase);
+    h.get_by_label("Create profile").click();
+    wait_label(h, "New invitation", 30);
+}
+
+/// Shows a new invitation and has `who` (a CLI user) accept its link.
+fn invite(h: &mut Harness<'_, Lazy>, who: &User) {
+    h.get_by_label("New invitation").click();
+    wait_label(h, "Copy link", 30);
+    let link = {
+        let n = h.get_by_label_contains("postern:");
+        let a = n.accesskit_node();
+        a.label().or_else(|| a.value()).unwrap()
+    };
+    h.get_by_label("Done").click();
+    h.run_steps(2);
+    who.ok(&["accept", &link]).unwrap();
+}
+
 /// A file dropped on the window.
 #[derive(Debug)]
 struct Dropped(PathBuf);
@@ -161,27 +192,7 @@ fn a_desktop_user_and_a_cli_user_invite_talk_exchange_files_and_the_profile_lock
     // Onboarding: a passphrase profile on the network's first relay.
     let downloads = dir.join("downloads");
     let mut h = desktop(&dir.join("alice"), &net, &downloads);
-    wait_label(&mut h, "Welcome to Postern", 20);
-    type_into(
-        &mut h,
-        Role::TextInput,
-        "Your name (only your contacts see it)",
-        "Alice",
-    );
-    type_into(
-        &mut h,
-        Role::PasswordInput,
-        "Passphrase",
-        "correct horse battery staple",
-    );
-    type_into(
-        &mut h,
-        Role::PasswordInput,
-        "Repeat the passphrase",
-        "correct horse battery staple",
-    );
-    h.get_by_label("Create profile").click();
-    wait_label(&mut h, "New invitation", 30);
+    onboard(&mut h, "Alice", PASSPHRASE);
     // The profile is private to its owner.
     for f in std::fs::read_dir(dir.join("alice")).unwrap() {
         let f = f.unwrap();
@@ -190,16 +201,7 @@ fn a_desktop_user_and_a_cli_user_invite_talk_exchange_files_and_the_profile_lock
     }
 
     // Alice invites; Bob (CLI) accepts the link she shows.
-    h.get_by_label("New invitation").click();
-    wait_label(&mut h, "Copy link", 30);
-    let link = {
-        let n = h.get_by_label_contains("postern:");
-        let a = n.accesskit_node();
-        a.label().or_else(|| a.value()).unwrap()
-    };
-    h.get_by_label("Done").click();
-    h.run_steps(2);
-    bob.ok(&["accept", &link]).unwrap();
+    invite(&mut h, &bob);
     bob.ok(&["send", "Alice", "hello from the terminal"])
         .unwrap();
 
@@ -319,12 +321,7 @@ fn a_desktop_user_and_a_cli_user_invite_talk_exchange_files_and_the_profile_lock
     );
     h.key_press(egui::Key::Enter);
     wait_label(&mut h, "Wrong passphrase", 30);
-    type_into(
-        &mut h,
-        Role::PasswordInput,
-        "Passphrase",
-        "correct horse battery staple",
-    );
+    type_into(&mut h, Role::PasswordInput, "Passphrase", PASSPHRASE);
     h.key_press(egui::Key::Enter);
     wait_label(&mut h, "New invitation", 30);
     wait_label(&mut h, "Bob", 30);
@@ -366,7 +363,7 @@ fn a_desktop_user_and_a_cli_user_invite_talk_exchange_files_and_the_profile_lock
         &mut h,
         Role::PasswordInput,
         "Current passphrase",
-        "correct horse battery staple",
+        PASSPHRASE,
     );
     type_into(
         &mut h,
@@ -385,12 +382,7 @@ fn a_desktop_user_and_a_cli_user_invite_talk_exchange_files_and_the_profile_lock
     wait_label(&mut h, "The passphrase is changed", 30);
     h.get_by_label("Lock").click();
     wait_label(&mut h, "Postern is locked", 30);
-    type_into(
-        &mut h,
-        Role::PasswordInput,
-        "Passphrase",
-        "correct horse battery staple",
-    );
+    type_into(&mut h, Role::PasswordInput, "Passphrase", PASSPHRASE);
     h.key_press(egui::Key::Enter);
     wait_label(&mut h, "Wrong passphrase", 30);
     type_into(
@@ -484,5 +476,115 @@ fn a_desktop_user_and_a_cli_user_invite_talk_exchange_files_and_the_profile_lock
     h2.get_by_label("Attach a voice clip…");
 
     drop(h2);
+    drop(net);
+}
+
+/// Reads a PNG as the image a paste (Ctrl+V) hands egui.
+fn pasted_png(path: &Path) -> egui::Event {
+    let img = image::open(path).unwrap().to_rgba8();
+    let size = [img.width() as usize, img.height() as usize];
+    egui::Event::PasteImage(Arc::new(egui::ColorImage::from_rgba_unmultiplied(
+        size,
+        img.as_raw(),
+    )))
+}
+
+/// The "k of n" of the progress bars shown.
+fn progress(h: &Harness<'_, Lazy>) -> Vec<(usize, usize)> {
+    h.query_all_by_role(Role::ProgressIndicator)
+        .filter_map(|n| {
+            let a = n.accesskit_node();
+            let text = a.label().or_else(|| a.value())?;
+            let (k, n) = text.split_once(" of ")?;
+            Some((k.trim().parse().ok()?, n.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_scanned_code_verifies_and_a_large_file_shows_progress_and_resumes_after_a_restart() {
+    let relay_bin = binary("postern-relay");
+    let postern = binary("postern");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let net = Testnet::start(&relay_bin, &dir.join("net"), 3, 0).unwrap();
+    let bob =
+        User::new(&postern, "Bob", &dir.join("bob")).with_env("POSTERN_ACK_TIMEOUT_MS", "1500");
+    bob.ok(&["init", "--name", "Bob", "--relay", &net.relays[1]])
+        .unwrap();
+    bob.ok(&["network", "--authority", &net.authority]).unwrap();
+    let mut h = desktop(&dir.join("alice"), &net, &dir.join("downloads"));
+    onboard(&mut h, "Alice", PASSPHRASE);
+    invite(&mut h, &bob);
+    bob.ok(&["send", "Alice", "scan my code"]).unwrap();
+    wait_label(&mut h, "Bob", 60);
+    open_contact(&mut h, "Bob");
+    wait_label(&mut h, "Bob: scan my code", 60);
+
+    // Verify by scanning: Bob's safety-number QR code, as a picture
+    // pasted into the safety-number dialog.
+    h.get_by_label("Safety number").click();
+    wait_label(&mut h, "Scan their code from an image…", 30);
+    let code = dir.join("bob-code.png");
+    bob.ok(&["verify", "Alice", "--png", code.to_str().unwrap()])
+        .unwrap();
+    h.input_mut().events.push(pasted_png(&code));
+    wait_label(&mut h, "Bob is verified", 30);
+    h.get_by_label("Close").click();
+    h.run_steps(3);
+    assert!(h.query_by_label("Not verified").is_none());
+
+    // A file of several chunks: its progress bar moves while it goes out.
+    let big: Vec<u8> = (0..420_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("big.bin"), &big).unwrap();
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(files.join("big.bin"))));
+    wait_label(&mut h, "You: file big.bin", 30);
+    // The bar moves; the app is closed while it does (closing does not
+    // wait for the network), the rest still to go.
+    let seen = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    wait(&mut h, "the bar to move", 120, |h| {
+        let mut seen = seen.borrow_mut();
+        seen.extend(progress(h).into_iter().filter(|(k, n)| (1..*n).contains(k)));
+        seen.len() >= 2
+    });
+    let seen = seen.into_inner();
+    let total = seen.first().unwrap().1;
+    assert!(
+        seen.iter().all(|(_, n)| *n == total) && total >= 5,
+        "{seen:?}"
+    );
+    // The app closes in the middle; opened again, the transfer goes on
+    // from where it was and Bob gets the whole file.
+    drop(h);
+    {
+        use postern_core::KvStore as _;
+        let p = postern_store::Profile::open(
+            &dir.join("alice"),
+            postern_store::Unlock::Passphrase(PASSPHRASE.as_bytes()),
+        )
+        .unwrap();
+        let left = p.outbox().unwrap().len();
+        assert!(left >= 1, "the transfer was not interrupted");
+    }
+    let mut h = desktop(&dir.join("alice"), &net, &dir.join("downloads"));
+    wait_label(&mut h, "Postern is locked", 20);
+    type_into(&mut h, Role::PasswordInput, "Passphrase", PASSPHRASE);
+    h.key_press(egui::Key::Enter);
+    wait_label(&mut h, "Bob", 30);
+    open_contact(&mut h, "Bob");
+    wait_label(&mut h, "You: file big.bin", 30);
+    let bob_dl = dir.join("bob-downloads");
+    wait(&mut h, "Bob receives the whole file", 180, |_| {
+        let _ = bob.ok(&["sync", "--downloads", bob_dl.to_str().unwrap()]);
+        bob_dl.join("big.bin").exists()
+    });
+    assert_eq!(std::fs::read(bob_dl.join("big.bin")).unwrap(), big);
+    drop(h);
     drop(net);
 }

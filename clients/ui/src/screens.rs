@@ -1182,6 +1182,20 @@ fn modal(ctx: &egui::Context, id: &str, content: impl FnOnce(&mut egui::Ui) -> b
     r.inner || r.should_close()
 }
 
+/// Chunks done and in all: what we sent is complete on this device, so
+/// its progress is what the sending told (chunks out); what we receive is
+/// whichever is further, the store's count or the last progress told.
+fn transfer_state(
+    chunks: (usize, usize),
+    progress: Option<(usize, usize)>,
+    outgoing: bool,
+) -> (usize, usize) {
+    match progress {
+        Some(p) if outgoing || p.0 > chunks.0 => p,
+        _ => chunks,
+    }
+}
+
 /// A voice message's player: play/pause, the waveform with what was
 /// played, the time, and (while loaded) a scrubber the arrow keys move.
 fn voice_player(
@@ -1470,6 +1484,7 @@ fn bubble(
                                                 *size,
                                                 *chunks,
                                                 progress,
+                                                m.outgoing,
                                                 ink,
                                                 &mut action,
                                             );
@@ -1485,6 +1500,7 @@ fn bubble(
                                                 *size,
                                                 *chunks,
                                                 progress,
+                                                m.outgoing,
                                                 ink,
                                                 &mut action,
                                             );
@@ -1495,9 +1511,8 @@ fn bubble(
                                             size,
                                             chunks,
                                         } => {
-                                            let (done, total) = progress.map_or(*chunks, |p| {
-                                                if p.0 > chunks.0 { p } else { *chunks }
-                                            });
+                                            let (done, total) =
+                                                transfer_state(*chunks, progress, m.outgoing);
                                             let complete = m.outgoing || done >= total;
                                             if let Some(a) = voice_player(
                                                 ui,
@@ -1514,6 +1529,7 @@ fn bubble(
                                                 *size,
                                                 *chunks,
                                                 progress,
+                                                m.outgoing,
                                                 ink,
                                                 &mut action,
                                             );
@@ -1574,10 +1590,11 @@ fn transfer(
     size: u64,
     chunks: (usize, usize),
     progress: Option<(usize, usize)>,
+    outgoing: bool,
     ink: Color32,
     action: &mut Option<Action>,
 ) {
-    let (done, total) = progress.map_or(chunks, |p| if p.0 > chunks.0 { p } else { chunks });
+    let (done, total) = transfer_state(chunks, progress, outgoing);
     if total > 0 && done < total {
         let f = done as f32 / total as f32;
         ui.add(
