@@ -427,6 +427,11 @@ impl App {
         self.phase == Phase::Main
     }
 
+    /// Whether the lock screen shows.
+    pub fn is_locked(&self) -> bool {
+        matches!(self.phase, Phase::Locked { .. })
+    }
+
     /// The conversation shown, if any.
     pub fn selected(&self) -> Option<Address> {
         self.selected
