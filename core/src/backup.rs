@@ -142,6 +142,35 @@ pub fn import(target: &dyn KvStore, backup: &[u8], passphrase: &[u8]) -> Result<
             version: u32::from(u16::from_be_bytes(v)),
         });
     }
+    let h = header(backup)?;
+    let key = kdf::derive_key(passphrase, &h.salt, h.params)?;
+    let (aad, ciphertext) = backup
+        .split_at_checked(HEADER_BYTES)
+        .ok_or(Error::Malformed { what })?;
+    // A wrong passphrase and a tampered file are indistinguishable here.
+    let plain = Zeroizing::new(aead::open(&key, &h.nonce, aad, ciphertext)?);
+    restore(&plain)
+}
+
+/// The key derivation and nonce a backup's header names (parameters
+/// checked against the KDF's bounds before any derivation).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Header {
+    /// Argon2id parameters.
+    pub params: kdf::KdfParams,
+    /// Its salt.
+    pub salt: [u8; kdf::SALT_BYTES],
+    /// The AEAD nonce.
+    pub nonce: [u8; aead::NONCE_BYTES],
+}
+
+/// Reads the header after the magic (hostile input). Exposed for the
+/// fuzz targets.
+#[doc(hidden)]
+pub fn header(backup: &[u8]) -> Result<Header> {
+    let what = "profile backup";
+    let mut rest = backup.get(MAGIC.len()..).ok_or(Error::Malformed { what })?;
     let params = kdf::KdfParams {
         memory_kib: be32(take(&mut rest, 4)?)?,
         iterations: be32(take(&mut rest, 4)?)?,
@@ -150,13 +179,21 @@ pub fn import(target: &dyn KvStore, backup: &[u8], passphrase: &[u8]) -> Result<
     .checked()?;
     let salt = codec::fixed::<{ kdf::SALT_BYTES }>(take(&mut rest, kdf::SALT_BYTES)?, what)?;
     let nonce = codec::fixed::<{ aead::NONCE_BYTES }>(take(&mut rest, aead::NONCE_BYTES)?, what)?;
-    let aad = backup
-        .get(..HEADER_BYTES)
-        .ok_or(Error::Malformed { what })?;
-    let key = kdf::derive_key(passphrase, &salt, params)?;
-    // A wrong passphrase and a tampered file are indistinguishable here.
-    let plain = Zeroizing::new(aead::open(&key, &nonce, aad, rest)?);
-    let b: proto::ProfileBackup = codec::decode_bounded(&plain, MAX_BACKUP_BYTES, what)?;
+    Ok(Header {
+        params,
+        salt,
+        nonce,
+    })
+}
+
+/// Turns a decrypted backup (the `ProfileBackup` protobuf) into the change
+/// set that restores it: every namespace, key, record, address and id
+/// checked, the whole set within the store's bounds. Hostile input as far
+/// as this function knows (exposed for the fuzz targets).
+#[doc(hidden)]
+pub fn restore(plain: &[u8]) -> Result<ChangeSet> {
+    let what = "profile backup";
+    let b: proto::ProfileBackup = codec::decode_bounded(plain, MAX_BACKUP_BYTES, what)?;
     let mut cs = ChangeSet::new();
     for r in b.records {
         let ns = Namespace::from_code(r.namespace).ok_or(Error::Malformed { what })?;

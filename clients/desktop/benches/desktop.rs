@@ -83,9 +83,12 @@ fn generate(dir: &Path, s: &Sizes, relay: &str, authority: &str) {
     let now = UnixTime(T0);
     let (_, cs) = e2e::create_identity(&p, now, &mut rng).unwrap();
     p.commit(cs).unwrap();
-    p.commit(settings::set_display_name("Bench").unwrap()).unwrap();
-    p.commit(settings::set_home_relay(&RelayAddress::parse(relay).unwrap()))
+    p.commit(settings::set_display_name("Bench").unwrap())
         .unwrap();
+    p.commit(settings::set_home_relay(
+        &RelayAddress::parse(relay).unwrap(),
+    ))
+    .unwrap();
     let key = data_encoding::BASE64URL_NOPAD
         .decode(authority.as_bytes())
         .unwrap();
@@ -256,7 +259,10 @@ fn main() {
     if full {
         gen_args.push("--bench".into());
     }
-    let st = std::process::Command::new(&me).args(&gen_args).status().unwrap();
+    let st = std::process::Command::new(&me)
+        .args(&gen_args)
+        .status()
+        .unwrap();
     assert!(st.success());
     let generated = t.elapsed();
 
@@ -315,7 +321,9 @@ fn main() {
         modifiers: egui::Modifiers::ALT,
     });
     let t = Instant::now();
-    w.until("the conversation", 60, |d| d.app().messages().len() == s.big as usize);
+    w.until("the conversation", 60, |d| {
+        d.app().messages().len() == s.big as usize
+    });
     let open_conversation = t.elapsed();
     for _ in 0..5 {
         w.frame();
@@ -323,7 +331,8 @@ fn main() {
 
     // Scroll up through it, a wheel step a frame.
     let mut times = Vec::with_capacity(s.scroll_frames);
-    w.events.push(egui::Event::PointerMoved(egui::pos2(700.0, 380.0)));
+    w.events
+        .push(egui::Event::PointerMoved(egui::pos2(700.0, 380.0)));
     w.frame();
     for _ in 0..s.scroll_frames {
         w.events.push(egui::Event::MouseWheel {
@@ -371,7 +380,10 @@ fn main() {
         s.messages,
         generated.as_secs_f64()
     );
-    println!("  start to the lock screen's first frame: {:.0} ms", ms(to_lock_screen));
+    println!(
+        "  start to the lock screen's first frame: {:.0} ms",
+        ms(to_lock_screen)
+    );
     println!(
         "  unlock (Enter) to the first frame of the main screen with its contacts: {:.0} ms \
          (of which key derivation and opening the database: {:.0} ms)",

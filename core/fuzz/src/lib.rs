@@ -242,6 +242,16 @@ pub fn voice(data: &[u8]) {
     let _ = postern_media::voice::validate_voice_clip(data);
 }
 
+/// Encrypted backups: the header before any key derivation, and the
+/// decrypted contents restored into an empty store.
+pub fn backup(data: &[u8]) {
+    let _ = postern_core::backup::header(data);
+    if let Ok(cs) = postern_core::backup::restore(data) {
+        let mut s = MemStore::new();
+        let _ = s.commit(cs);
+    }
+}
+
 /// Images to re-encode.
 pub fn image(data: &[u8]) {
     let _ = postern_media::images::sanitize_image(data);
@@ -416,6 +426,28 @@ mod tests {
         let c = postern_core::attachment::seal_chunk(&aref, 0, &[7; 1536]).unwrap();
         for m in mutations(&c) {
             chunk(&m);
+        }
+        let exported = postern_core::backup::export(
+            &p.alice,
+            b"pw",
+            postern_core::crypto::kdf::KdfParams::TEST_ONLY,
+            &mut <ChaCha20Rng as SeedableRng>::seed_from_u64(3),
+        )
+        .unwrap();
+        for m in mutations(&exported[..200]) {
+            backup(&m);
+        }
+        let plain = prost::Message::encode_to_vec(&proto::ProfileBackup {
+            records: vec![proto::profile_backup::RecordEntry {
+                namespace: 1,
+                key: vec![],
+                schema: 1,
+                value: vec![1, 2, 3],
+            }],
+            ..Default::default()
+        });
+        for m in mutations(&plain) {
+            backup(&m);
         }
         for m in mutations(b"OggS\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00OpusHead") {
             voice(&m);
