@@ -275,6 +275,7 @@ fn main() {
     let ctx = egui::Context::default();
     let cfg = Config {
         profile: profile.clone(),
+        root: None,
         relay: Some(net.relays[0].clone()),
         authorities: vec![net.authority.clone()],
         hops: 3,

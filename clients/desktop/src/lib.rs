@@ -32,7 +32,11 @@ impl core::fmt::Debug for Desktop {
 
 impl Desktop {
     /// The window's state, with its worker started.
-    pub fn new(ctx: &egui::Context, cfg: Config) -> std::io::Result<Desktop> {
+    pub fn new(ctx: &egui::Context, mut cfg: Config) -> std::io::Result<Desktop> {
+        if let Some(root) = &cfg.root {
+            std::fs::create_dir_all(root)?;
+            cfg.profile = worker::initial_profile(root);
+        }
         let prefs = worker::load_prefs(&cfg.profile);
         let (tx, rx) = mpsc::channel();
         let (to_worker, handle) = worker::spawn(cfg, ctx.clone(), tx)?;

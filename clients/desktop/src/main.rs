@@ -16,9 +16,14 @@ use postern_net::Connector;
     about = "Postern: private, asynchronous messaging"
 )]
 struct Args {
-    /// Profile directory.
+    /// Run this one profile directory (default: the profiles under the
+    /// data directory, switched on the lock screen).
     #[arg(long, env = "POSTERN_PROFILE")]
     profile: Option<PathBuf>,
+    /// Where the profiles live, each in a `profile-<n>` directory with its
+    /// own key (default: `$XDG_DATA_HOME/postern/desktop`).
+    #[arg(long, env = "POSTERN_DATA", conflicts_with = "profile")]
+    data: Option<PathBuf>,
     /// The home relay offered when a profile is created
     /// (`postern-relay://host:port#pin`).
     #[arg(long, env = "POSTERN_RELAY")]
@@ -48,7 +53,7 @@ struct Args {
     speaker: Option<String>,
 }
 
-fn default_profile() -> PathBuf {
+fn default_root() -> PathBuf {
     std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
@@ -58,8 +63,13 @@ fn default_profile() -> PathBuf {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let root = match &args.profile {
+        Some(_) => None,
+        None => Some(args.data.clone().unwrap_or_else(default_root)),
+    };
     let cfg = Config {
-        profile: args.profile.unwrap_or_else(default_profile),
+        profile: args.profile.clone().unwrap_or_default(),
+        root,
         relay: args.relay,
         authorities: args.authorities,
         hops: args.hops,

@@ -56,8 +56,12 @@ pub enum ToWorker {
 /// How the desktop app runs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The profile directory.
+    /// The profile directory (with `root`: the one shown first).
     pub profile: PathBuf,
+    /// Where several profiles live, as `profile-1`, `profile-2`, … (the
+    /// lock screen switches between them and makes new ones); `None`:
+    /// only `profile`.
+    pub root: Option<PathBuf>,
     /// The home relay offered at onboarding.
     pub relay: Option<String>,
     /// The network's directory authorities (base64url public keys),
@@ -124,6 +128,48 @@ fn save_prefs(dir: &Path, p: &Prefs) -> std::io::Result<()> {
         p.scale, p.notifications, p.notification_content, p.cover_per_minute, p.auto_lock_minutes
     );
     postern_native::files::write_private(&dir.join(PREFS_FILE), text.as_bytes())
+}
+
+/// The profiles under `root` (`profile-<n>` directories holding a
+/// profile), by number.
+pub fn profiles_in(root: &Path) -> Vec<(u32, PathBuf)> {
+    let mut v: Vec<(u32, PathBuf)> = std::fs::read_dir(root)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name();
+                    let n = name
+                        .to_str()?
+                        .strip_prefix("profile-")?
+                        .parse::<u32>()
+                        .ok()?;
+                    let path = e.path();
+                    profile_exists(&path).then_some((n, path))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v.truncate(MAX_PROFILES);
+    v
+}
+
+/// Most profiles listed.
+const MAX_PROFILES: usize = 32;
+/// The file under the root naming the profile used last (a number).
+const LAST_PROFILE_FILE: &str = "last-profile";
+
+/// The profile shown first under `root`: the one used last, else the
+/// first, else a new `profile-1`.
+pub fn initial_profile(root: &Path) -> PathBuf {
+    let list = profiles_in(root);
+    let last = std::fs::read_to_string(root.join(LAST_PROFILE_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    last.and_then(|n| list.iter().find(|(m, _)| *m == n))
+        .or(list.first())
+        .map(|(_, p)| p.clone())
+        .unwrap_or_else(|| root.join("profile-1"))
 }
 
 /// How the worker reaches the window.
@@ -321,10 +367,19 @@ impl Worker {
                     None
                 }
                 ToWorker::Ui(Command::Notify { .. }) => None,
+                ToWorker::Ui(Command::SwitchProfile(i)) => {
+                    self.switch_profile(Some(i), keychain);
+                    None
+                }
+                ToWorker::Ui(Command::NewProfile) => {
+                    self.switch_profile(None, keychain);
+                    None
+                }
                 ToWorker::Quit => return,
                 _ => None,
             };
             if let Some(p) = opened {
+                self.remember_profile();
                 match self.unlocked(p).await {
                     Ended::Quit => return,
                     Ended::Locked(reason) => self.locked(keychain, reason),
@@ -333,7 +388,60 @@ impl Worker {
         }
     }
 
+    /// The profiles' names and which is shown (with a root only).
+    fn tell_profiles(&self) {
+        let Some(root) = &self.cfg.root else { return };
+        let list = profiles_in(root);
+        self.window.send(Event::Profiles {
+            names: list.iter().map(|(n, _)| format!("Profile {n}")).collect(),
+            current: list.iter().position(|(_, p)| *p == self.cfg.profile),
+        });
+    }
+
+    /// Shows profile `i`'s lock screen, or a new profile's onboarding.
+    fn switch_profile(&mut self, to: Option<usize>, keychain: bool) {
+        let Some(root) = self.cfg.root.clone() else {
+            return;
+        };
+        let list = profiles_in(&root);
+        let dir = match to {
+            Some(i) => match list.get(i) {
+                Some((_, p)) => p.clone(),
+                None => return,
+            },
+            None => {
+                let next = list.last().map_or(1, |(n, _)| n.saturating_add(1));
+                if list.len() >= MAX_PROFILES {
+                    self.window.send(Event::ShellFailed(format!(
+                        "At most {MAX_PROFILES} profiles on one device"
+                    )));
+                    return;
+                }
+                root.join(format!("profile-{next}"))
+            }
+        };
+        self.cfg.profile = dir;
+        self.window
+            .send(Event::Prefs(load_prefs(&self.cfg.profile)));
+        self.locked(keychain, None);
+    }
+
+    /// Remembers the profile just unlocked as the one to show first.
+    fn remember_profile(&self) {
+        let Some(root) = &self.cfg.root else { return };
+        if let Some((n, _)) = profiles_in(root)
+            .into_iter()
+            .find(|(_, p)| *p == self.cfg.profile)
+        {
+            let _ = postern_native::files::write_private(
+                &root.join(LAST_PROFILE_FILE),
+                n.to_string().as_bytes(),
+            );
+        }
+    }
+
     fn locked(&self, keychain: bool, reason: Option<String>) {
+        self.tell_profiles();
         let dir = &self.cfg.profile;
         if profile_exists(dir) {
             let uses_keychain = postern_store::key_source_of(dir)

@@ -63,6 +63,7 @@ fn desktop_with(
 ) -> Harness<'static, Lazy> {
     let cfg = Config {
         profile: profile.to_path_buf(),
+        root: None,
         relay: Some(net.relays[0].clone()),
         authorities: vec![net.authority.clone()],
         hops: 3,
@@ -77,6 +78,33 @@ fn desktop_with(
         microphone: Some(audio.to_owned()),
         speaker: Some(audio.to_owned()),
     };
+    harness_for(cfg)
+}
+
+/// A desktop whose profiles live under `root` (switched on the lock
+/// screen).
+fn desktop_in(root: &Path, net: &Testnet) -> Harness<'static, Lazy> {
+    let cfg = Config {
+        profile: PathBuf::new(),
+        root: Some(root.to_path_buf()),
+        relay: Some(net.relays[0].clone()),
+        authorities: vec![net.authority.clone()],
+        hops: 3,
+        downloads: None,
+        connector: postern_net::Connector::default(),
+        service: ServiceConfig {
+            ack_timeout_ms: 1_500,
+            cover_per_minute: 6,
+            others_poll: Duration::from_secs(2),
+        },
+        kdf: KdfParams::TEST_ONLY,
+        microphone: Some("null".to_owned()),
+        speaker: Some("null".to_owned()),
+    };
+    harness_for(cfg)
+}
+
+fn harness_for(cfg: Config) -> Harness<'static, Lazy> {
     Harness::builder()
         .with_size([1200.0, 800.0])
         .build_ui_state(
@@ -513,8 +541,12 @@ fn a_scanned_code_verifies_and_a_large_file_shows_progress_and_resumes_after_a_r
     bob.ok(&["init", "--name", "Bob", "--relay", &net.relays[1]])
         .unwrap();
     bob.ok(&["network", "--authority", &net.authority]).unwrap();
-    let mut h = desktop(&dir.join("alice"), &net, &dir.join("downloads"));
+    // Profiles under a data directory, as the app runs by default.
+    let root = dir.join("data");
+    let alice_dir = root.join("profile-1");
+    let mut h = desktop_in(&root, &net);
     onboard(&mut h, "Alice", PASSPHRASE);
+    assert!(postern_store::key_source_of(&alice_dir).is_ok());
     invite(&mut h, &bob);
     bob.ok(&["send", "Alice", "scan my code"]).unwrap();
     wait_label(&mut h, "Bob", 60);
@@ -565,14 +597,14 @@ fn a_scanned_code_verifies_and_a_large_file_shows_progress_and_resumes_after_a_r
     {
         use postern_core::KvStore as _;
         let p = postern_store::Profile::open(
-            &dir.join("alice"),
+            &alice_dir,
             postern_store::Unlock::Passphrase(PASSPHRASE.as_bytes()),
         )
         .unwrap();
         let left = p.outbox().unwrap().len();
         assert!(left >= 1, "the transfer was not interrupted");
     }
-    let mut h = desktop(&dir.join("alice"), &net, &dir.join("downloads"));
+    let mut h = desktop_in(&root, &net);
     wait_label(&mut h, "Postern is locked", 20);
     type_into(&mut h, Role::PasswordInput, "Passphrase", PASSPHRASE);
     h.key_press(egui::Key::Enter);
@@ -585,6 +617,52 @@ fn a_scanned_code_verifies_and_a_large_file_shows_progress_and_resumes_after_a_r
         bob_dl.join("big.bin").exists()
     });
     assert_eq!(std::fs::read(bob_dl.join("big.bin")).unwrap(), big);
+
+    // A second profile on the same device, with its own identity and
+    // lock: one's passphrase does not open the other.
+    h.get_by_label("Lock").click();
+    wait_label(&mut h, "Postern is locked", 30);
+    h.get_by_label("New profile").click();
+    wait_label(&mut h, "A new profile", 20);
+    type_into(
+        &mut h,
+        Role::TextInput,
+        "Your name (only your contacts see it)",
+        "Carol",
+    );
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Passphrase",
+        "carol's own passphrase",
+    );
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Repeat the passphrase",
+        "carol's own passphrase",
+    );
+    h.get_by_label("Create profile").click();
+    wait_label(&mut h, "New invitation", 30);
+    assert!(h.query_by_label_contains("Bob").is_none());
+    assert!(postern_store::key_source_of(&root.join("profile-2")).is_ok());
+    h.get_by_label("Lock").click();
+    wait_label(&mut h, "Postern is locked", 30);
+    h.get_by_role_and_label(Role::ComboBox, "Profile").click();
+    h.run_steps(3);
+    h.get_by_label("Profile 1").click();
+    h.run_steps(3);
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Passphrase",
+        "carol's own passphrase",
+    );
+    h.key_press(egui::Key::Enter);
+    wait_label(&mut h, "Wrong passphrase", 30);
+    type_into(&mut h, Role::PasswordInput, "Passphrase", PASSPHRASE);
+    h.key_press(egui::Key::Enter);
+    wait_label(&mut h, "Bob", 30);
     drop(h);
     drop(net);
 }

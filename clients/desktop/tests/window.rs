@@ -463,6 +463,7 @@ fn child() {
     .unwrap();
     let cfg = Config {
         profile: dir.join("alice"),
+        root: None,
         relay: Some(net.relays[0].clone()),
         authorities: vec![net.authority.clone()],
         hops: 3,

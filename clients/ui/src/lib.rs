@@ -63,6 +63,17 @@ pub enum Event {
     RecordingUnavailable(String),
     /// A voice message plays (`None`: nothing does).
     Playback(Option<Playback>),
+    /// The profiles on this device (each with its own key and lock), and
+    /// which one the lock or onboarding screen is for (`None`: a new one).
+    /// Not sent where the shell keeps a single profile.
+    Profiles {
+        /// Their names, as the shell labels them ("Profile 1", …).
+        names: Vec<String>,
+        /// The one shown.
+        current: Option<usize>,
+    },
+    /// The preferences of the profile now shown (after a switch).
+    Prefs(Prefs),
 }
 
 /// A recording in progress.
@@ -181,6 +192,10 @@ pub enum Command {
         /// Milliseconds from the start.
         ms: u32,
     },
+    /// Show this profile's lock screen (index in [`Event::Profiles`]).
+    SwitchProfile(usize),
+    /// Make another profile (the onboarding screen for it).
+    NewProfile,
     /// Tell the user of a new message outside the window (the text is
     /// already what the preferences allow: "New message" unless content
     /// is shown).
@@ -340,6 +355,9 @@ pub struct App {
     no_microphone: Option<String>,
     /// The voice message playing.
     playback: Option<Playback>,
+    /// The profiles on this device, and the one shown.
+    profiles: Vec<String>,
+    current_profile: Option<usize>,
 }
 
 /// How many notified message ids are remembered (a message told again,
@@ -402,6 +420,8 @@ impl App {
             recording: None,
             no_microphone: None,
             playback: None,
+            profiles: Vec::new(),
+            current_profile: None,
         }
     }
 
@@ -527,6 +547,11 @@ impl App {
                 self.no_microphone = Some(why);
             }
             Event::Playback(p) => self.playback = p,
+            Event::Profiles { names, current } => {
+                self.profiles = names;
+                self.current_profile = current;
+            }
+            Event::Prefs(p) => self.prefs = p,
         }
     }
 
@@ -534,10 +559,14 @@ impl App {
     fn forget(&mut self) {
         let prefs = self.prefs.clone();
         let (now, offset, focused) = (self.now, self.offset_minutes, self.focused);
+        let profiles = core::mem::take(&mut self.profiles);
+        let current = self.current_profile;
         *self = App::new(prefs);
         self.now = now;
         self.offset_minutes = offset;
         self.focused = focused;
+        self.profiles = profiles;
+        self.current_profile = current;
     }
 
     /// A notification for a new incoming message, when the preferences

@@ -101,8 +101,13 @@ impl App {
         }
         card(ui, 380.0, |ui| {
             ui.vertical_centered(|ui| {
-                ui.heading(RichText::new("Welcome to Postern").size(26.0));
-                ui.label("Private messages with no phone number, no e-mail and no account.");
+                if self.profiles.is_empty() {
+                    ui.heading(RichText::new("Welcome to Postern").size(26.0));
+                    ui.label("Private messages with no phone number, no e-mail and no account.");
+                } else {
+                    ui.heading(RichText::new("A new profile").size(26.0));
+                    ui.label("A separate identity with its own contacts and its own lock: nothing on the network links it to your other profiles.");
+                }
                 ui.add_space(16.0);
             });
             ui.with_layout(Layout::top_down(Align::Center), |ui| {
@@ -167,6 +172,14 @@ impl App {
                     .clicked()
                 {
                     self.forms.restoring = true;
+                }
+                if !self.profiles.is_empty()
+                    && ui
+                        .add_enabled(!busy, egui::Button::new("Back to my profiles").small())
+                        .clicked()
+                {
+                    self.forms = crate::Forms::default();
+                    self.command(Command::SwitchProfile(0));
                 }
             });
         });
@@ -242,6 +255,57 @@ impl App {
         });
     }
 
+    /// Where the device holds several profiles: which one this screen is
+    /// for, another one, or a new one. Each keeps its own key: unlocking
+    /// one opens nothing of the others.
+    fn profile_switcher(&mut self, ui: &mut egui::Ui, busy: bool) {
+        if self.profiles.is_empty() {
+            return;
+        }
+        let mut pick = None;
+        if self.profiles.len() > 1 {
+            let shown = self
+                .current_profile
+                .and_then(|i| self.profiles.get(i))
+                .cloned()
+                .unwrap_or_else(|| "New profile".to_owned());
+            ui.horizontal(|ui| {
+                let l = ui.label("Profile");
+                ui.add_enabled_ui(!busy, |ui| {
+                    egui::ComboBox::from_id_salt("profile")
+                        .selected_text(shown)
+                        .show_ui(ui, |ui| {
+                            for (i, name) in self.profiles.iter().enumerate() {
+                                if ui
+                                    .selectable_label(self.current_profile == Some(i), name)
+                                    .clicked()
+                                {
+                                    pick = Some(i);
+                                }
+                            }
+                        })
+                        .response
+                        .labelled_by(l.id);
+                });
+            });
+        } else if let Some(name) = self.current_profile.and_then(|i| self.profiles.get(i)) {
+            ui.label(RichText::new(name).weak());
+        }
+        if let Some(i) = pick.filter(|i| Some(*i) != self.current_profile) {
+            self.forms = crate::Forms::default();
+            self.command(Command::SwitchProfile(i));
+        }
+        if self.current_profile.is_some()
+            && ui
+                .add_enabled(!busy, egui::Button::new("New profile").small())
+                .clicked()
+        {
+            self.forms = crate::Forms::default();
+            self.command(Command::NewProfile);
+        }
+        ui.add_space(8.0);
+    }
+
     fn set_busy(&mut self) {
         if let Phase::Onboarding { busy, error, .. } = &mut self.phase {
             *busy = true;
@@ -285,6 +349,7 @@ impl App {
                 }
                 ui.add_space(16.0);
                 ui.set_max_width(360.0);
+                self.profile_switcher(ui, busy);
                 let mut go = false;
                 if !keychain {
                     let r = field(ui, "Passphrase", &mut self.forms.passphrase, true);
@@ -1158,17 +1223,22 @@ pub(crate) fn ui_scale(ctx: &egui::Context, p: &crate::Prefs) {
 fn card(ui: &mut egui::Ui, width: f32, content: impl FnOnce(&mut egui::Ui)) {
     egui::CentralPanel::default().show(ui, |ui| {
         let h = ui.available_height();
-        ui.add_space((h * 0.1).clamp(12.0, 96.0));
-        ui.vertical_centered(|ui| {
-            egui::Frame::group(ui.style())
-                .fill(ui.visuals().faint_bg_color)
-                .corner_radius(12.0)
-                .inner_margin(24.0)
-                .show(ui, |ui| {
-                    ui.set_width(width);
-                    content(ui);
+        // A short window scrolls the card rather than cutting it off.
+        egui::ScrollArea::vertical()
+            .auto_shrink([false, false])
+            .show(ui, |ui| {
+                ui.add_space((h * 0.1).clamp(12.0, 96.0));
+                ui.vertical_centered(|ui| {
+                    egui::Frame::group(ui.style())
+                        .fill(ui.visuals().faint_bg_color)
+                        .corner_radius(12.0)
+                        .inner_margin(24.0)
+                        .show(ui, |ui| {
+                            ui.set_width(width);
+                            content(ui);
+                        });
                 });
-        });
+            });
     });
 }
 

@@ -896,3 +896,55 @@ fn a_voice_message_plays_pauses_and_seeks_from_the_keyboard() {
     assert!(h.query_by_label("Position in the voice message").is_none());
     h.get_by_label("Play voice message");
 }
+
+#[test]
+fn the_lock_screen_switches_between_profiles_and_makes_new_ones() {
+    let mut h = harness(App::default());
+    apply(
+        &mut h,
+        Event::Profiles {
+            names: vec!["Profile 1".into(), "Profile 2".into()],
+            current: Some(1),
+        },
+    );
+    apply(
+        &mut h,
+        Event::Locked {
+            keychain: false,
+            reason: None,
+        },
+    );
+    h.get_by_role_and_label(Role::ComboBox, "Profile").click();
+    h.run();
+    h.get_by_label("Profile 1").click();
+    h.run();
+    assert!(matches!(
+        commands(&mut h).as_slice(),
+        [Command::SwitchProfile(0)]
+    ));
+    h.get_by_label("New profile").click();
+    h.run();
+    assert!(matches!(commands(&mut h).as_slice(), [Command::NewProfile]));
+    // A new profile's onboarding can go back to the others.
+    apply(
+        &mut h,
+        Event::Profiles {
+            names: vec!["Profile 1".into(), "Profile 2".into()],
+            current: None,
+        },
+    );
+    apply(
+        &mut h,
+        Event::NoProfile {
+            keychain: false,
+            default_relay: None,
+        },
+    );
+    h.get_by_label("A new profile");
+    h.get_by_label("Back to my profiles").click();
+    h.run();
+    assert!(matches!(
+        commands(&mut h).as_slice(),
+        [Command::SwitchProfile(0)]
+    ));
+}
