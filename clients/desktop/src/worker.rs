@@ -229,6 +229,7 @@ pub fn spawn(
                     window,
                     notifier,
                     audio: Default::default(),
+                    relay_offer: None,
                 }
                 .run(),
             );
@@ -243,6 +244,9 @@ struct Worker {
     window: Window,
     notifier: Option<crate::notify::Notifier>,
     audio: std::cell::RefCell<Audio>,
+    /// The home relays offered at onboarding (from the signed directory),
+    /// once fetched, and the one suggested.
+    relay_offer: Option<(Vec<String>, usize)>,
 }
 
 /// Voice messages being recorded or played (cpal's streams live on this
@@ -291,7 +295,11 @@ impl Worker {
     async fn run(mut self) {
         let keychain = keychain_available();
         self.locked(keychain, None);
-        while let Ok(m) = self.rx.recv().await {
+        loop {
+            if self.relay_offer.is_none() && !profile_exists(&self.cfg.profile) {
+                self.offer_relays().await;
+            }
+            let Ok(m) = self.rx.recv().await else { return };
             let opened = match m {
                 ToWorker::Ui(Command::Create {
                     name,
@@ -455,7 +463,82 @@ impl Worker {
                 keychain,
                 default_relay: self.cfg.relay.clone(),
             });
+            if let Some((choices, suggested)) = &self.relay_offer {
+                self.window.send(Event::Relays {
+                    choices: choices.clone(),
+                    suggested: *suggested,
+                });
+            }
         }
+    }
+
+    /// Fetches the network's signed directory from the configured relay
+    /// (verified against the pinned authorities) and offers its mailbox
+    /// relays as home relays, one suggested at random. Without an answer
+    /// in time, the configured relay stays the offer.
+    async fn offer_relays(&mut self) {
+        self.relay_offer = Some((Vec::new(), 0));
+        let Some(boot) = self
+            .cfg
+            .relay
+            .as_deref()
+            .and_then(|r| RelayAddress::parse(r.trim()).ok())
+        else {
+            return;
+        };
+        let keys: Vec<Vec<u8>> = self
+            .cfg
+            .authorities
+            .iter()
+            .filter_map(|a| {
+                data_encoding::BASE64URL_NOPAD
+                    .decode(a.trim().as_bytes())
+                    .ok()
+            })
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        let mut mem = postern_core::MemStore::new();
+        let Ok(cs) = settings::set_network(&settings::NetworkSettings {
+            authorities: keys,
+            threshold: 1,
+            hops: self.cfg.hops,
+        }) else {
+            return;
+        };
+        if mem.commit(cs).is_err() {
+            return;
+        }
+        let net = postern_native::native(self.cfg.connector);
+        let fetched = tokio::time::timeout(
+            DIRECTORY_WAIT,
+            postern_native::transport::directory(&mut mem, &boot, &net),
+        )
+        .await;
+        let Ok(Ok(Some((d, _)))) = fetched else {
+            return;
+        };
+        let choices: Vec<String> = d
+            .relays
+            .iter()
+            .filter(|r| r.has_role(postern_core::directory::ROLE_MAILBOX))
+            .map(|r| r.address.to_string())
+            .take(MAX_RELAY_CHOICES)
+            .collect();
+        if choices.is_empty() {
+            return;
+        }
+        let rt = postern_net::TokioRuntime::default();
+        let suggested = {
+            use rand_core::RngCore as _;
+            postern_driver_rng(&rt).next_u32() as usize % choices.len()
+        };
+        self.window.send(Event::Relays {
+            choices: choices.clone(),
+            suggested,
+        });
+        self.relay_offer = Some((choices, suggested));
     }
 
     /// A new profile: keys, the suggested name, the home relay and the
@@ -1072,6 +1155,12 @@ enum Exclusive {
         passphrase: Zeroizing<String>,
     },
 }
+
+/// How long onboarding waits for the directory before offering only the
+/// configured relay.
+const DIRECTORY_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
+/// Most home relays offered.
+const MAX_RELAY_CHOICES: usize = 64;
 
 /// The file name extension of backups.
 pub const BACKUP_EXTENSION: &str = "postern-backup";

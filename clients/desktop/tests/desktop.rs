@@ -220,7 +220,30 @@ fn a_desktop_user_and_a_cli_user_invite_talk_exchange_files_and_the_profile_lock
     // Onboarding: a passphrase profile on the network's first relay.
     let downloads = dir.join("downloads");
     let mut h = desktop(&dir.join("alice"), &net, &downloads);
+    // Home relays come from the network's signed directory; Alice picks
+    // the third.
+    let label = "Home relay (from the network's signed directory)";
+    wait_label(&mut h, label, 30);
+    h.get_by_role_and_label(Role::ComboBox, label).click();
+    h.run_steps(3);
+    let hosts: Vec<String> = net
+        .relays
+        .iter()
+        .map(|r| {
+            let a = r.strip_prefix("postern-relay://").unwrap();
+            a.split('#').next().unwrap().to_owned()
+        })
+        .collect();
+    for host in &hosts {
+        assert!(
+            h.query_all_by_label(host).next().is_some(),
+            "{host} offered"
+        );
+    }
+    h.get_all_by_label(&hosts[2]).last().unwrap().click();
+    h.run_steps(3);
     onboard(&mut h, "Alice", PASSPHRASE);
+    wait_label(&mut h, &format!("Home relay: {}", hosts[2]), 30);
     // The profile is private to its owner.
     for f in std::fs::read_dir(dir.join("alice")).unwrap() {
         let f = f.unwrap();

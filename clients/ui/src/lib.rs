@@ -74,6 +74,15 @@ pub enum Event {
     },
     /// The preferences of the profile now shown (after a switch).
     Prefs(Prefs),
+    /// Home relays offered at onboarding: the mailbox relays of the
+    /// network's signed directory (`postern-relay://…` addresses), and
+    /// the one suggested (picked at random, so that users spread).
+    Relays {
+        /// The addresses.
+        choices: Vec<String>,
+        /// The suggested one.
+        suggested: usize,
+    },
 }
 
 /// A recording in progress.
@@ -355,6 +364,9 @@ pub struct App {
     no_microphone: Option<String>,
     /// The voice message playing.
     playback: Option<Playback>,
+    /// Home relays from the directory, and the one chosen.
+    relay_choices: Vec<String>,
+    relay_choice: usize,
     /// The profiles on this device, and the one shown.
     profiles: Vec<String>,
     current_profile: Option<usize>,
@@ -420,6 +432,8 @@ impl App {
             recording: None,
             no_microphone: None,
             playback: None,
+            relay_choices: Vec::new(),
+            relay_choice: 0,
             profiles: Vec::new(),
             current_profile: None,
         }
@@ -552,6 +566,10 @@ impl App {
                 self.current_profile = current;
             }
             Event::Prefs(p) => self.prefs = p,
+            Event::Relays { choices, suggested } => {
+                self.relay_choice = suggested.min(choices.len().saturating_sub(1));
+                self.relay_choices = choices;
+            }
         }
     }
 

@@ -119,7 +119,44 @@ impl App {
                     false,
                 );
                 ui.add_space(8.0);
+                let from_directory = !self.relay_choices.is_empty() && !self.forms.custom_relay;
+                if from_directory {
+                    let l = ui.label("Home relay (from the network's signed directory)");
+                    let shown = self
+                        .relay_choices
+                        .get(self.relay_choice)
+                        .map(|a| relay_host(a))
+                        .unwrap_or_default();
+                    let mut pick = None;
+                    egui::ComboBox::from_id_salt("home relay")
+                        .selected_text(shown)
+                        .width(320.0)
+                        .show_ui(ui, |ui| {
+                            for (i, a) in self.relay_choices.iter().enumerate() {
+                                if ui
+                                    .selectable_label(i == self.relay_choice, relay_host(a))
+                                    .clicked()
+                                {
+                                    pick = Some(i);
+                                }
+                            }
+                        })
+                        .response
+                        .labelled_by(l.id);
+                    if let Some(i) = pick {
+                        self.relay_choice = i;
+                    }
+                    ui.label(
+                        RichText::new("Your contacts' messages wait for you there. Any relay of the network works; it never learns who writes to you.")
+                            .small()
+                            .weak(),
+                    );
+                    if ui.button("Use another relay").clicked() {
+                        self.forms.custom_relay = true;
+                    }
+                }
                 match default_relay {
+                    _ if from_directory => {}
                     Some(d) if !self.forms.custom_relay => {
                         ui.label(format!("Home relay: {}", relay_host(d)));
                         if ui.button("Use another relay").clicked() {
@@ -142,7 +179,11 @@ impl App {
                     .add_enabled(ready, egui::Button::new("Create profile"))
                     .clicked()
                 {
-                    let relay = if self.forms.custom_relay || default_relay.is_none() {
+                    let relay = if self.forms.custom_relay {
+                        Some(self.forms.relay.trim().to_owned())
+                    } else if let Some(a) = self.relay_choices.get(self.relay_choice) {
+                        Some(a.clone())
+                    } else if default_relay.is_none() {
                         Some(self.forms.relay.trim().to_owned())
                     } else {
                         None

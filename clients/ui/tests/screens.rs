@@ -948,3 +948,50 @@ fn the_lock_screen_switches_between_profiles_and_makes_new_ones() {
         [Command::SwitchProfile(0)]
     ));
 }
+
+#[test]
+fn onboarding_offers_home_relays_from_the_directory() {
+    let mut h = harness(App::default());
+    apply(
+        &mut h,
+        Event::NoProfile {
+            keychain: false,
+            default_relay: Some("postern-relay://127.0.0.1:7000#AAAA".into()),
+        },
+    );
+    apply(
+        &mut h,
+        Event::Relays {
+            choices: vec![
+                "postern-relay://10.0.0.1:443#AAAA".into(),
+                "postern-relay://10.0.0.2:443#BBBB".into(),
+            ],
+            suggested: 0,
+        },
+    );
+    let label = "Home relay (from the network's signed directory)";
+    h.get_by_role_and_label(Role::ComboBox, label).click();
+    h.run();
+    h.get_by_label("10.0.0.2:443").click();
+    h.run();
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Passphrase",
+        "a long enough passphrase",
+    );
+    type_into(
+        &mut h,
+        Role::PasswordInput,
+        "Repeat the passphrase",
+        "a long enough passphrase",
+    );
+    h.get_by_label("Create profile").click();
+    h.run_steps(3);
+    match commands(&mut h).as_slice() {
+        [Command::Create { relay: Some(r), .. }] => {
+            assert_eq!(r, "postern-relay://10.0.0.2:443#BBBB");
+        }
+        other => panic!("{other:?}"),
+    }
+}
