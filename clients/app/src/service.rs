@@ -2,7 +2,7 @@
 //! with the user's requests carried out inside it and everything that
 //! happens turned into [`Update`]s.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use postern_core::courier::{self, DeliveryState};
@@ -22,7 +22,8 @@ use postern_engine::watch::Plan;
 use postern_link::Connect;
 
 use crate::api::{
-    Connection, Failure, Image, MessageId, Purpose, Request, SafetyView, StatusView, Update,
+    BodyView, Connection, Failure, Image, MessageId, MessageView, Purpose, Request, SafetyView,
+    StatusView, Update,
 };
 use crate::views;
 
@@ -55,8 +56,16 @@ pub struct Service<N> {
     open: Option<Address>,
     key_changed: BTreeSet<Address>,
     status: StatusView,
+    /// Outgoing attachments with parts still in the outbox (and how many
+    /// parts in all), whose progress is told after each resend tick.
+    sending: BTreeMap<MessageId, (Address, usize)>,
+    /// A resend tick ran since progress was last told.
+    progress_due: bool,
     _net: core::marker::PhantomData<N>,
 }
+
+/// Most outgoing transfers followed at once.
+const MAX_SENDING: usize = 64;
 
 impl<N> core::fmt::Debug for Service<N> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -82,6 +91,8 @@ impl<N: Connect + Clone> Service<N> {
             open: None,
             key_changed: BTreeSet::new(),
             status: StatusView::default(),
+            sending: BTreeMap::new(),
+            progress_due: false,
             _net: core::marker::PhantomData,
         }
     }
@@ -157,7 +168,48 @@ impl<N: Connect + Clone> Service<N> {
     fn refresh(&mut self, p: &dyn KvStore) -> Result<()> {
         self.send(Update::Me(views::me(p)?));
         self.refresh_contacts(p)?;
+        self.report_sending(p)?;
         self.refresh_status(p)
+    }
+
+    /// Follows the outgoing transfers among `views` that have parts still
+    /// to send (a conversation opened after a restart shows them).
+    fn follow_sending(&mut self, views: &[MessageView]) {
+        for v in views.iter().filter(|v| v.outgoing) {
+            let (done, total) = match &v.body {
+                BodyView::Image { chunks, .. }
+                | BodyView::File { chunks, .. }
+                | BodyView::Voice { chunks, .. } => *chunks,
+                _ => continue,
+            };
+            if done < total && self.sending.len() < MAX_SENDING {
+                self.sending.insert(v.id, (v.peer, total));
+            }
+        }
+    }
+
+    /// Tells how far each followed transfer got (its parts that left the
+    /// outbox), and stops following those that finished.
+    fn report_sending(&mut self, p: &dyn KvStore) -> Result<()> {
+        if self.sending.is_empty() {
+            return Ok(());
+        }
+        let waiting = views::waiting_ids(p)?;
+        let mut updates = Vec::new();
+        self.sending.retain(|id, (peer, total)| {
+            let left = postern_engine::attach::parts_waiting(&waiting, id, *total);
+            updates.push(Update::Progress {
+                peer: *peer,
+                id: *id,
+                done: total.saturating_sub(left),
+                total: *total,
+            });
+            left > 0
+        });
+        for u in updates {
+            self.send(u);
+        }
+        Ok(())
     }
 
     fn refresh_contacts(&mut self, p: &dyn KvStore) -> Result<()> {
@@ -179,6 +231,7 @@ impl<N: Connect + Clone> Service<N> {
     fn show_message(&mut self, p: &dyn KvStore, peer: &Address, id: &MessageId) -> Result<()> {
         if let Some(m) = views::find(p, peer, id)? {
             let v = views::message(p, &m)?;
+            self.follow_sending(core::slice::from_ref(&v));
             self.send(Update::Message(v));
         }
         Ok(())
@@ -541,6 +594,7 @@ impl<N: Connect + Clone> Service<N> {
             Request::Open(peer) => {
                 self.open = Some(peer);
                 let messages = views::conversation(p, &peer)?;
+                self.follow_sending(&messages);
                 self.send(Update::Conversation { peer, messages });
                 self.mark_read(p, peer)?;
                 if self.key_changed.contains(&peer) {
@@ -651,6 +705,8 @@ impl<N: Connect + Clone> Ui for Service<N> {
                 self.status.connection = Connection::Reconnecting;
             }
             Notice::Resent(round) => {
+                // The outbox was sent before the round: tell progress.
+                self.progress_due = !self.sending.is_empty();
                 self.status.awaiting_ack = round.waiting;
                 if round.resent.gave_up > 0 {
                     // Messages failed: the open conversation shows which.
@@ -670,6 +726,9 @@ impl<N: Connect + Clone> Shell<N> for Service<N> {
     type Request = Request;
 
     async fn next_request(&mut self) -> Option<Request> {
+        if core::mem::take(&mut self.progress_due) {
+            return Some(Request::Refresh);
+        }
         self.requests.recv().await.ok()
     }
 

@@ -3,7 +3,7 @@
 //! decoded at most [`THUMBNAIL_SIDE`] pixels per side, a preview line at
 //! most [`PREVIEW_CHARS`] characters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use postern_core::courier::{self, DeliveryState};
 use postern_core::e2e::{self, Verification};
@@ -94,18 +94,46 @@ pub fn attachment_of(body: &Body) -> Option<&AttachmentRef> {
     }
 }
 
-/// Chunks of `a` stored, and in all (all of them for what we sent).
-fn chunks(p: &dyn KvStore, a: &AttachmentRef, outgoing: bool) -> Result<(usize, usize)> {
-    let total = attachment::chunk_count(a.size).map_or(0, |n| n as usize);
-    if outgoing {
-        return Ok((total, total));
+/// The outbox's entry ids: an outgoing attachment's parts still there are
+/// still to send.
+pub fn waiting_ids(p: &dyn KvStore) -> Result<BTreeSet<[u8; 16]>> {
+    Ok(p.outbox()?.into_iter().map(|e| e.id).collect())
+}
+
+/// How far a transfer got: for what we receive, chunks stored and in
+/// all; for what we send, the outbox parts that left and in all (they
+/// stay in the outbox until sent, across restarts).
+fn chunks(
+    p: &dyn KvStore,
+    a: &AttachmentRef,
+    m: &StoredMessage,
+    waiting: &mut Option<BTreeSet<[u8; 16]>>,
+) -> Result<(usize, usize)> {
+    if m.direction == Direction::Outgoing {
+        let parts = postern_engine::attach::part_count(a.size).unwrap_or(0);
+        let ids = match waiting {
+            Some(w) => w,
+            None => waiting.insert(waiting_ids(p)?),
+        };
+        let left = postern_engine::attach::parts_waiting(ids, &m.id, parts);
+        return Ok((parts.saturating_sub(left), parts));
     }
+    let total = attachment::chunk_count(a.size).map_or(0, |n| n as usize);
     let missing = attachment::missing_chunks(p, a)?.len();
     Ok((total.saturating_sub(missing), total))
 }
 
 /// A stored message as the conversation shows it.
 pub fn message(p: &dyn KvStore, m: &StoredMessage) -> Result<MessageView> {
+    message_with(p, m, &mut None)
+}
+
+/// [`message`], with the outbox's ids read once for many messages.
+fn message_with(
+    p: &dyn KvStore,
+    m: &StoredMessage,
+    waiting: &mut Option<BTreeSet<[u8; 16]>>,
+) -> Result<MessageView> {
     let outgoing = m.direction == Direction::Outgoing;
     let env = Envelope::decode(&m.body).ok();
     let body = match env.as_ref().map(|e| &e.body) {
@@ -115,18 +143,18 @@ pub fn message(p: &dyn KvStore, m: &StoredMessage) -> Result<MessageView> {
             height: i.height,
             thumbnail: postern_media::images::decode_for_display(&i.thumbnail, THUMBNAIL_SIDE).ok(),
             size: i.attachment.size,
-            chunks: chunks(p, &i.attachment, outgoing)?,
+            chunks: chunks(p, &i.attachment, m, waiting)?,
         },
         Some(Body::File(f)) => BodyView::File {
             name: f.name.clone(),
             size: f.attachment.size,
-            chunks: chunks(p, &f.attachment, outgoing)?,
+            chunks: chunks(p, &f.attachment, m, waiting)?,
         },
         Some(Body::Voice(v)) => BodyView::Voice {
             duration_ms: v.duration_ms,
             waveform: v.waveform.clone(),
             size: v.attachment.size,
-            chunks: chunks(p, &v.attachment, outgoing)?,
+            chunks: chunks(p, &v.attachment, m, waiting)?,
         },
         _ => BodyView::Unsupported,
     };
@@ -148,9 +176,10 @@ pub fn message(p: &dyn KvStore, m: &StoredMessage) -> Result<MessageView> {
 
 /// The conversation with `peer`, oldest first.
 pub fn conversation(p: &dyn KvStore, peer: &Address) -> Result<Vec<MessageView>> {
+    let mut waiting = None;
     p.history(peer, MAX_HISTORY)?
         .iter()
-        .map(|m| message(p, m))
+        .map(|m| message_with(p, m, &mut waiting))
         .collect()
 }
 

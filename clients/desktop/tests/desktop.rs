@@ -130,7 +130,16 @@ fn wait(
         if cond(h) {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            let shown: Vec<String> = h
+                .query_all_by_label_contains("")
+                .filter_map(|n| {
+                    let a = n.accesskit_node();
+                    a.label().or_else(|| a.value())
+                })
+                .collect();
+            panic!("timed out waiting for {what}; the window shows {shown:?}");
+        }
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -165,6 +174,8 @@ const PASSPHRASE: &str = "correct horse battery staple";
 /// Creates a passphrase profile called `name` on the onboarding screen.
 fn onboard(h: &mut Harness<'_, Lazy>, name: &str, passphrase: &str) {
     wait_label(h, "Welcome to Postern", 20);
+    // The directory's relays arrive a moment later and move what is below.
+    wait_label(h, "Home relay (from the network's signed directory)", 30);
     type_into(
         h,
         Role::TextInput,
@@ -485,6 +496,14 @@ fn a_desktop_user_and_a_cli_user_invite_talk_exchange_files_and_the_profile_lock
         "no-such-device",
     );
     wait_label(&mut h2, "Welcome to Postern", 20);
+    // The home relays from the directory come in a moment later and move
+    // the widgets below them: wait for them before clicking.
+    wait_label(
+        &mut h2,
+        "Home relay (from the network's signed directory)",
+        30,
+    );
+    h2.run_steps(2);
     h2.get_by_label("Restore from a backup instead").click();
     h2.run_steps(2);
     type_into(&mut h2, Role::PasswordInput, "Backup passphrase", "backup");
@@ -674,7 +693,11 @@ fn a_scanned_code_verifies_and_a_large_file_shows_progress_and_resumes_after_a_r
     h.get_by_role_and_label(Role::ComboBox, "Profile").click();
     h.run_steps(3);
     h.get_by_label("Profile 1").click();
-    h.run_steps(3);
+    // The switch is done when the lock screen names the profile.
+    wait(&mut h, "profile 1's lock screen", 30, |h| {
+        h.query_by_role_and_label(Role::ComboBox, "Profile")
+            .is_some_and(|n| n.accesskit_node().value().as_deref() == Some("Profile 1"))
+    });
     type_into(
         &mut h,
         Role::PasswordInput,

@@ -532,6 +532,8 @@ fn child() {
 fn script(h: &mut Hand, bob: &User, dir: &Path) {
     const PASS: &str = "correct horse battery staple";
     h.wait("Welcome to Postern", 30);
+    // The home relays from the signed directory arrive a moment later.
+    h.wait("Home relay (from the network's signed directory)", 30);
     h.type_in("Your name (only your contacts see it)", "Alice");
     h.type_in("Passphrase", PASS);
     h.type_in("Repeat the passphrase", PASS);

@@ -205,9 +205,10 @@ pub fn queue_attachment<R: RngCore + CryptoRng>(
         payload: out.to_bytes(),
     });
     let mut entries = vec![(env.id, out)];
-    for batch in courier::attachment_outgoing(&*store, peer, &aref, &a.bytes, rng)? {
-        let mut id = [0u8; 16];
-        rng.fill_bytes(&mut id);
+    for (n, batch) in (1u32..).zip(courier::attachment_outgoing(
+        &*store, peer, &aref, &a.bytes, rng,
+    )?) {
+        let id = part_id(&env.id, n);
         cs.add_outbox(OutboxEntry {
             id,
             peer: *peer,
@@ -222,6 +223,39 @@ pub fn queue_attachment<R: RngCore + CryptoRng>(
         attachment: aref,
         entries,
     })
+}
+
+/// The outbox id of part `n` (from 1) of a message's chunks: derived from
+/// the message id, so that the parts still waiting in the outbox are
+/// known after a restart (outbox ids never leave the device).
+pub fn part_id(message: &[u8; 16], n: u32) -> [u8; 16] {
+    let mut h = Sha256Stream::new();
+    h.update(b"postern/outbox-part/v1");
+    h.update(message);
+    h.update(&n.to_be_bytes());
+    let d = h.finish();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(d.get(..16).unwrap_or(&[0; 16]));
+    id
+}
+
+/// How many outbox entries carry the chunks of an attachment of `size`
+/// bytes.
+pub fn part_count(size: u64) -> Result<usize, Error> {
+    let chunks = attachment::chunk_count(size)? as usize;
+    Ok(chunks.div_ceil(courier::MAX_BLOBS_PER_OUTBOX_ENTRY))
+}
+
+/// Of a message's `parts`, how many still wait in an outbox holding the
+/// entries `waiting`.
+pub fn parts_waiting(
+    waiting: &std::collections::BTreeSet<[u8; 16]>,
+    message: &[u8; 16],
+    parts: usize,
+) -> usize {
+    (1..=u32::try_from(parts).unwrap_or(u32::MAX))
+        .filter(|n| waiting.contains(&part_id(message, *n)))
+        .count()
 }
 
 #[cfg(test)]
@@ -340,6 +374,18 @@ mod tests {
             assert_eq!(id, wid);
             assert_eq!(out.blobs, wout.blobs);
         }
+        // Its parts are found in the outbox by the message id alone.
+        let parts = part_count(data.len() as u64).unwrap();
+        assert_eq!(parts, queued.entries.len() - 1);
+        for (n, (id, _)) in (1u32..).zip(&queued.entries[1..]) {
+            assert_eq!(*id, part_id(&queued.envelope.id, n));
+        }
+        let mut ids: std::collections::BTreeSet<[u8; 16]> =
+            waiting.iter().map(|(id, _)| *id).collect();
+        assert_eq!(parts_waiting(&ids, &queued.envelope.id, parts), parts);
+        ids.remove(&part_id(&queued.envelope.id, 1));
+        assert_eq!(parts_waiting(&ids, &queued.envelope.id, parts), parts - 1);
+        assert_eq!(parts_waiting(&ids, &[0xEE; 16], parts), 0);
         // Alice gets the message, then the whole attachment.
         let blobs: Vec<Blob> = queued
             .entries
