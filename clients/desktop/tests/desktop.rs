@@ -188,6 +188,21 @@ fn onboard(h: &mut Harness<'_, Lazy>, name: &str, passphrase: &str) {
     wait_label(h, "New invitation", 30);
 }
 
+/// Settings, "Change passphrase…", the current one and a new one typed
+/// twice, then the button.
+fn change_passphrase(h: &mut Harness<'_, Lazy>, current: &str, new: &str) {
+    h.get_by_label("Settings").click();
+    // A new dialog takes clicks once it has been drawn in full.
+    h.run_steps(5);
+    h.get_by_label("Change passphrase…").click();
+    h.run_steps(2);
+    type_into(h, Role::PasswordInput, "Current passphrase", current);
+    type_into(h, Role::PasswordInput, "New passphrase", new);
+    type_into(h, Role::PasswordInput, "Repeat the new passphrase", new);
+    h.get_by_role_and_label(Role::Button, "Change passphrase")
+        .click();
+}
+
 /// Shows a new invitation and has `who` (a CLI user) accept its link.
 fn invite(h: &mut Harness<'_, Lazy>, who: &User) {
     h.get_by_label("New invitation").click();
@@ -391,56 +406,13 @@ fn a_desktop_user_and_a_cli_user_invite_talk_exchange_files_and_the_profile_lock
     wait_label(&mut h, "You: hello from the window", 30);
 
     // A new passphrase, only with the current one.
-    h.get_by_label("Settings").click();
-    // A new dialog takes clicks once it has been drawn in full.
-    h.run_steps(5);
-    h.get_by_label("Change passphrase…").click();
-    h.run_steps(2);
-    type_into(&mut h, Role::PasswordInput, "Current passphrase", "not it");
-    type_into(
-        &mut h,
-        Role::PasswordInput,
-        "New passphrase",
-        "a brand new passphrase",
-    );
-    type_into(
-        &mut h,
-        Role::PasswordInput,
-        "Repeat the new passphrase",
-        "a brand new passphrase",
-    );
-    h.get_by_role_and_label(Role::Button, "Change passphrase")
-        .click();
+    change_passphrase(&mut h, "not it", "a brand new passphrase");
     wait_label(
         &mut h,
         "The current passphrase is wrong: nothing changed",
         30,
     );
-    h.get_by_label("Settings").click();
-    // A new dialog takes clicks once it has been drawn in full.
-    h.run_steps(5);
-    h.get_by_label("Change passphrase…").click();
-    h.run_steps(2);
-    type_into(
-        &mut h,
-        Role::PasswordInput,
-        "Current passphrase",
-        PASSPHRASE,
-    );
-    type_into(
-        &mut h,
-        Role::PasswordInput,
-        "New passphrase",
-        "a brand new passphrase",
-    );
-    type_into(
-        &mut h,
-        Role::PasswordInput,
-        "Repeat the new passphrase",
-        "a brand new passphrase",
-    );
-    h.get_by_role_and_label(Role::Button, "Change passphrase")
-        .click();
+    change_passphrase(&mut h, PASSPHRASE, "a brand new passphrase");
     wait_label(&mut h, "The passphrase is changed", 30);
     h.get_by_label("Lock").click();
     wait_label(&mut h, "Postern is locked", 30);

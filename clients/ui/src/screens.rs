@@ -52,6 +52,17 @@ const GREEN: Color32 = Color32::from_rgb(0x2e, 0xa0, 0x43);
 const AMBER: Color32 = Color32::from_rgb(0xd2, 0x99, 0x22);
 const RED: Color32 = Color32::from_rgb(0xe0, 0x3c, 0x31);
 
+/// A spinner with what is being done, or the last error.
+fn busy_or_error(ui: &mut egui::Ui, busy: bool, doing: &str, error: Option<&str>) {
+    if busy {
+        ui.spinner();
+        ui.label(doing);
+    }
+    if let Some(e) = error {
+        ui.colored_label(RED, e);
+    }
+}
+
 /// A new passphrase typed twice, with its strength; whether it is
 /// acceptable (not too short, both the same).
 fn new_passphrase(ui: &mut egui::Ui, label: &str, pass: &mut String, repeat: &mut String) -> bool {
@@ -197,13 +208,7 @@ impl App {
                     });
                     self.set_busy();
                 }
-                if busy {
-                    ui.spinner();
-                    ui.label("Creating your keys…");
-                }
-                if let Some(e) = error {
-                    ui.colored_label(RED, e);
-                }
+                busy_or_error(ui, busy, "Creating your keys…", error.as_deref());
                 ui.add_space(8.0);
                 if ui
                     .add_enabled(
@@ -275,13 +280,7 @@ impl App {
                     });
                     self.set_busy();
                 }
-                if busy {
-                    ui.spinner();
-                    ui.label("Restoring…");
-                }
-                if let Some(e) = error {
-                    ui.colored_label(RED, e);
-                }
+                busy_or_error(ui, busy, "Restoring…", error.as_deref());
                 ui.add_space(8.0);
                 if ui
                     .add_enabled(
