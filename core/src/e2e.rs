@@ -110,6 +110,39 @@ pub fn create_identity_for_address<R: RngCore + CryptoRng>(
     create(store, Some(address), now, rng)
 }
 
+/// Resets this profile's keys while keeping its address: a new identity
+/// key, new prekeys, and every session dropped (the old keys are gone from
+/// the store). Contacts, routes, queues and messages stay. Each contact
+/// then sees an identity-key change and must accept the new key, which
+/// reaches them in a new invitation (see
+/// `courier::accept_invitation_with`).
+pub fn reset_identity<R: RngCore + CryptoRng>(
+    store: &dyn KvStore,
+    now: UnixTime,
+    rng: &mut R,
+) -> Result<ChangeSet> {
+    let address = local_address(store)?;
+    let mut o = Overlay::new(store);
+    for ns in [
+        Namespace::Session,
+        Namespace::PreKey,
+        Namespace::SignedPreKey,
+        Namespace::KyberPreKey,
+    ] {
+        for k in o.keys(ns)? {
+            o.delete(ns, &k);
+        }
+    }
+    let (_, cs) = create(&o, Some(address), now, rng)?;
+    o.apply(cs);
+    Ok(o.into_changes())
+}
+
+/// Whether a session with `peer` exists (messages can be sealed to them).
+pub fn has_session(store: &dyn KvStore, peer: &Address) -> Result<bool> {
+    Ok(store.get(Namespace::Session, peer.as_bytes())?.is_some())
+}
+
 fn create<R: RngCore + CryptoRng>(
     store: &dyn KvStore,
     address: Option<Address>,

@@ -624,3 +624,152 @@ fn a_receipt_marks_the_message_delivered_and_nothing_else() {
             .is_none()
     );
 }
+
+#[test]
+fn a_contact_who_reset_their_keys_is_refused_until_accepted_then_talks_again() {
+    let mut r = rng(21);
+    let (mut alice, mut bob) = (User::new(&mut r), User::new(&mut r));
+    let (_, _, intro, aq) = invite(&mut alice, &mut bob, &mut r);
+    deliver(&mut alice, &aq, &intro.blobs, &mut r);
+    let bq = [2u8; 16];
+    turn(&mut alice, &mut bob, &bq, &mut r);
+    turn(&mut bob, &mut alice, &aq, &mut r);
+
+    // Bob resets his keys: same address, no session left.
+    let old_key = postern_core::e2e::contact(&alice.store, &bob.addr)
+        .unwrap()
+        .unwrap()
+        .identity;
+    let cs = postern_core::e2e::reset_identity(&bob.store, T0, &mut r).unwrap();
+    bob.apply(cs);
+    assert_eq!(
+        postern_core::e2e::local_address(&bob.store).unwrap(),
+        bob.addr
+    );
+    assert!(!postern_core::e2e::has_session(&bob.store, &alice.addr).unwrap());
+    assert!(
+        courier::send(&bob.store, &alice.addr, text("lost"), None, T0, &mut r).is_err(),
+        "no session to seal with"
+    );
+
+    // He gives Alice a new invitation. By default it is refused as a key
+    // change, with nothing written.
+    let nq = new_queue(&mut r, 7);
+    let (inv, payload, cs) =
+        courier::create_invitation(&bob.store, &nq, "Bob", T0, &mut r).unwrap();
+    bob.apply(cs);
+    let aq2 = new_queue(&mut r, 8);
+    let before = alice.store.clone();
+    let e = courier::accept_invitation(&alice.store, &inv, &payload, &aq2, "Alice", T0, &mut r)
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::IdentityKeyChanged { peer } if peer == bob.addr),
+        "{e:?}"
+    );
+    assert_eq!(format!("{:?}", alice.store), format!("{before:?}"));
+
+    // Alice accepts the new key: pinned (unverified), a new session, and
+    // her introduction reaches Bob, who re-learns her.
+    let (peer, out, cs) = courier::accept_invitation_with(
+        &alice.store,
+        &inv,
+        &payload,
+        &aq2,
+        "Alice",
+        courier::KeyChange::Accept,
+        T0,
+        &mut r,
+    )
+    .unwrap();
+    assert_eq!(peer, bob.addr);
+    alice.apply(cs);
+    let new_key = postern_core::e2e::contact(&alice.store, &bob.addr)
+        .unwrap()
+        .unwrap();
+    assert_ne!(new_key.identity.to_bytes(), old_key.to_bytes());
+    assert_eq!(
+        new_key.verification,
+        postern_core::e2e::Verification::Unverified
+    );
+    let got = deliver(&mut bob, &nq.recipient_id, &out.blobs, &mut r);
+    assert!(
+        matches!(got.last(), Some(Received::NewContact { peer, .. }) if *peer == alice.addr),
+        "{got:?}"
+    );
+    // Both ways again, over the new queues.
+    turn(&mut bob, &mut alice, &aq2.recipient_id, &mut r);
+    turn(&mut alice, &mut bob, &nq.recipient_id, &mut r);
+
+    // The same invitation again, or one from a contact whose key did not
+    // change, is refused as before.
+    let nq2 = new_queue(&mut r, 9);
+    let (inv2, payload2, cs) =
+        courier::create_invitation(&bob.store, &nq2, "Bob", T0, &mut r).unwrap();
+    bob.apply(cs);
+    let aq3 = new_queue(&mut r, 10);
+    assert!(matches!(
+        courier::accept_invitation_with(
+            &alice.store,
+            &inv2,
+            &payload2,
+            &aq3,
+            "Alice",
+            courier::KeyChange::Accept,
+            T0,
+            &mut r
+        ),
+        Err(Error::AlreadyContact)
+    ));
+}
+
+#[test]
+fn an_introduction_claiming_a_known_contact_with_another_key_is_a_key_change() {
+    let mut r = rng(22);
+    let (mut alice, mut bob) = (User::new(&mut r), User::new(&mut r));
+    let (_, _, intro, aq) = invite(&mut alice, &mut bob, &mut r);
+    deliver(&mut alice, &aq, &intro.blobs, &mut r);
+    // Someone else, claiming Bob's address with a key of their own,
+    // answers a new invitation of Alice's.
+    let mut mallory = User::new(&mut r);
+    let mut store = postern_core::MemStore::new();
+    let (addr, cs) =
+        postern_core::e2e::create_identity_for_address(&store, bob.addr, T0, &mut r).unwrap();
+    store.commit(cs).unwrap();
+    mallory.store = store;
+    mallory.addr = addr;
+    let nq = new_queue(&mut r, 11);
+    let (inv, payload, cs) =
+        courier::create_invitation(&alice.store, &nq, "Alice", T0, &mut r).unwrap();
+    alice.apply(cs);
+    let mq = new_queue(&mut r, 12);
+    let (_, out, cs) =
+        courier::accept_invitation(&mallory.store, &inv, &payload, &mq, "Bob", T0, &mut r).unwrap();
+    mallory.apply(cs);
+    let before = alice.store.clone();
+    let mut o = alice.store.clone();
+    let mut err = None;
+    for b in &out.blobs {
+        match courier::receive(&o, &nq.recipient_id, b, T0, &mut r) {
+            Ok((_, cs)) => o.commit(cs).unwrap(),
+            Err(e) => err = Some(e),
+        }
+    }
+    let e = err.expect("refused");
+    assert!(
+        matches!(e, Error::IdentityKeyChanged { peer } if peer == bob.addr),
+        "{e:?}"
+    );
+    // Bob's pinned key is untouched.
+    assert_eq!(
+        postern_core::e2e::contact(&o, &bob.addr)
+            .unwrap()
+            .unwrap()
+            .identity
+            .to_bytes(),
+        postern_core::e2e::contact(&before, &bob.addr)
+            .unwrap()
+            .unwrap()
+            .identity
+            .to_bytes()
+    );
+}

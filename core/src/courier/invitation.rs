@@ -176,6 +176,44 @@ pub fn accept_invitation<R: RngCore + CryptoRng>(
     now: UnixTime,
     rng: &mut R,
 ) -> Result<(Address, Outgoing, ChangeSet)> {
+    accept_invitation_with(
+        store,
+        inv,
+        payload,
+        ours,
+        my_name,
+        KeyChange::Refuse,
+        now,
+        rng,
+    )
+}
+
+/// What accepting an invitation from a known contact does when it carries
+/// another identity key than the one pinned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChange {
+    /// Refuse it with [`Error::IdentityKeyChanged`]: the user decides.
+    Refuse,
+    /// The user compared and accepts the new key: it replaces the pinned
+    /// one (the contact becomes unverified) and a new session starts.
+    Accept,
+}
+
+/// [`accept_invitation`], saying what to do when the inviter is a known
+/// contact whose identity key changed (they reset their keys, or someone
+/// claims their address). An invitation from a known contact with the
+/// same key is refused ([`Error::AlreadyContact`]).
+#[allow(clippy::too_many_arguments)]
+pub fn accept_invitation_with<R: RngCore + CryptoRng>(
+    store: &dyn KvStore,
+    inv: &Invitation,
+    payload: &[Blob],
+    ours: &CreatedQueue,
+    my_name: &str,
+    key_change: KeyChange,
+    now: UnixTime,
+    rng: &mut R,
+) -> Result<(Address, Outgoing, ChangeSet)> {
     const WHAT: &str = "invitation payload";
     check_name(my_name)?;
     if now.millis() >= inv.expires_at.millis() {
@@ -194,10 +232,20 @@ pub fn accept_invitation<R: RngCore + CryptoRng>(
     }
     check_name(&p.display_name)?;
     let their_blob_key = Zeroizing::new(codec::fixed::<32>(&p.blob_key, WHAT)?);
-    if e2e::contact(store, &e2e::inspect_bundle(&p.bundle)?.address())?.is_some() {
-        return Err(Error::AlreadyContact);
-    }
+    let claimed = e2e::inspect_bundle(&p.bundle)?;
     let mut o = Overlay::new(store);
+    if let Some(known) = e2e::contact(store, &claimed.address())? {
+        if known.identity.to_bytes() == claimed.identity().to_bytes() {
+            return Err(Error::AlreadyContact);
+        }
+        if key_change == KeyChange::Refuse {
+            return Err(Error::IdentityKeyChanged {
+                peer: claimed.address(),
+            });
+        }
+        let (_, cs) = e2e::accept_identity_change(&o, &p.bundle)?;
+        o.apply(cs);
+    }
     let (peer, cs) = e2e::start_session(&o, &p.bundle, now, rng)?;
     o.apply(cs);
     let (my_bundle, cs) = e2e::publish_bundle(&o)?;

@@ -232,9 +232,18 @@ pub(super) fn receive_introduction<R: RngCore + CryptoRng>(
         return Err(Error::InvitationExpired);
     }
     let intro: lp::Introduction = codec::decode_bounded(body, MAX_RECORD_BYTES, WHAT)?;
-    let claimed = e2e::inspect_bundle(&intro.bundle)?.address();
-    if e2e::contact(store, &claimed)?.is_some() {
-        return Err(Error::AlreadyContact);
+    let bundle = e2e::inspect_bundle(&intro.bundle)?;
+    let claimed = bundle.address();
+    if let Some(known) = e2e::contact(store, &claimed)? {
+        if known.identity.to_bytes() != bundle.identity().to_bytes() {
+            return Err(Error::IdentityKeyChanged { peer: claimed });
+        }
+        // A known contact may introduce themselves again only when we can
+        // no longer talk to them (we reset our keys): the new session and
+        // their new queue replace the lost ones.
+        if e2e::has_session(store, &claimed)? {
+            return Err(Error::AlreadyContact);
+        }
     }
     let mut o = Overlay::new(store);
     let (peer, cs) = e2e::add_contact(&o, &intro.bundle)?;
