@@ -53,6 +53,10 @@ pub enum Request {
     CreateInvite,
     /// Accept an invitation link (pasted or scanned).
     AcceptInvite(String),
+    /// Accept the new identity key of a contact whose invitation carried
+    /// one ([`Update::KeyChanged`] after [`Request::AcceptInvite`]): the
+    /// user compared safety numbers by a channel they trust.
+    AcceptNewKey(Address),
     /// Read a QR code out of an image (a file, a paste) and act on it.
     Scan {
         /// The image.
@@ -161,6 +165,8 @@ pub enum Update {
     /// A contact's identity key changed: nothing from or to them until
     /// the user accepts a new key (from a new invitation of theirs).
     KeyChanged(Address),
+    /// The contact's new key was accepted: talking again (unverified).
+    KeyAccepted(Address),
     /// An attachment's bytes, checked against its digest.
     AttachmentBytes {
         /// Its contact.

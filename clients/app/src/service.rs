@@ -61,8 +61,15 @@ pub struct Service<N> {
     sending: BTreeMap<MessageId, (Address, usize)>,
     /// A resend tick ran since progress was last told.
     progress_due: bool,
+    /// Invitations from contacts whose identity key changed, paused until
+    /// the user accepts the new key (kept in memory only: locking forgets
+    /// them, and a new invitation is needed).
+    pending_keys: BTreeMap<Address, AcceptFlow>,
     _net: core::marker::PhantomData<N>,
 }
+
+/// Most invitations waiting for a decision on a changed key.
+const MAX_PENDING_KEYS: usize = 16;
 
 /// Most outgoing transfers followed at once.
 const MAX_SENDING: usize = 64;
@@ -93,6 +100,7 @@ impl<N: Connect + Clone> Service<N> {
             status: StatusView::default(),
             sending: BTreeMap::new(),
             progress_due: false,
+            pending_keys: BTreeMap::new(),
             _net: core::marker::PhantomData,
         }
     }
@@ -442,12 +450,61 @@ impl<N: Connect + Clone> Service<N> {
             // A queue may have been made before the step that failed.
             return Ok(Handled::QueuesChanged);
         }
+        if let Some(peer) = flow.key_changed().copied() {
+            // Nothing to or from them until the user decides.
+            self.key_changed.insert(peer);
+            if self.pending_keys.len() < MAX_PENDING_KEYS || self.pending_keys.contains_key(&peer) {
+                self.pending_keys.insert(peer, flow);
+            }
+            self.send(Update::KeyChanged(peer));
+            self.refresh_contacts(p)?;
+            return Ok(Handled::QueuesChanged);
+        }
         if let Some(peer) = flow.contact().copied() {
             let name = courier::route(p, &peer)?
                 .map(|r| r.display_name)
                 .unwrap_or_default();
             self.send(Update::ContactAdded { peer, name });
             self.refresh_contacts(p)?;
+        }
+        Ok(Handled::QueuesChanged)
+    }
+
+    /// The user accepts a contact's new identity key, carried by the
+    /// invitation they opened: pinned (unverified), a new session, our
+    /// introduction delivered; talking again.
+    async fn accept_new_key(
+        &mut self,
+        p: &mut dyn KvStore,
+        links: &mut Links<N>,
+        peer: Address,
+    ) -> Result<Handled> {
+        let (Some(mut flow), Some(home)) =
+            (self.pending_keys.remove(&peer), settings::home_relay(p)?)
+        else {
+            self.refused(
+                "accept the new key",
+                "open a new invitation from this contact first: it carries their new key",
+                ErrorKind::NeedsUserDecision,
+            );
+            return Ok(Handled::Done);
+        };
+        let net = links.connector().clone();
+        let rt = net.runtime().clone();
+        if let Err(e) = flow.accept_new_key(p, rt.now(), &mut RuntimeRng(&rt)) {
+            self.failed("accept the new key", ClientError::from(e))?;
+            return Ok(Handled::Done);
+        }
+        self.key_changed.remove(&peer);
+        self.send(Update::KeyAccepted(peer));
+        // The introduction waits in the outbox if it cannot leave now.
+        if let Err(e) = postern_driver::flow::drive(p, &net, &home, &mut flow).await {
+            self.failed("introduce us again", e)?;
+        }
+        self.refresh_contacts(p)?;
+        if self.open == Some(peer) {
+            let messages = views::conversation(p, &peer)?;
+            self.send(Update::Conversation { peer, messages });
         }
         Ok(Handled::QueuesChanged)
     }
@@ -615,6 +672,7 @@ impl<N: Connect + Clone> Service<N> {
             Request::Retry { to, id } => self.retry(p, links, to, id).await?,
             Request::CreateInvite => return self.invite(p, links).await,
             Request::AcceptInvite(link) => return self.accept(p, links, &link).await,
+            Request::AcceptNewKey(peer) => return self.accept_new_key(p, links, peer).await,
             Request::Scan { image, purpose } => return self.scan(p, links, image, purpose).await,
             Request::Safety(peer) => self.safety(p, &peer)?,
             Request::ConfirmVerified(peer) => {

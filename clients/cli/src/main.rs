@@ -113,6 +113,11 @@ enum Cmd {
     Accept {
         /// The `postern:` link.
         link: String,
+        /// The inviter is a contact whose identity key changed (they reset
+        /// their keys): accept the new key. Compare safety numbers first,
+        /// by a channel you trust.
+        #[arg(long)]
+        accept_new_key: bool,
     },
     /// List contacts.
     Contacts,
@@ -161,6 +166,14 @@ enum Cmd {
         /// How many messages.
         #[arg(long, default_value_t = DEFAULT_HISTORY)]
         limit: usize,
+    },
+    /// Replace this profile's identity key (same address), dropping every
+    /// session: each contact then sees a safety-number change and accepts
+    /// the new key from a new invitation of yours.
+    ResetKeys {
+        /// Confirms that every session is to be dropped.
+        #[arg(long)]
+        yes: bool,
     },
     /// Show the safety number, or verify a contact by scanning theirs.
     Verify {
@@ -365,7 +378,10 @@ async fn run(cli: Cli, cx: &Ctx) -> Result<()> {
         Cmd::Invite { png, svg, quiet } => {
             invite(&cli, cx, png.as_deref(), svg.as_deref(), *quiet).await
         }
-        Cmd::Accept { link } => accept(&cli, cx, link).await,
+        Cmd::Accept {
+            link,
+            accept_new_key,
+        } => accept(&cli, cx, link, *accept_new_key).await,
         Cmd::Contacts => contacts(&cli),
         Cmd::Send { contact, text } => send_text(&cli, cx, contact, text).await,
         Cmd::SendFile {
@@ -403,7 +419,23 @@ async fn run(cli: Cli, cx: &Ctx) -> Result<()> {
             png,
             confirm,
         } => verify(&cli, contact, scan.as_deref(), png.as_deref(), *confirm),
+        Cmd::ResetKeys { yes } => reset_keys(&cli, *yes),
     }
+}
+
+fn reset_keys(cli: &Cli, yes: bool) -> Result<()> {
+    if !yes {
+        return Err(CliError::Usage(
+            "resetting drops every session: each contact must accept your new key from a new invitation; run again with --yes".into(),
+        ));
+    }
+    let mut p = open(cli)?;
+    let cs = e2e::reset_identity(&p, now(), &mut rand::rng())?;
+    commit(&mut p, cs)?;
+    println!(
+        "new identity key, same address; give each contact a new invitation (`postern invite`): they will see a safety-number change and accept your new key"
+    );
+    Ok(())
 }
 
 fn downloads_dir(p: &Profile, arg: Option<&Path>) -> PathBuf {
@@ -533,12 +565,29 @@ async fn invite(
     Ok(())
 }
 
-async fn accept(cli: &Cli, cx: &Ctx, link: &str) -> Result<()> {
+async fn accept(cli: &Cli, cx: &Ctx, link: &str, accept_new_key: bool) -> Result<()> {
     let mut p = open(cli)?;
     let relay = home_relay(&p)?;
     let name = settings::display_name(&p)?;
     let mut flow = AcceptFlow::from_link(relay.clone(), name, link, now())?;
     postern_native::flow::drive(&mut p, &cx.net, &relay, &mut flow).await?;
+    if let Some(peer) = flow.key_changed().copied() {
+        let who = courier::route(&p, &peer)?
+            .map(|r| r.display_name)
+            .unwrap_or_default();
+        let who = output::name_or(&who, &peer);
+        if !accept_new_key {
+            return Err(CliError::Decision(format!(
+                "{who}'s identity key changed: nothing was stored. Ask them by a channel you trust whether they reset their keys; if so, accept this invitation again with --accept-new-key (a new invitation is needed: this one is used)"
+            )));
+        }
+        flow.accept_new_key(&mut p, now(), &mut rand::rng())?;
+        postern_native::flow::drive(&mut p, &cx.net, &relay, &mut flow).await?;
+        println!(
+            "accepted {who}'s new identity key; compare safety numbers with `postern verify {who}`"
+        );
+        return Ok(());
+    }
     let peer = *flow
         .contact()
         .ok_or(CliError::Flow(FlowError::OutOfOrder))?;

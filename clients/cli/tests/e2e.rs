@@ -413,3 +413,37 @@ fn watch_follows_the_home_relay_and_polls_an_old_one() {
     assert!(out.contains("reconnected to your relay"), "{out}");
     assert!(out.contains("after the restart 7b3a"), "{out}");
 }
+
+#[test]
+fn a_contact_who_reset_their_keys_is_accepted_only_when_asked() {
+    let (postern, relay_bin) = bins();
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&relay_bin, &tmp.path().join("relay")).unwrap();
+    let (alice, bob) = pair(tmp.path(), &postern, &relay);
+    // Without --yes nothing is reset.
+    assert!(alice.ok(&["reset-keys"]).is_err());
+    alice.ok(&["reset-keys", "--yes"]).unwrap();
+
+    // Bob opens Alice's new invitation: refused as a key change, and
+    // nothing changes for him.
+    let link = harness::link_in(&alice.ok(&["invite", "--quiet"]).unwrap()).unwrap();
+    let out = bob.run(&["accept", &link]).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("identity key changed"), "{err}");
+    let before = bob.ok(&["verify", "Alice"]).unwrap();
+
+    // A new invitation, accepted with --accept-new-key: talking again.
+    let link = harness::link_in(&alice.ok(&["invite", "--quiet"]).unwrap()).unwrap();
+    let out = bob.ok(&["accept", "--accept-new-key", &link]).unwrap();
+    assert!(out.contains("accepted Alice's new identity key"), "{out}");
+    let after = bob.ok(&["verify", "Alice"]).unwrap();
+    assert_ne!(before, after, "the safety number changed");
+    alice.ok(&["sync"]).unwrap();
+    bob.ok(&["send", "Alice", "welcome back"]).unwrap();
+    let out = alice.ok(&["sync"]).unwrap();
+    assert!(out.contains("welcome back"), "{out}");
+    alice.ok(&["send", "Bob", "thanks"]).unwrap();
+    let out = bob.ok(&["sync"]).unwrap();
+    assert!(out.contains("thanks"), "{out}");
+}

@@ -681,6 +681,32 @@ fn a_scanned_code_verifies_and_a_large_file_shows_progress_and_resumes_after_a_r
     type_into(&mut h, Role::PasswordInput, "Passphrase", PASSPHRASE);
     h.key_press(egui::Key::Enter);
     wait_label(&mut h, "Bob", 30);
+
+    // Bob resets his keys and gives Alice a new invitation: opening it
+    // shows the blocking key-change warning; nothing is sent until she
+    // accepts the new key, then they talk again.
+    bob.ok(&["reset-keys", "--yes"]).unwrap();
+    let link = harness::link_in(&bob.ok(&["invite", "--quiet"]).unwrap()).unwrap();
+    h.get_by_label("Accept invitation").click();
+    h.run_steps(5);
+    type_into(&mut h, Role::TextInput, "Invitation link", &link);
+    h.get_by_label("Accept").click();
+    wait_label(&mut h, "Bob's safety number changed", 60);
+    // The composer is gone: nothing can be typed or sent to Bob.
+    assert!(
+        h.query_by_role_and_label(Role::MultilineTextInput, "Message")
+            .is_none()
+    );
+    h.get_by_label("Accept the new key").click();
+    wait_label(&mut h, "Bob's new key is accepted", 60);
+    type_into(&mut h, Role::MultilineTextInput, "Message", "still you?");
+    h.key_press(egui::Key::Enter);
+    wait_label(&mut h, "You: still you?", 30);
+    wait(&mut h, "Bob reads Alice under his new key", 90, |_| {
+        bob.ok(&["sync"]).is_ok_and(|o| o.contains("still you?"))
+    });
+    bob.ok(&["send", "Alice", "yes, new keys"]).unwrap();
+    wait_label(&mut h, "Bob: yes, new keys", 60);
     drop(h);
     drop(net);
 }

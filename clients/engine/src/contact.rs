@@ -17,12 +17,12 @@
 //!          -> commit contact + introduction in the outbox -> deliver -> remove from outbox
 //! ```
 
-use postern_core::courier::{self, CreatedQueue, Invitation, Outgoing, QueueKeys};
+use postern_core::courier::{self, CreatedQueue, Invitation, KeyChange, Outgoing, QueueKeys};
 use postern_core::crypto::signal::QueuePublic;
 use postern_core::relay_proto::client::Answer;
 use postern_core::relay_proto::{Blob, Command, ErrorCode};
 use postern_core::store::OutboxEntry;
-use postern_core::{Address, KvStore, RelayAddress, UnixTime};
+use postern_core::{Address, Error, KvStore, RelayAddress, UnixTime};
 use rand_core::{CryptoRng, RngCore};
 
 pub use crate::flow::{Action, Flow, FlowError, Input};
@@ -224,6 +224,13 @@ enum AcceptState {
         peer: Address,
         out: Outgoing,
     },
+    /// The inviter is a known contact whose identity key changed: paused
+    /// until the user accepts the new key ([`AcceptFlow::accept_new_key`]).
+    KeyChanged {
+        peer: Address,
+        payload: Vec<Blob>,
+        ours: CreatedQueue,
+    },
     Done(Address),
     Failed,
 }
@@ -287,26 +294,16 @@ impl AcceptFlow {
             }
             (AcceptState::Creating { payload, keys, .. }, Input::Answer(answer)) => {
                 let ours = created(answer, &self.home, keys)?;
-                let (peer, out, mut cs) = courier::accept_invitation(
-                    &*store,
-                    &self.invitation,
-                    &payload,
-                    &ours,
-                    &self.name,
-                    now,
-                    rng,
-                )?;
-                let mut id = [0u8; 16];
-                rng.fill_bytes(&mut id);
-                cs.add_outbox(OutboxEntry {
-                    id,
-                    peer,
-                    payload: out.to_bytes(),
-                });
-                // The contact and our introduction are stored in one
-                // commit before anything is sent.
-                store.commit(cs)?;
-                Ok(AcceptState::Delivering { id, peer, out })
+                match self.introduce(store, &payload, &ours, KeyChange::Refuse, now, rng) {
+                    Err(FlowError::Core(Error::IdentityKeyChanged { peer })) => {
+                        Ok(AcceptState::KeyChanged {
+                            peer,
+                            payload,
+                            ours,
+                        })
+                    }
+                    r => r,
+                }
             }
             (AcceptState::Delivering { id, peer, .. }, Input::Delivered) => {
                 outbox::sent(store, id, false, now)?;
@@ -314,6 +311,66 @@ impl AcceptFlow {
             }
             _ => Err(FlowError::OutOfOrder),
         }
+    }
+
+    /// Runs the core's acceptance and stores the contact and our
+    /// introduction (in the outbox) in one commit, before anything is sent.
+    fn introduce<R: RngCore + CryptoRng>(
+        &self,
+        store: &mut dyn KvStore,
+        payload: &[Blob],
+        ours: &CreatedQueue,
+        key_change: KeyChange,
+        now: UnixTime,
+        rng: &mut R,
+    ) -> Result<AcceptState, FlowError> {
+        let (peer, out, mut cs) = courier::accept_invitation_with(
+            &*store,
+            &self.invitation,
+            payload,
+            ours,
+            &self.name,
+            key_change,
+            now,
+            rng,
+        )?;
+        let mut id = [0u8; 16];
+        rng.fill_bytes(&mut id);
+        cs.add_outbox(OutboxEntry {
+            id,
+            peer,
+            payload: out.to_bytes(),
+        });
+        store.commit(cs)?;
+        Ok(AcceptState::Delivering { id, peer, out })
+    }
+
+    /// The known contact whose identity key changed, when the flow paused
+    /// for the user's decision (nothing of the new key was stored).
+    pub fn key_changed(&self) -> Option<&Address> {
+        match &self.state {
+            AcceptState::KeyChanged { peer, .. } => Some(peer),
+            _ => None,
+        }
+    }
+
+    /// The user accepts the contact's new identity key (after comparing
+    /// safety numbers by a channel they trust): it is pinned, unverified, a
+    /// new session starts and the flow goes on to deliver our
+    /// introduction. Only from the paused state.
+    pub fn accept_new_key<R: RngCore + CryptoRng>(
+        &mut self,
+        store: &mut dyn KvStore,
+        now: UnixTime,
+        rng: &mut R,
+    ) -> Result<(), FlowError> {
+        let AcceptState::KeyChanged { payload, ours, .. } =
+            core::mem::replace(&mut self.state, AcceptState::Failed)
+        else {
+            return Err(FlowError::OutOfOrder);
+        };
+        self.state = self.introduce(store, &payload, &ours, KeyChange::Accept, now, rng)?;
+        Ok(())
     }
 
     /// The new contact's address, once our introduction has left. (If
@@ -346,7 +403,7 @@ impl Flow for AcceptFlow {
                 key: Some(&keys.queue_key),
             }),
             AcceptState::Delivering { id, out, .. } => Some(Action::Deliver { id: *id, out }),
-            AcceptState::Done(_) | AcceptState::Failed => None,
+            AcceptState::KeyChanged { .. } | AcceptState::Done(_) | AcceptState::Failed => None,
         }
     }
 

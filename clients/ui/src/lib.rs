@@ -691,6 +691,19 @@ impl App {
             }
             Update::KeyChanged(peer) => {
                 self.key_changed.insert(peer);
+                // Opening their invitation revealed it: show the warning.
+                if matches!(self.dialog, Dialog::Accept(_)) {
+                    self.dialog = Dialog::None;
+                    self.open(peer);
+                }
+            }
+            Update::KeyAccepted(peer) => {
+                self.key_changed.remove(&peer);
+                let who = self.name_of(&peer);
+                self.toast(
+                    format!("{who}'s new key is accepted. Compare safety numbers to verify it."),
+                    false,
+                );
             }
             Update::Status(s) => self.status = s,
             Update::Failed(f) => {

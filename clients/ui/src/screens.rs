@@ -665,7 +665,9 @@ impl App {
         }
         ui.separator();
         if self.key_changed.contains(&peer) {
-            key_change_banner(ui, &name);
+            if key_change_banner(ui, &name) {
+                self.request(Request::AcceptNewKey(peer));
+            }
             return;
         }
         egui::Panel::bottom("composer")
@@ -1429,7 +1431,10 @@ fn contact_row(
     r
 }
 
-fn key_change_banner(ui: &mut egui::Ui, name: &str) {
+/// The blocking warning of a changed identity key; whether the user
+/// accepts the new key.
+fn key_change_banner(ui: &mut egui::Ui, name: &str) -> bool {
+    let mut accept = false;
     egui::Frame::new()
         .fill(Color32::from_rgb(0x5c, 0x1a, 0x16))
         .corner_radius(8.0)
@@ -1443,14 +1448,18 @@ fn key_change_banner(ui: &mut egui::Ui, name: &str) {
             );
             ui.label(
                 RichText::new(format!(
-                    "A message came from {name} with an identity key that is not the one you know. \
-                     It may be a new device, or someone in the middle. Nothing is sent to or shown from \
-                     {name} until you accept a new key: ask {name}, by a channel you trust, for a new \
-                     invitation and open it, then compare safety numbers."
+                    "{name} now has an identity key that is not the one you know. \
+                     They may have reset their keys, or someone may be in the middle. Nothing is \
+                     sent to or shown from {name} until you accept the new key. Ask {name}, by a \
+                     channel you trust, whether they reset their keys; the new key comes with a new \
+                     invitation of theirs. Then accept it and compare safety numbers."
                 ))
                 .color(Color32::WHITE),
             );
+            ui.add_space(8.0);
+            accept = ui.button("Accept the new key").clicked();
         });
+    accept
 }
 
 /// What a message bubble asks for.

@@ -311,6 +311,17 @@ fn a_changed_identity_key_blocks_the_conversation() {
             .is_none()
     );
     assert!(h.query_by_label("Send").is_none());
+    // Accepting the new key is the user's decision, asked of the service.
+    commands(&mut h);
+    h.get_by_label("Accept the new key").click();
+    h.run();
+    assert!(matches!(
+        commands(&mut h).as_slice(),
+        [Command::App(Request::AcceptNewKey(p))] if *p == bob()
+    ));
+    apply(&mut h, Event::App(Update::KeyAccepted(bob())));
+    h.get_by_label_contains("Bob's new key is accepted");
+    h.get_by_role_and_label(Role::MultilineTextInput, "Message");
 }
 
 #[test]
