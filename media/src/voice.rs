@@ -168,7 +168,34 @@ pub fn mux(
     valid_samples: u64,
     serial: u32,
 ) -> Result<Vec<u8>> {
-    if packets.is_empty() || channels == 0 || channels > 2 || frame_samples == 0 {
+    if frame_samples == 0 {
+        return Err(Error::Malformed { what: "voice clip" });
+    }
+    let sized: Vec<(&[u8], u32)> = packets
+        .iter()
+        .map(|p| (p.as_slice(), frame_samples))
+        .collect();
+    mux_sized(
+        &sized,
+        channels,
+        pre_skip,
+        input_rate,
+        valid_samples,
+        serial,
+    )
+}
+
+/// [`mux`] for packets of differing lengths: each with its samples per
+/// channel at 48 kHz.
+fn mux_sized(
+    packets: &[(&[u8], u32)],
+    channels: u8,
+    pre_skip: u16,
+    input_rate: u32,
+    valid_samples: u64,
+    serial: u32,
+) -> Result<Vec<u8>> {
+    if packets.is_empty() || packets.len() > MAX_PACKETS || channels == 0 || channels > 2 {
         return Err(Error::Malformed { what: "voice clip" });
     }
     let mut head = Vec::with_capacity(19);
@@ -195,9 +222,9 @@ pub fn mux(
             .map_err(io)?;
         let end = u64::from(pre_skip) + valid_samples;
         let n = packets.len();
-        for (i, p) in packets.iter().enumerate() {
-            let granule =
-                (u64::from(pre_skip) + (i as u64 + 1) * u64::from(frame_samples)).min(end);
+        let mut granule = u64::from(pre_skip);
+        for (i, (p, samples)) in packets.iter().enumerate() {
+            granule = (granule + u64::from(*samples)).min(end);
             let last = i + 1 == n;
             // A page every 50 packets (about a second), like common
             // encoders: a damaged page loses little.
@@ -209,8 +236,224 @@ pub fn mux(
                 ogg::PacketWriteEndInfo::NormalPacket
             };
             let g = if last { end } else { granule };
-            w.write_packet(p.clone(), serial, info, g).map_err(io)?;
+            w.write_packet(p.to_vec(), serial, info, g).map_err(io)?;
         }
     }
     Ok(out)
+}
+
+/// Samples per channel at 48 kHz in an Opus packet, from its TOC byte
+/// (RFC 6716, 3.1): the frame length of its configuration times its
+/// frame count. `None` for an empty or malformed packet.
+pub fn packet_samples(packet: &[u8]) -> Option<u32> {
+    let toc = *packet.first()?;
+    let config = toc >> 3;
+    // Frame lengths in samples: SILK 10/20/40/60 ms, hybrid 10/20 ms,
+    // CELT 2.5/5/10/20 ms.
+    let frame: u32 = match (config, config % 4) {
+        (0..=11, 0) | (12..=15, 0 | 2) | (16.., 2) => 480,
+        (0..=11, 1) | (12..=15, 1 | 3) | (16.., 3) => 960,
+        (0..=11, 2) => 1920,
+        (0..=11, _) => 2880,
+        (_, 0) => 120,
+        _ => 240,
+    };
+    let frames = match toc & 3 {
+        0 => 1,
+        1 | 2 => 2,
+        _ => u32::from(*packet.get(1)? & 0x3F),
+    };
+    let samples = frame * frames;
+    // At most 120 ms in a packet.
+    (frames > 0 && samples <= 5760).then_some(samples)
+}
+
+/// A browser's recording (WebM holding an Opus track, as MediaRecorder
+/// writes it in Chromium and Firefox) remuxed into the Ogg container the
+/// core checks: the same Opus packets, not decoded or re-encoded. The
+/// WebM is read with a small bounded EBML reader (no element larger than
+/// what is left of the input is believed, live recordings' unknown sizes
+/// are followed); the result passes [`validate_voice_clip`].
+pub fn from_webm(bytes: &[u8]) -> Result<Vec<u8>> {
+    if bytes.len() > MAX_VOICE_BYTES {
+        return Err(Error::TooLarge {
+            what: "voice recording",
+            len: bytes.len(),
+            max: MAX_VOICE_BYTES,
+        });
+    }
+    let w = webm::opus_track(bytes)?;
+    let mut sized = Vec::with_capacity(w.packets.len());
+    let mut total = 0u64;
+    for p in &w.packets {
+        let n = packet_samples(p).ok_or_else(bad)?;
+        total += u64::from(n);
+        sized.push((*p, n));
+    }
+    let valid = total.checked_sub(u64::from(w.pre_skip)).ok_or_else(bad)?;
+    let out = mux_sized(
+        &sized,
+        w.channels,
+        w.pre_skip,
+        w.input_rate,
+        valid,
+        0x5745_424d,
+    )?;
+    validate_voice_clip(&out)?;
+    Ok(out)
+}
+
+/// Just enough of EBML/Matroska to find an Opus track's packets.
+mod webm {
+    use super::{MAX_PACKETS, bad};
+    use postern_core::Result;
+
+    const EBML: u32 = 0x1A45_DFA3;
+    const SEGMENT: u32 = 0x1853_8067;
+    const TRACKS: u32 = 0x1654_AE6B;
+    const TRACK_ENTRY: u32 = 0xAE;
+    const TRACK_NUMBER: u32 = 0xD7;
+    const CODEC_ID: u32 = 0x86;
+    const CODEC_PRIVATE: u32 = 0x63A2;
+    const CLUSTER: u32 = 0x1F43_B675;
+    const BLOCK_GROUP: u32 = 0xA0;
+    const BLOCK: u32 = 0xA1;
+    const SIMPLE_BLOCK: u32 = 0xA3;
+    /// Elements whose content is read as more elements (entered, not
+    /// skipped); only these may have an unknown size.
+    const MASTERS: [u32; 5] = [SEGMENT, TRACKS, TRACK_ENTRY, CLUSTER, BLOCK_GROUP];
+
+    pub(super) struct OpusTrack<'a> {
+        pub packets: Vec<&'a [u8]>,
+        pub channels: u8,
+        pub pre_skip: u16,
+        pub input_rate: u32,
+    }
+
+    /// A variable-length integer: its value and length. For an ID the
+    /// length marker stays in the value; for a size it is removed, and
+    /// all ones means "unknown".
+    fn vint(b: &[u8], keep_marker: bool) -> Result<(u64, usize, bool)> {
+        let first = *b.first().ok_or_else(bad)?;
+        let len = first.leading_zeros() as usize + 1;
+        if len > 8 {
+            return Err(bad());
+        }
+        let bytes = b.get(..len).ok_or_else(bad)?;
+        let mut v: u64 = 0;
+        for x in bytes {
+            v = (v << 8) | u64::from(*x);
+        }
+        let marker = 1u64 << (7 * len);
+        let value = if keep_marker { v } else { v & (marker - 1) };
+        let unknown = !keep_marker && value == marker - 1;
+        Ok((value, len, unknown))
+    }
+
+    struct Entry<'a> {
+        number: Option<u64>,
+        codec: Option<&'a [u8]>,
+        private: Option<&'a [u8]>,
+    }
+
+    pub(super) fn opus_track(b: &[u8]) -> Result<OpusTrack<'_>> {
+        let mut at = 0usize;
+        let mut first = true;
+        let mut entries: Vec<Entry<'_>> = Vec::new();
+        let mut blocks: Vec<(u64, &[u8])> = Vec::new();
+        while at < b.len() {
+            let rest = b.get(at..).ok_or_else(bad)?;
+            let (id, id_len, _) = vint(rest, true)?;
+            if id_len > 4 {
+                return Err(bad());
+            }
+            let (size, size_len, unknown) = vint(rest.get(id_len..).ok_or_else(bad)?, false)?;
+            let id = u32::try_from(id).map_err(|_| bad())?;
+            if first && id != EBML {
+                return Err(bad());
+            }
+            first = false;
+            let body_at = at + id_len + size_len;
+            if MASTERS.contains(&id) {
+                if id == TRACK_ENTRY {
+                    if entries.len() >= 16 {
+                        return Err(bad());
+                    }
+                    entries.push(Entry {
+                        number: None,
+                        codec: None,
+                        private: None,
+                    });
+                }
+                // Enter it: its children follow.
+                at = body_at;
+                continue;
+            }
+            if unknown {
+                return Err(bad());
+            }
+            let size = usize::try_from(size).map_err(|_| bad())?;
+            let end = body_at.checked_add(size).ok_or_else(bad)?;
+            let body = b.get(body_at..end).ok_or_else(bad)?;
+            match (id, entries.last_mut()) {
+                (TRACK_NUMBER, Some(e)) => {
+                    if body.is_empty() || body.len() > 8 {
+                        return Err(bad());
+                    }
+                    e.number = Some(body.iter().fold(0u64, |v, x| (v << 8) | u64::from(*x)));
+                }
+                (CODEC_ID, Some(e)) => e.codec = Some(body),
+                (CODEC_PRIVATE, Some(e)) => e.private = Some(body),
+                (SIMPLE_BLOCK | BLOCK, _) => {
+                    let (track, n, _) = vint(body, false)?;
+                    // Timecode (2 bytes) and flags (1 byte) follow.
+                    let flags = *body.get(n + 2).ok_or_else(bad)?;
+                    if (flags >> 1) & 3 != 0 {
+                        // Laced blocks: not written for Opus by browsers.
+                        return Err(bad());
+                    }
+                    let frame = body.get(n + 3..).ok_or_else(bad)?;
+                    if blocks.len() >= MAX_PACKETS {
+                        return Err(bad());
+                    }
+                    blocks.push((track, frame));
+                }
+                _ => {}
+            }
+            at = end;
+        }
+        let track = entries
+            .iter()
+            .find(|e| e.codec == Some(b"A_OPUS".as_slice()))
+            .ok_or_else(bad)?;
+        let number = track.number.ok_or_else(bad)?;
+        let head = track.private.ok_or_else(bad)?;
+        if head.len() < 19 || head.get(..8) != Some(b"OpusHead".as_slice()) {
+            return Err(bad());
+        }
+        let channels = *head.get(9).ok_or_else(bad)?;
+        let pre_skip = u16::from_le_bytes([
+            *head.get(10).ok_or_else(bad)?,
+            *head.get(11).ok_or_else(bad)?,
+        ]);
+        let input_rate = u32::from_le_bytes(
+            head.get(12..16)
+                .and_then(|r| r.try_into().ok())
+                .ok_or_else(bad)?,
+        );
+        let packets: Vec<&[u8]> = blocks
+            .into_iter()
+            .filter(|(t, _)| *t == number)
+            .map(|(_, f)| f)
+            .collect();
+        if packets.is_empty() {
+            return Err(bad());
+        }
+        Ok(OpusTrack {
+            packets,
+            channels,
+            pre_skip,
+            input_rate,
+        })
+    }
 }

@@ -131,3 +131,68 @@ fn the_waveform_follows_the_packet_sizes() {
     );
     assert_eq!(waveform(&bytes, 0).unwrap().len(), 1);
 }
+
+/// 1.5 s from Chromium's MediaRecorder (`audio/webm;codecs=opus`, the fake
+/// microphone's beeps), recorded in headless Chromium.
+const CHROMIUM_WEBM: &[u8] = include_bytes!("data/chromium-mediarecorder.webm");
+
+#[test]
+fn a_browser_recording_that_is_not_webm_opus_is_refused() {
+    use postern_media::voice::from_webm;
+    for bad in [
+        Vec::new(),
+        b"not webm at all".to_vec(),
+        CHROMIUM_WEBM[..40].to_vec(),
+        CHROMIUM_WEBM[..CHROMIUM_WEBM.len() / 2 + 3].to_vec(),
+        vec![0xff; 64],
+    ] {
+        assert!(from_webm(&bad).is_err(), "{} bytes", bad.len());
+    }
+    // Another codec than Opus.
+    let mut vorbis = CHROMIUM_WEBM.to_vec();
+    let i = vorbis.windows(6).position(|w| w == b"A_OPUS").unwrap();
+    vorbis[i..i + 6].copy_from_slice(b"A_VORB");
+    assert!(from_webm(&vorbis).is_err());
+    // An element claiming more bytes than there are (no allocation for
+    // it, no panic): the first block's size byte made huge.
+    let mut huge = CHROMIUM_WEBM.to_vec();
+    let j = huge.windows(2).position(|w| w == [0xA3, 0x8C]).unwrap();
+    huge[j + 1] = 0x01; // an 8-byte size follows: 0x01 + 7 bytes of data
+    assert!(from_webm(&huge).is_err());
+}
+
+#[test]
+fn a_browser_recording_is_remuxed_into_a_valid_clip_without_reencoding() {
+    use postern_media::voice::{from_webm, packet_samples, packets};
+    let ogg = from_webm(CHROMIUM_WEBM).unwrap();
+    let info = validate_voice_clip(&ogg).unwrap();
+    assert!(
+        (1_000..=1_800).contains(&info.duration_ms),
+        "{} ms",
+        info.duration_ms
+    );
+    assert_eq!(info.channels, 1);
+    let (out, _) = packets(&ogg).unwrap();
+    // The same Opus packets, in order: each one is found in the WebM.
+    assert!(out.len() >= 20, "{} packets", out.len());
+    let mut from = 0;
+    for p in &out {
+        let at = CHROMIUM_WEBM[from..]
+            .windows(p.len())
+            .position(|w| w == p.as_slice())
+            .expect("a packet the recording holds");
+        from += at + p.len();
+        assert!(packet_samples(p).is_some());
+    }
+    // Opus TOC bytes: 20 ms CELT (config 31), 60 ms SILK (config 3),
+    // code 3 with 2 frames of 2.5 ms.
+    assert_eq!(packet_samples(&[0xF8]), Some(960));
+    assert_eq!(packet_samples(&[0x18]), Some(2880));
+    assert_eq!(packet_samples(&[0x83, 0x02]), Some(240));
+    assert_eq!(packet_samples(&[]), None);
+    assert_eq!(
+        packet_samples(&[0x1B, 0x03]),
+        None,
+        "3 x 60 ms is over 120 ms"
+    );
+}

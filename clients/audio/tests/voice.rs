@@ -158,3 +158,19 @@ fn devices_by_name_record_and_play_and_a_missing_one_is_said() {
     assert_eq!(p.position_ms(), 400);
     p.stop();
 }
+
+#[test]
+fn a_browser_recording_remuxed_from_webm_decodes_to_its_sound() {
+    let webm = include_bytes!("../../../media/tests/data/chromium-mediarecorder.webm");
+    let clip = voice::from_webm(webm).unwrap();
+    let info = voice::validate_voice_clip(&clip).unwrap();
+    let pcm = codec::decode(&clip).unwrap();
+    let expected = info.duration_ms as usize * RATE as usize / 1000;
+    assert!(
+        pcm.len().abs_diff(expected) <= RATE as usize / 100,
+        "{} vs {expected}",
+        pcm.len()
+    );
+    // Chromium's fake microphone beeps: not silence.
+    assert!(codec::level(&pcm) > 0.1, "level {}", codec::level(&pcm));
+}

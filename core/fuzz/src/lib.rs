@@ -252,6 +252,14 @@ pub fn backup(data: &[u8]) {
     }
 }
 
+/// Browser recordings (WebM/Opus) to remux into Ogg.
+pub fn webm(data: &[u8]) {
+    if let Ok(ogg) = postern_media::voice::from_webm(data) {
+        // What comes out always passes the voice check.
+        let _ = postern_media::voice::validate_voice_clip(&ogg).map(|_| ());
+    }
+}
+
 /// Images to re-encode.
 pub fn image(data: &[u8]) {
     let _ = postern_media::images::sanitize_image(data);
@@ -448,6 +456,11 @@ mod tests {
         });
         for m in mutations(&plain) {
             backup(&m);
+        }
+        for m in mutations(include_bytes!(
+            "../../../media/tests/data/chromium-mediarecorder.webm"
+        )) {
+            webm(&m);
         }
         for m in mutations(b"OggS\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00OpusHead") {
             voice(&m);
