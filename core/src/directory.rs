@@ -62,7 +62,24 @@ pub struct RelayInfo {
     pub roles: u32,
     /// `(epoch, X25519 public key)`, epochs strictly increasing.
     pub sphinx_keys: Vec<(u32, [u8; 32])>,
+    /// Its WebTransport listener for browsers, if it has one.
+    pub webtransport: Option<WebTransportInfo>,
 }
+
+/// A relay's WebTransport (HTTP/3) listener, as its signed descriptor
+/// names it: browsers accept its self-signed certificate only by one of
+/// these SHA-256 hashes, learnt from a directory the authorities signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebTransportInfo {
+    /// UDP port on the relay address's host.
+    pub port: u16,
+    /// SHA-256 of the current certificate, and of the next one during a
+    /// rotation (one or two, distinct).
+    pub cert_sha256: Vec<[u8; 32]>,
+}
+
+/// Most certificate hashes a descriptor names (the current and the next).
+pub const MAX_WEBTRANSPORT_HASHES: usize = 2;
 
 impl RelayInfo {
     /// Whether the relay has every bit of `role`.
@@ -250,6 +267,21 @@ pub fn sign_descriptor<R: RngCore + CryptoRng>(
     published_at: UnixTime,
     rng: &mut R,
 ) -> Result<Vec<u8>> {
+    sign_descriptor_with(key, address, roles, sphinx_keys, None, published_at, rng)
+}
+
+/// [`sign_descriptor`] for a relay that also listens for browsers over
+/// WebTransport.
+#[allow(clippy::too_many_arguments)]
+pub fn sign_descriptor_with<R: RngCore + CryptoRng>(
+    key: &DescriptorSecret,
+    address: &RelayAddress,
+    roles: u32,
+    sphinx_keys: &[(u32, [u8; 32])],
+    webtransport: Option<&WebTransportInfo>,
+    published_at: UnixTime,
+    rng: &mut R,
+) -> Result<Vec<u8>> {
     let public = key.public()?;
     let descriptor = pb::RelayDescriptor {
         version: DIRECTORY_VERSION,
@@ -265,6 +297,10 @@ pub fn sign_descriptor<R: RngCore + CryptoRng>(
             .collect(),
         roles,
         published_at_ms: published_at.millis(),
+        webtransport: webtransport.map(|w| pb::WebTransport {
+            port: u32::from(w.port),
+            cert_sha256: w.cert_sha256.iter().map(|h| h.to_vec()).collect(),
+        }),
     };
     let descriptor = codec::encode(&descriptor);
     let signature = key.sign(&signed_message(DESCRIPTOR_CONTEXT, &descriptor), rng)?;
@@ -327,11 +363,34 @@ pub fn verify_descriptor(bytes: &[u8]) -> Result<RelayInfo> {
         }
         sphinx_keys.push((k.epoch, public));
     }
+    let webtransport = match &d.webtransport {
+        None => None,
+        Some(w) => {
+            let port = u16::try_from(w.port)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or(reject("bad webtransport port"))?;
+            if w.cert_sha256.is_empty() || w.cert_sha256.len() > MAX_WEBTRANSPORT_HASHES {
+                return Err(reject("wrong number of webtransport certificate hashes"));
+            }
+            let mut cert_sha256: Vec<[u8; 32]> = Vec::with_capacity(w.cert_sha256.len());
+            for h in &w.cert_sha256 {
+                let h = codec::fixed::<32>(h, WHAT_DESCRIPTOR)
+                    .map_err(|_| reject("webtransport certificate hash length"))?;
+                if cert_sha256.contains(&h) {
+                    return Err(reject("repeated webtransport certificate hash"));
+                }
+                cert_sha256.push(h);
+            }
+            Some(WebTransportInfo { port, cert_sha256 })
+        }
+    };
     Ok(RelayInfo {
         id,
         address,
         roles: d.roles,
         sphinx_keys,
+        webtransport,
     })
 }
 

@@ -122,7 +122,7 @@ fn inner(sd: &pb::SignedDescriptor) -> pb::RelayDescriptor {
     codec::decode_bounded(&sd.descriptor, 4096, "t").unwrap()
 }
 
-fn rejected(r: Result<Directory, Error>) -> &'static str {
+fn rejected<T: core::fmt::Debug>(r: Result<T, Error>) -> &'static str {
     match r {
         Err(Error::DirectoryRejected { reason }) => reason,
         other => panic!("expected a rejection, got {other:?}"),
@@ -702,4 +702,76 @@ fn a_cached_directory_goes_stale_before_its_keys_run_out() {
     let d = Directory::verify(&short, &n.pinned, 1, NOW).unwrap();
     assert!(!d.is_stale(NOW.plus_millis(2 * HOUR_MS - 1)));
     assert!(d.is_stale(NOW.plus_millis(2 * HOUR_MS)));
+}
+
+#[test]
+fn a_descriptor_names_its_webtransport_certificates_and_bad_ones_are_refused() {
+    use postern_core::directory::WebTransportInfo;
+    let mut r = rng(31);
+    let key = AuthoritySecret::generate(&mut r);
+    let sign = |w: &WebTransportInfo, r: &mut ChaCha20Rng| {
+        directory::sign_descriptor_with(
+            &key,
+            &addr(7001),
+            ROLE_MIX,
+            &sphinx_keys(3),
+            Some(w),
+            NOW,
+            r,
+        )
+    };
+    // Refused by the signing API (it checks what it signs like a verifier).
+    for bad in [
+        WebTransportInfo {
+            port: 0,
+            cert_sha256: vec![[1; 32]],
+        },
+        WebTransportInfo {
+            port: 4433,
+            cert_sha256: vec![],
+        },
+        WebTransportInfo {
+            port: 4433,
+            cert_sha256: vec![[1; 32], [2; 32], [3; 32]],
+        },
+        WebTransportInfo {
+            port: 4433,
+            cert_sha256: vec![[1; 32], [1; 32]],
+        },
+    ] {
+        assert!(sign(&bad, &mut r).is_err(), "{bad:?}");
+    }
+    // A current and a next certificate: verified as signed.
+    let good = WebTransportInfo {
+        port: 4433,
+        cert_sha256: vec![[0xC1; 32], [0xC2; 32]],
+    };
+    let d = sign(&good, &mut r).unwrap();
+    let info = directory::verify_descriptor(&d).unwrap();
+    assert_eq!(info.webtransport.as_ref(), Some(&good));
+    // Without one, none.
+    let plain =
+        directory::sign_descriptor(&key, &addr(7001), ROLE_MIX, &sphinx_keys(3), NOW, &mut r)
+            .unwrap();
+    assert_eq!(
+        directory::verify_descriptor(&plain).unwrap().webtransport,
+        None
+    );
+    // A hash changed after signing: the signature no longer holds.
+    let mut tampered = d.clone();
+    let at = tampered.windows(32).position(|w| w == [0xC2; 32]).unwrap();
+    tampered[at] ^= 1;
+    assert_eq!(
+        rejected(directory::verify_descriptor(&tampered)),
+        "bad descriptor signature"
+    );
+    // A short hash, signed by the relay itself, is refused on reading.
+    let mut s: pb::SignedDescriptor = codec::decode_bounded(&d, 4096, "t").unwrap();
+    let mut body: pb::RelayDescriptor = codec::decode_bounded(&s.descriptor, 4096, "t").unwrap();
+    body.webtransport.as_mut().unwrap().cert_sha256[0].pop();
+    s = sign_descriptor_raw(&body, &key);
+    assert_eq!(
+        rejected(directory::verify_descriptor(&codec::encode(&s))),
+        "webtransport certificate hash length"
+    );
 }
