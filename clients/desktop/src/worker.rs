@@ -40,6 +40,8 @@ pub enum ToWorker {
     ScanPicked(Purpose, PathBuf),
     /// A place picked to save an attachment (or a backup).
     SaveTo(PathBuf, Vec<u8>),
+    /// The dialog to pick a backup file was closed without one.
+    RestoreCancelled,
     /// A backup file picked to restore from.
     RestorePicked {
         /// The file.
@@ -346,7 +348,7 @@ impl Worker {
                                 });
                             }
                             None => {
-                                let _ = me.try_send(ToWorker::Ui(Command::Lock));
+                                let _ = me.try_send(ToWorker::RestoreCancelled);
                             }
                         }
                     });
@@ -369,7 +371,7 @@ impl Worker {
                     }
                 },
                 // A dialog was cancelled: the onboarding screen again.
-                ToWorker::Ui(Command::Lock) if !profile_exists(&self.cfg.profile) => {
+                ToWorker::RestoreCancelled => {
                     self.window
                         .send(Event::CreateFailed("Nothing was restored".to_owned()));
                     None
@@ -922,7 +924,7 @@ impl Worker {
             }
             ToWorker::Quit => return Some(Forwarded::Quit),
             // Create/Unlock/Restore while unlocked: nothing to do.
-            ToWorker::Ui(_) | ToWorker::RestorePicked { .. } => {}
+            ToWorker::Ui(_) | ToWorker::RestorePicked { .. } | ToWorker::RestoreCancelled => {}
         }
         None
     }

@@ -643,7 +643,28 @@ fn script(h: &mut Hand, bob: &User, dir: &Path) {
     h.click("Settings");
     h.wait("Cover packets per minute", 10);
     h.shot("settings");
-    h.click("Close");
+    h.click("Change passphrase…");
+    h.wait("Current passphrase", 10);
+    h.shot("change-passphrase");
+    h.click("Cancel");
+
+    // Recording a voice message (ALSA's null microphone), then cancelled.
+    h.click("Record voice message");
+    h.wait("Microphone level", 10);
+    h.shot("recording");
+    h.click("Cancel recording");
+    h.wait("Message", 10);
+
+    // Bob resets his keys and invites Alice again: the blocking warning.
+    bob.ok(&["reset-keys", "--yes"]).unwrap();
+    let link = harness::link_in(&bob.ok(&["invite", "--quiet"]).unwrap()).unwrap();
+    h.click("Accept invitation");
+    h.type_in("Invitation link", &link);
+    h.click("Accept");
+    h.wait("Bob's safety number changed", 60);
+    h.shot("key-changed");
+    h.click("Accept the new key");
+    h.wait("Message", 60);
 
     h.click("Lock");
     h.wait("Postern is locked", 20);

@@ -21,7 +21,6 @@ use postern_core::courier::{self, CreatedQueue, Invitation, KeyChange, Outgoing,
 use postern_core::crypto::signal::QueuePublic;
 use postern_core::relay_proto::client::Answer;
 use postern_core::relay_proto::{Blob, Command, ErrorCode};
-use postern_core::store::OutboxEntry;
 use postern_core::{Address, Error, KvStore, RelayAddress, UnixTime};
 use rand_core::{CryptoRng, RngCore};
 
@@ -324,7 +323,7 @@ impl AcceptFlow {
         now: UnixTime,
         rng: &mut R,
     ) -> Result<AcceptState, FlowError> {
-        let (peer, out, mut cs) = courier::accept_invitation_with(
+        let (peer, out, cs) = courier::accept_invitation_with(
             &*store,
             &self.invitation,
             payload,
@@ -334,14 +333,7 @@ impl AcceptFlow {
             now,
             rng,
         )?;
-        let mut id = [0u8; 16];
-        rng.fill_bytes(&mut id);
-        cs.add_outbox(OutboxEntry {
-            id,
-            peer,
-            payload: out.to_bytes(),
-        });
-        store.commit(cs)?;
+        let id = outbox::commit_with(store, cs, peer, &out, rng)?;
         Ok(AcceptState::Delivering { id, peer, out })
     }
 

@@ -6,7 +6,7 @@
 
 use postern_core::courier::{self, Outgoing};
 use postern_core::message::{Body, Envelope};
-use postern_core::store::OutboxEntry;
+use postern_core::store::{ChangeSet, OutboxEntry};
 use postern_core::{Address, Error, KvStore, UnixTime};
 use rand_core::{CryptoRng, RngCore};
 
@@ -27,6 +27,27 @@ pub fn queue<R: RngCore + CryptoRng>(
     });
     store.commit(cs)?;
     Ok((env, out))
+}
+
+/// Commits `cs` together with `out` for `peer` as a new outbox entry (a
+/// fresh random id, returned): what is sent is stored in the same commit
+/// as what it belongs to.
+pub fn commit_with<R: RngCore + CryptoRng>(
+    store: &mut dyn KvStore,
+    mut cs: ChangeSet,
+    peer: Address,
+    out: &Outgoing,
+    rng: &mut R,
+) -> Result<[u8; 16], Error> {
+    let mut id = [0u8; 16];
+    rng.fill_bytes(&mut id);
+    cs.add_outbox(OutboxEntry {
+        id,
+        peer,
+        payload: out.to_bytes(),
+    });
+    store.commit(cs)?;
+    Ok(id)
 }
 
 /// Every blob of outbox entry `id` has left: it is removed, and a

@@ -16,7 +16,7 @@ use postern_core::courier::{self, Outgoing, SealedState, Unacknowledged};
 use postern_core::directory::Directory;
 use postern_core::onion::{self, Node, ROLE_MAILBOX};
 use postern_core::relay_proto::{Blob, QueueId};
-use postern_core::store::{ChangeSet, OutboxEntry};
+use postern_core::store::ChangeSet;
 use postern_core::{Error, KvStore, RelayAddress, UnixTime};
 use rand_core::{CryptoRng, RngCore};
 
@@ -383,15 +383,8 @@ pub fn overdue_step<R: RngCore + CryptoRng>(
             if attempt >= RESEAL_FROM_ATTEMPT
                 && matches!(state, SealedState::Live { reseals, .. } if reseals < MAX_RESEALS) =>
         {
-            let (peer, out, mut cs) = courier::reseal(&*store, u, now, rng)?;
-            let mut id = [0u8; 16];
-            rng.fill_bytes(&mut id);
-            cs.add_outbox(OutboxEntry {
-                id,
-                peer,
-                payload: out.to_bytes(),
-            });
-            store.commit(cs)?;
+            let (peer, out, cs) = courier::reseal(&*store, u, now, rng)?;
+            let id = crate::outbox::commit_with(store, cs, peer, &out, rng)?;
             Ok(Overdue::Resealed { id, out })
         }
         Resend::Send { attempt } => Ok(Overdue::Resend { attempt }),

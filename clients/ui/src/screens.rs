@@ -73,7 +73,10 @@ fn new_passphrase(ui: &mut egui::Ui, label: &str, pass: &mut String, repeat: &mu
         Strength::Weak => AMBER,
         _ => GREEN,
     };
-    ui.colored_label(color, format!("Strength: {}", s.hint()));
+    // No verdict before anything is typed.
+    if !pass.is_empty() {
+        ui.colored_label(color, format!("Strength: {}", s.hint()));
+    }
     field(
         ui,
         &format!("Repeat the {}", label.to_lowercase()),
