@@ -91,6 +91,10 @@ pub struct Layer {
     pub roles: Option<Vec<String>>,
     /// Mean per-hop mixing delay (milliseconds; 0 for tests).
     pub mix_delay_ms: Option<u64>,
+    /// Listen for browsers over WebTransport (HTTP/3, UDP); default on.
+    pub webtransport: Option<bool>,
+    /// Its UDP port (default: the TCP port's number).
+    pub webtransport_port: Option<u16>,
 }
 
 /// Configuration errors.
@@ -157,6 +161,8 @@ impl Layer {
             epoch_zero_ms: self.epoch_zero_ms.or(under.epoch_zero_ms),
             roles: self.roles.or(under.roles),
             mix_delay_ms: self.mix_delay_ms.or(under.mix_delay_ms),
+            webtransport: self.webtransport.or(under.webtransport),
+            webtransport_port: self.webtransport_port.or(under.webtransport_port),
         }
     }
 }
@@ -202,6 +208,9 @@ pub struct Settings {
     pub roles: u32,
     /// Mean per-hop mixing delay (milliseconds).
     pub mix_delay_ms: u64,
+    /// The WebTransport listener's UDP port (0: any free port, tests), or
+    /// `None` when browsers are not served.
+    pub webtransport_port: Option<u16>,
 }
 
 impl Settings {
@@ -262,6 +271,10 @@ impl Settings {
                 None => ROLES_ALL,
             },
             mix_delay_ms: l.mix_delay_ms.unwrap_or(DEFAULT_MIX_DELAY_MS),
+            webtransport_port: l
+                .webtransport
+                .unwrap_or(true)
+                .then(|| l.webtransport_port.unwrap_or(port)),
         };
         if !(MIN_EPOCH_SECS..=MAX_EPOCH_SECS).contains(&s.epoch_secs) {
             return Err(ConfigError::Invalid("epoch_secs must be 60..=2592000"));

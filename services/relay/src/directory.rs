@@ -48,6 +48,8 @@ pub struct DirectoryState {
     current: RwLock<Option<Loaded>>,
     /// Modification time and length of the directory file last examined.
     seen: Mutex<Option<(SystemTime, u64)>>,
+    /// The WebTransport listener announced in the descriptor, if any.
+    webtransport: Mutex<Option<directory::WebTransportInfo>>,
 }
 
 impl core::fmt::Debug for DirectoryState {
@@ -87,6 +89,7 @@ impl DirectoryState {
             sphinx_keys,
             current: RwLock::new(None),
             seen: Mutex::new(None),
+            webtransport: Mutex::new(None),
         });
         state.reload(keys::now());
         Ok(state)
@@ -210,17 +213,33 @@ impl DirectoryState {
     ) -> Result<(), KeyError> {
         let changed = self.sphinx_keys.rotate(now)?;
         if changed || force {
+            let wt = self
+                .webtransport
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
             keys::write_descriptor(
                 &self.data_dir,
                 &self.descriptor_key,
                 &self.sphinx_keys,
                 address,
                 self.roles,
+                wt.as_ref(),
                 now,
             )?;
             tracing::info!("descriptor written");
         }
         Ok(())
+    }
+
+    /// Sets the WebTransport listener the descriptor announces (its
+    /// port and certificate hashes); the caller then refreshes the
+    /// descriptor.
+    pub fn set_webtransport(&self, info: Option<directory::WebTransportInfo>) {
+        *self
+            .webtransport
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = info;
     }
 
     /// Runs until `stop`: reloads the directory every

@@ -283,14 +283,16 @@ pub fn write_descriptor(
     keys: &SphinxKeys,
     address: &RelayAddress,
     roles: u32,
+    webtransport: Option<&directory::WebTransportInfo>,
     now: UnixTime,
 ) -> Result<Vec<u8>, KeyError> {
     keys.rotate(now)?;
-    let d = directory::sign_descriptor(
+    let d = directory::sign_descriptor_with(
         key,
         address,
         roles,
         &keys.public_keys(now),
+        webtransport,
         now,
         &mut rand::rng(),
     )

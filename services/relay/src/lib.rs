@@ -14,4 +14,6 @@ pub mod storage;
 pub mod testnet;
 pub mod tls;
 pub mod topology;
+pub mod webtransport;
 pub mod writer;
+pub mod wtcert;

@@ -186,6 +186,12 @@ struct Opts {
     /// Mean per-hop mixing delay, ms [default: 50].
     #[arg(long, env = "POSTERN_RELAY_MIX_DELAY_MS")]
     mix_delay_ms: Option<u64>,
+    /// UDP port of the WebTransport listener for browsers [default: the TCP port].
+    #[arg(long, env = "POSTERN_RELAY_WEBTRANSPORT_PORT")]
+    webtransport_port: Option<u16>,
+    /// Do not listen for browsers over WebTransport.
+    #[arg(long, env = "POSTERN_RELAY_NO_WEBTRANSPORT")]
+    no_webtransport: bool,
 }
 
 impl Opts {
@@ -214,6 +220,8 @@ impl Opts {
             epoch_zero_ms: self.epoch_zero_ms,
             roles: self.roles.clone(),
             mix_delay_ms: self.mix_delay_ms,
+            webtransport: self.no_webtransport.then_some(false),
+            webtransport_port: self.webtransport_port,
         }
     }
 
@@ -364,8 +372,18 @@ fn descriptor(opts: &Opts) -> Result<(), String> {
         zero: s.epoch_zero,
     };
     let sphinx = SphinxKeys::open(&s.data_dir, epochs).map_err(|e| e.to_string())?;
-    keys::write_descriptor(&s.data_dir, &key, &sphinx, &address, s.roles, keys::now())
-        .map_err(|e| e.to_string())?;
+    let now = keys::now();
+    let wt = postern_relay::webtransport::descriptor_info(&s, now).map_err(|e| e.to_string())?;
+    keys::write_descriptor(
+        &s.data_dir,
+        &key,
+        &sphinx,
+        &address,
+        s.roles,
+        wt.as_ref(),
+        now,
+    )
+    .map_err(|e| e.to_string())?;
     out(&path.display().to_string());
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::{SinkExt, StreamExt};
 use postern_core::RelayAddress;
 use postern_core::consts::FRAME_BYTES;
 use postern_core::crypto::signal::{QueuePublic, QueueSecret};
@@ -156,10 +156,10 @@ impl Bucket {
 type Subscribers = HashMap<QueueId, Vec<(u64, mpsc::Sender<QueueId>)>>;
 
 /// State shared by all connections.
-struct Shared {
-    writer: Writer,
-    metrics: Arc<Metrics>,
-    settings: Settings,
+pub(crate) struct Shared {
+    pub(crate) writer: Writer,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) settings: Settings,
     subscribers: Mutex<Subscribers>,
     /// Stands in for the key of an unknown queue, so a signed command on
     /// an unknown queue costs the same signature check as on a known one.
@@ -168,7 +168,7 @@ struct Shared {
     /// The onion hop (None when the relay is not part of a network).
     mix: Option<Arc<crate::mix::Mix>>,
     /// Keys, descriptor and the network directory.
-    directory: Arc<crate::directory::DirectoryState>,
+    pub(crate) directory: Arc<crate::directory::DirectoryState>,
 }
 
 impl Shared {
@@ -279,6 +279,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let directory = crate::directory::DirectoryState::open(&settings)?;
+    let browsers = crate::webtransport::Listener::bind(&settings)?;
+    if let Some(l) = &browsers {
+        directory.set_webtransport(Some(l.info()));
+    }
     let mix = Some(
         crate::topology::mix(
             directory.clone(),
@@ -303,15 +307,27 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         directory,
     });
     let mix_task = mix.map(|m| tokio::spawn(m.maintain(stop_rx.clone())));
+    let slots = Arc::new(Semaphore::new(shared.settings.max_connections));
+    let wt_port = browsers.as_ref().map(|l| l.info().port);
+    let wt_task = browsers.map(|l| {
+        tokio::spawn(l.serve(
+            shared.clone(),
+            slots.clone(),
+            address.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let admin_task = tokio::spawn(crate::admin::serve(admin, metrics.clone(), stop_rx.clone()));
     let gc_task = tokio::spawn(gc_loop(shared.clone(), stop_rx.clone()));
 
     tracing::info!(%address, "relay listening");
     announce(&format!("listening {address}"));
+    if let Some(port) = wt_port {
+        announce(&format!("webtransport {port}"));
+    }
     announce(&format!("admin http://{admin_addr}"));
 
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
-    let slots = Arc::new(Semaphore::new(shared.settings.max_connections));
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -350,6 +366,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     if drained.is_err() {
         tracing::warn!("connections still open after the grace period; closing them");
         conns.shutdown().await;
+    }
+    if let Some(t) = wt_task {
+        let _ = t.await;
     }
     let _ = admin_task.await;
     let _ = gc_task.await;
@@ -397,7 +416,9 @@ fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_MESSAGE_BYTES))
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>;
+use tokio_tungstenite::WebSocketStream;
+
+type Ws = WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>;
 
 // tungstenite's callback type fixes the large error response.
 #[allow(clippy::result_large_err)]
@@ -432,14 +453,85 @@ async fn serve_connection(
     tcp: TcpStream,
     acceptor: tokio_rustls::TlsAcceptor,
     shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
+    let Ok(Some(ws)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(tcp, acceptor)).await
+    else {
+        shared
+            .metrics
+            .handshakes_failed
+            .fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    serve_frames(ws, shared, stop).await;
+}
+
+/// What a connection's transport delivered.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// One message, to be decoded as a request frame.
+    Frame(Vec<u8>),
+    /// Transport-level traffic with no request in it.
+    Skip,
+    /// A message of a kind that is never a request (answered `Malformed`).
+    Malformed,
+    /// An oversized message: the stream cannot be resynchronised.
+    Oversized,
+    /// The client closed the connection.
+    Closed,
+    /// The transport failed.
+    Failed,
+}
+
+/// One client's channel of whole relay-protocol frames: WebSocket over
+/// TLS, or a WebTransport bidirectional stream.
+pub(crate) trait FrameIo {
+    /// The next message.
+    async fn next(&mut self) -> Incoming;
+    /// Sends each frame on its own, so that every frame on the wire looks
+    /// the same (see the implementations).
+    async fn send(&mut self, frames: Vec<Frame>) -> Result<(), ()>;
+    /// Closes the channel (bounded by the caller).
+    async fn close(&mut self);
+}
+
+impl FrameIo for Ws {
+    async fn next(&mut self) -> Incoming {
+        match StreamExt::next(self).await {
+            None => Incoming::Closed,
+            Some(Ok(Message::Binary(b))) => Incoming::Frame(b.to_vec()),
+            Some(Ok(Message::Text(_))) => Incoming::Malformed,
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Incoming::Skip,
+            Some(Ok(Message::Close(_))) => Incoming::Closed,
+            Some(Err(tungstenite::Error::Capacity(_))) => Incoming::Oversized,
+            Some(Err(_)) => Incoming::Failed,
+        }
+    }
+
+    /// One WebSocket message per frame, flushed, so one TLS record per
+    /// frame and every record on the wire has the same size (frames
+    /// written together would share a record whose size counts them).
+    async fn send(&mut self, frames: Vec<Frame>) -> Result<(), ()> {
+        for f in frames {
+            SinkExt::send(self, Message::Binary(f.to_vec().into()))
+                .await
+                .map_err(|_| ())?;
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self) {
+        let _ = WebSocketStream::close(self, None).await;
+    }
+}
+
+/// Serves one client whose transport handshake is done.
+pub(crate) async fn serve_frames<T: FrameIo>(
+    mut io: T,
+    shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
     let metrics = shared.metrics.clone();
-    let Ok(Some(mut ws)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(tcp, acceptor)).await
-    else {
-        metrics.handshakes_failed.fetch_add(1, Ordering::Relaxed);
-        return;
-    };
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     metrics.connections_open.fetch_add(1, Ordering::Relaxed);
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -454,33 +546,23 @@ async fn serve_connection(
         notify_tx,
         shared: shared.clone(),
     };
-    let why = conn_loop(&mut conn, &mut ws, &mut notify_rx, &mut stop).await;
+    let why = conn_loop(&mut conn, &mut io, &mut notify_rx, &mut stop).await;
     tracing::debug!(conn = id, reason = why, "connection closed");
     shared.unsubscribe(id, &conn.subscriptions);
-    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), io.close()).await;
     metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Sends each frame on its own: one WebSocket message, flushed, so one
-/// TLS record per frame and every record on the wire has the same size
-/// (frames written together would share a record whose size counts them).
-async fn send_frames(ws: &mut Ws, frames: Vec<Frame>) -> Result<(), tungstenite::Error> {
-    for f in frames {
-        ws.send(Message::Binary(f.to_vec().into())).await?;
-    }
-    Ok(())
-}
-
-async fn conn_loop(
+async fn conn_loop<T: FrameIo>(
     conn: &mut Conn,
-    ws: &mut Ws,
+    io: &mut T,
     notify_rx: &mut mpsc::Receiver<QueueId>,
     stop: &mut watch::Receiver<bool>,
 ) -> &'static str {
     let Ok(hello) = conn.auth.hello() else {
         return "hello";
     };
-    if send_frames(ws, vec![hello]).await.is_err() {
+    if io.send(vec![hello]).await.is_err() {
         return "write";
     }
     let idle_timeout = conn.shared.settings.idle_timeout;
@@ -502,26 +584,25 @@ async fn conn_loop(
                 }
                 continue;
             }
-            msg = ws.next() => {
+            msg = io.next() => {
                 last_heard = Instant::now();
                 match msg {
-                    None => return "eof",
-                    Some(Ok(Message::Binary(b))) => conn.handle(&b).await,
-                    Some(Ok(Message::Text(_))) => conn.error_frame(0, ErrorCode::Malformed),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                    Some(Ok(Message::Close(_))) => return "closed by client",
-                    Some(Err(tungstenite::Error::Capacity(_))) => {
+                    Incoming::Frame(b) => conn.handle(&b).await,
+                    Incoming::Malformed => conn.error_frame(0, ErrorCode::Malformed),
+                    Incoming::Skip => continue,
+                    Incoming::Closed => return "closed by client",
+                    Incoming::Oversized => {
                         // The stream cannot be resynchronised after an
                         // oversized message: say why, then close.
                         let f = conn.error_frame(0, ErrorCode::FrameSize);
-                        let _ = send_frames(ws, f).await;
+                        let _ = io.send(f).await;
                         return "oversized message";
                     }
-                    Some(Err(_)) => return "read error",
+                    Incoming::Failed => return "read error",
                 }
             }
         };
-        if send_frames(ws, frames).await.is_err() {
+        if io.send(frames).await.is_err() {
             return "write";
         }
         if conn.errors >= MAX_ERRORS_PER_CONNECTION {

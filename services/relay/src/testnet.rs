@@ -158,13 +158,16 @@ fn make_relay(
             zero: s.epoch_zero,
         },
     )?;
+    let now = keys::now();
+    let wt = crate::webtransport::descriptor_info(&s, now)?;
     Ok(keys::write_descriptor(
         &s.data_dir,
         &key,
         &sphinx,
         &address,
         s.roles,
-        keys::now(),
+        wt.as_ref(),
+        now,
     )?)
 }
 

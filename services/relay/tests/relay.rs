@@ -273,8 +273,15 @@ async fn logs_and_data_hold_no_queue_ids_or_client_addresses() {
             "raw queue id in logs"
         );
     }
-    for entry in std::fs::read_dir(relay.data_dir()).unwrap() {
-        let p = entry.unwrap().path();
+    let mut files: Vec<_> = std::fs::read_dir(relay.data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
         let bytes = std::fs::read(&p).unwrap();
         assert!(
             !bytes.windows(client.len()).any(|w| w == client.as_bytes()),

@@ -74,6 +74,11 @@ async fn testnet_serves_a_verified_directory_and_stops_cleanly() {
             assert_eq!(info.roles, ROLES_ALL);
             assert!(d.sphinx_key(&info.id, epoch).is_some());
             assert!(d.sphinx_key(&info.id, epoch + 1).is_some());
+            // Browsers reach it over WebTransport by the hash of the
+            // certificate it serves (its UDP port has the TCP port's number).
+            let wt = info.webtransport.as_ref().expect("WebTransport listed");
+            assert_eq!(wt.port, r.port());
+            assert_eq!(wt.cert_sha256.len(), 1);
         }
         c.close().await.unwrap();
     }
@@ -82,6 +87,14 @@ async fn testnet_serves_a_verified_directory_and_stops_cleanly() {
     for f in ["descriptor-key", "sphinx-keys"] {
         let m = std::fs::metadata(dir.path().join("relay-1").join(f)).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o600, "{f}");
+    }
+    let wt_dir = dir.path().join("relay-1").join("webtransport");
+    for e in std::fs::read_dir(&wt_dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "key") {
+            let m = std::fs::metadata(&p).unwrap();
+            assert_eq!(m.permissions().mode() & 0o777, 0o600, "{}", p.display());
+        }
     }
 
     // SIGTERM: the testnet stops its relays and exits 0.

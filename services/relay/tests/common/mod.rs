@@ -25,6 +25,8 @@ pub struct Relay {
     pub dir: tempfile::TempDir,
     pub addr: RelayAddress,
     pub admin: SocketAddr,
+    /// The WebTransport listener's UDP port, when it listens.
+    pub webtransport: Option<u16>,
     pub child: Child,
     stdout: BufReader<ChildStdout>,
     args: Vec<String>,
@@ -60,11 +62,13 @@ impl Relay {
             .unwrap();
         assert!(st.success());
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, stdout, addr, admin) = spawn(&data, &args, &dir.path().join("relay-1.log"));
+        let (child, stdout, addr, admin, webtransport) =
+            spawn(&data, &args, &dir.path().join("relay-1.log"));
         Relay {
             dir,
             addr,
             admin,
+            webtransport,
             child,
             stdout,
             args,
@@ -76,7 +80,8 @@ impl Relay {
     pub fn restart(&mut self) {
         self.runs += 1;
         let log = self.log_path(self.runs);
-        let (child, stdout, addr, admin) = spawn(&self.data_dir(), &self.args, &log);
+        let (child, stdout, addr, admin, webtransport) = spawn(&self.data_dir(), &self.args, &log);
+        self.webtransport = webtransport;
         self.child = child;
         self.stdout = stdout;
         self.addr = addr;
@@ -135,7 +140,13 @@ fn spawn(
     data: &Path,
     args: &[String],
     log: &Path,
-) -> (Child, BufReader<ChildStdout>, RelayAddress, SocketAddr) {
+) -> (
+    Child,
+    BufReader<ChildStdout>,
+    RelayAddress,
+    SocketAddr,
+    Option<u16>,
+) {
     let log = std::fs::File::create(log).unwrap();
     let mut child = Command::new(BIN)
         .args(["run", "--admin-listen", "127.0.0.1:0", "--data-dir"])
@@ -148,7 +159,7 @@ fn spawn(
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let (mut addr, mut admin) = (None, None);
+    let (mut addr, mut admin, mut webtransport) = (None, None, None);
     while addr.is_none() || admin.is_none() {
         let mut line = String::new();
         assert!(
@@ -157,11 +168,13 @@ fn spawn(
         );
         if let Some(a) = line.trim().strip_prefix("listening ") {
             addr = Some(RelayAddress::parse(a).unwrap());
+        } else if let Some(p) = line.trim().strip_prefix("webtransport ") {
+            webtransport = Some(p.parse().unwrap());
         } else if let Some(a) = line.trim().strip_prefix("admin http://") {
             admin = Some(a.parse().unwrap());
         }
     }
-    (child, stdout, addr.unwrap(), admin.unwrap())
+    (child, stdout, addr.unwrap(), admin.unwrap(), webtransport)
 }
 
 pub fn blob(marker: u64) -> Blob {
