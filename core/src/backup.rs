@@ -29,6 +29,69 @@ use crate::time::UnixTime;
 pub const MAGIC: &[u8; 16] = b"POSTERN-BACKUP\x00\x01";
 const HEADER_BYTES: usize = 16 + 12 + kdf::SALT_BYTES + aead::NONCE_BYTES;
 
+/// The records, messages, outbox entries and attachment chunks a change
+/// set writes, in the backup's (unencrypted) record format: what
+/// [`restore`] reads back into an equal change set. Deletions, read marks
+/// and dropped attachments are not part of it. Used by stores that seal
+/// each change themselves (the browser's).
+pub fn encode_set(cs: &ChangeSet) -> Zeroizing<Vec<u8>> {
+    let mut b = proto::ProfileBackup::default();
+    for (ns, key, r) in cs.records() {
+        if let Some(r) = r {
+            b.records.push(proto::profile_backup::RecordEntry {
+                namespace: ns as u32,
+                key: key.to_vec(),
+                schema: u32::from(r.schema),
+                value: r.bytes.to_vec(),
+            });
+        }
+    }
+    for m in cs.messages() {
+        b.messages.push(message_entry(m));
+    }
+    for e in cs.outbox_added() {
+        b.outbox.push(proto::profile_backup::OutboxEntry {
+            id: e.id.to_vec(),
+            peer: e.peer.as_bytes().to_vec(),
+            payload: e.payload.clone(),
+        });
+    }
+    for (id, index, data) in cs.attachment_chunks_added() {
+        b.chunks.push(proto::profile_backup::ChunkEntry {
+            attachment: id.to_vec(),
+            index,
+            data: data.to_vec(),
+        });
+    }
+    let out = Zeroizing::new(codec::encode(&b));
+    zeroize_backup(b);
+    out
+}
+
+fn message_entry(m: &StoredMessage) -> proto::profile_backup::MessageEntry {
+    proto::profile_backup::MessageEntry {
+        peer: m.peer.as_bytes().to_vec(),
+        id: m.id.to_vec(),
+        incoming: m.direction == Direction::Incoming,
+        timestamp_ms: m.timestamp.millis(),
+        body: m.body.to_vec(),
+    }
+}
+
+/// Wipes the plaintext copies a protobuf value holds.
+fn zeroize_backup(mut b: proto::ProfileBackup) {
+    use zeroize::Zeroize as _;
+    for r in &mut b.records {
+        r.value.zeroize();
+    }
+    for m in &mut b.messages {
+        m.body.zeroize();
+    }
+    for c in &mut b.chunks {
+        c.data.zeroize();
+    }
+}
+
 /// Writes the whole profile into an encrypted backup.
 pub fn export<R: RngCore + CryptoRng>(
     store: &dyn KvStore,
@@ -51,13 +114,7 @@ pub fn export<R: RngCore + CryptoRng>(
     }
     for c in store.conversations()? {
         for m in store.history(&c.peer, usize::MAX)? {
-            b.messages.push(proto::profile_backup::MessageEntry {
-                peer: m.peer.as_bytes().to_vec(),
-                id: m.id.to_vec(),
-                incoming: m.direction == Direction::Incoming,
-                timestamp_ms: m.timestamp.millis(),
-                body: m.body.to_vec(),
-            });
+            b.messages.push(message_entry(&m));
         }
     }
     for e in store.outbox()? {
@@ -79,6 +136,7 @@ pub fn export<R: RngCore + CryptoRng>(
         }
     }
     let plain = Zeroizing::new(codec::encode(&b));
+    zeroize_backup(b);
     let params = params.checked()?;
     let mut salt = [0u8; kdf::SALT_BYTES];
     rng.fill_bytes(&mut salt);

@@ -260,6 +260,30 @@ pub fn webm(data: &[u8]) {
     }
 }
 
+/// The browser profile's stored data: its header, and a sealed value
+/// whose contents are the input (sealed with a known key so that the
+/// checks behind the AEAD are reached), loaded like a profile.
+pub fn browser_profile(data: &[u8]) {
+    use postern_browser::sealed::{Header, Keys, SealedStore, seal_raw, slot_of};
+    if let Ok(h) = Header::parse(data) {
+        let _ = h.params();
+    }
+    let Some((&kind, rest)) = data.split_first() else {
+        return;
+    };
+    let (natural, body) = rest.split_at(rest.len().min(16));
+    let keys = Keys::new(&[3; 32]);
+    let slot = slot_of(&keys, kind, natural);
+    let Some(value) = seal_raw(&keys, &slot, 1, kind, body) else {
+        return;
+    };
+    let _ = SealedStore::load(
+        Keys::new(&[3; 32]),
+        [(slot, value), ("slot".to_owned(), data.to_vec())],
+        Box::new(|b: &mut [u8]| b.fill(7)),
+    );
+}
+
 /// Images to re-encode.
 pub fn image(data: &[u8]) {
     let _ = postern_media::images::sanitize_image(data);
@@ -401,6 +425,20 @@ mod tests {
         }
         for m in mutations(&p.message) {
             session_message(&m);
+        }
+        let mut one = postern_core::ChangeSet::new();
+        one.add_message(postern_core::store::StoredMessage {
+            peer: p.alice_addr,
+            id: [1; 16],
+            direction: postern_core::store::Direction::Incoming,
+            timestamp: postern_core::UnixTime(5),
+            body: zeroize::Zeroizing::new(b"hello".to_vec()),
+        });
+        let mut profile = vec![b'm'];
+        profile.extend_from_slice(&[1; 16]);
+        profile.extend_from_slice(&postern_core::backup::encode_set(&one));
+        for m in mutations(&profile) {
+            browser_profile(&m);
         }
         for m in mutations(&p.sealed) {
             sealed_message(&m);

@@ -492,6 +492,9 @@ pub struct MemStore {
     map: BTreeMap<Namespace, BTreeMap<Vec<u8>, Record>>,
     len: usize,
     messages: Vec<StoredMessage>,
+    /// `(peer, id)` of every message, so that a commit's duplicate check
+    /// does not scan them all.
+    ids: std::collections::BTreeSet<(Address, MessageId)>,
     outbox: Vec<OutboxEntry>,
     chunks: BTreeMap<(AttachmentId, u32), Zeroizing<Vec<u8>>>,
     unread: BTreeMap<Address, u64>,
@@ -550,13 +553,9 @@ impl KvStore for MemStore {
                 limit: MAX_OUTBOX_ENTRIES,
             });
         }
-        for (i, m) in changes.messages.iter().enumerate() {
-            let dup_in_set = changes
-                .messages
-                .iter()
-                .take(i)
-                .any(|o| o.peer == m.peer && o.id == m.id);
-            if dup_in_set || self.has_message(&m.peer, &m.id)? {
+        let mut in_set = std::collections::BTreeSet::new();
+        for m in &changes.messages {
+            if !in_set.insert((m.peer, m.id)) || self.ids.contains(&(m.peer, m.id)) {
                 return Err(StoreError::DuplicateMessage);
             }
         }
@@ -586,6 +585,7 @@ impl KvStore for MemStore {
         for peer in &changes.read {
             self.unread.remove(peer);
         }
+        self.ids.append(&mut in_set);
         self.messages.extend(changes.messages);
         self.outbox
             .retain(|e| !changes.outbox_remove.contains(&e.id));
@@ -626,7 +626,7 @@ impl KvStore for MemStore {
     }
 
     fn has_message(&self, peer: &Address, id: &MessageId) -> Result<bool, StoreError> {
-        Ok(self.messages.iter().any(|m| m.peer == *peer && m.id == *id))
+        Ok(self.ids.contains(&(*peer, *id)))
     }
 
     fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
