@@ -157,6 +157,17 @@ pub enum NetError {
     /// The WebSocket upgrade to the relay failed.
     #[error("relay {0}: WebSocket upgrade refused")]
     WebSocket(String),
+    /// The relay has no WebTransport listener in the signed directory
+    /// (a browser cannot reach it).
+    #[error("relay {0}: no WebTransport listener in the signed directory")]
+    NoWebTransport(String),
+    /// The browser refused or could not open the WebTransport session:
+    /// the relay's certificate is not one its signed descriptor names, or
+    /// the relay cannot be reached (the browser does not say which).
+    #[error(
+        "relay {0}: WebTransport session refused (certificate not the one in its signed descriptor, or unreachable)"
+    )]
+    WebTransportRefused(String),
     /// TLS failed (including a certificate that does not match the pin).
     #[error("TLS: {0}")]
     Tls(TlsFailure),

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod service;
+pub mod setup;
 pub mod views;
 
 pub use api::{

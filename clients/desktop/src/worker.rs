@@ -17,8 +17,7 @@ use postern_audio::codec::Encoder;
 use postern_audio::device::{Player, Recorder};
 use postern_core::consts::MAX_ATTACHMENT_BYTES;
 use postern_core::crypto::kdf::KdfParams;
-use postern_core::crypto::signal::AuthorityPublic;
-use postern_core::{Address, KvStore, RelayAddress, e2e, settings};
+use postern_core::{Address, KvStore, RelayAddress, settings};
 use postern_net::Connector;
 use postern_store::{Profile, ProfileError, Unlock};
 use postern_ui::{Command, Event, Prefs};
@@ -557,40 +556,24 @@ impl Worker {
             })?,
             None => return Err("A home relay is needed".to_owned()),
         };
-        let keys: Vec<Vec<u8>> = self
-            .cfg
-            .authorities
-            .iter()
-            .map(|a| {
-                let k = data_encoding::BASE64URL_NOPAD
-                    .decode(a.trim().as_bytes())
-                    .map_err(|_| "bad authority key in the configuration".to_owned())?;
-                AuthorityPublic::from_bytes(&k)
-                    .map_err(|_| "bad authority key in the configuration".to_owned())?;
-                Ok(k)
-            })
-            .collect::<Result<_, String>>()?;
+        let keys =
+            postern_app::setup::authority_keys(&self.cfg.authorities).map_err(|e| e.to_string())?;
         let unlock = match passphrase {
             Some(p) => Unlock::Passphrase(p.as_bytes()),
             None => Unlock::Keychain,
         };
         let mut p = Profile::create(&self.cfg.profile, unlock, self.cfg.kdf)
             .map_err(|e| format!("Cannot create the profile: {e}"))?;
-        let fill = |p: &mut Profile| -> Result<(), postern_core::Error> {
+        let fill = |p: &mut Profile| {
             let rt = postern_net::TokioRuntime::default();
             use postern_net::Runtime as _;
-            let (_, cs) = e2e::create_identity(p, rt.now(), &mut postern_driver_rng(&rt))?;
-            p.commit(cs)?;
-            p.commit(settings::set_display_name(name)?)?;
-            p.commit(settings::set_home_relay(&relay))?;
-            if !keys.is_empty() {
-                p.commit(settings::set_network(&settings::NetworkSettings {
-                    authorities: keys.clone(),
-                    threshold: 1,
-                    hops: self.cfg.hops,
-                })?)?;
-            }
-            Ok(())
+            let new = postern_app::setup::NewProfile {
+                name,
+                relay: &relay,
+                authorities: &keys,
+                hops: self.cfg.hops,
+            };
+            postern_app::setup::setup(p, &new, rt.now(), &mut postern_driver_rng(&rt))
         };
         fill(&mut p).map_err(|e| format!("Cannot set up the profile: {e}"))?;
         Ok(p)

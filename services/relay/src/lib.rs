@@ -14,6 +14,7 @@ pub mod storage;
 pub mod testnet;
 pub mod tls;
 pub mod topology;
+pub mod web;
 pub mod webtransport;
 pub mod writer;
 pub mod wtcert;

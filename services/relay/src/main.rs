@@ -1,5 +1,5 @@
 //! `postern-relay`: `init`, `run` (alias `serve`), `address`, `descriptor`,
-//! `network` (directory authority) and `testnet`.
+//! `network` (directory authority), `testnet` and `web` (the browser app).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -37,6 +37,36 @@ enum Cmd {
     Network(NetworkCmd),
     /// Runs a local test network of N relays until SIGTERM or SIGINT.
     Testnet(TestnetOpts),
+    /// Serve Postern's browser app (its files, network.json, the signed directory).
+    Web(WebOpts),
+}
+
+#[derive(Debug, Args)]
+struct WebOpts {
+    /// The app's directory (index.html, main.js, the wasm module).
+    #[arg(long)]
+    app: PathBuf,
+    /// The network's signed directory file (re-read on each request).
+    #[arg(long)]
+    directory: PathBuf,
+    /// A directory authority's public key (base64url); repeat for several.
+    #[arg(long = "authority", required = true)]
+    authorities: Vec<String>,
+    /// Authority signatures a directory needs.
+    #[arg(long, default_value_t = 1)]
+    threshold: usize,
+    /// Onion hops per path.
+    #[arg(long, default_value_t = 3)]
+    hops: u8,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// HTTPS certificate chain (PEM); required off loopback.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +138,10 @@ struct TestnetOpts {
     /// Directory validity, days.
     #[arg(long, default_value_t = postern_relay::network::DEFAULT_VALID_DAYS)]
     valid_days: u64,
+    /// Also serve Postern's browser app from this directory on 127.0.0.1
+    /// (prints `web http://127.0.0.1:PORT/`).
+    #[arg(long)]
+    web: Option<PathBuf>,
 }
 
 /// Every setting; each overrides the config file, which overrides the
@@ -440,6 +474,7 @@ fn testnet(o: &TestnetOpts) -> Result<(), String> {
         epoch_secs: o.epoch_secs,
         mix_delay_ms: o.mix_delay_ms,
         valid_days: o.valid_days,
+        web: o.web.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -462,11 +497,51 @@ fn testnet(o: &TestnetOpts) -> Result<(), String> {
     })
 }
 
+fn web(o: &WebOpts) -> Result<(), String> {
+    use postern_relay::web::{Site, serve};
+    let tls = match (&o.cert, &o.key) {
+        (Some(c), Some(k)) => {
+            let (certs, key) = tls::load(c, k).map_err(|e| e.to_string())?;
+            let cfg = tls::server_config(certs, key).map_err(|e| e.to_string())?;
+            Some(tokio_rustls::TlsAcceptor::from(cfg))
+        }
+        _ if o.listen.ip().is_loopback() => None,
+        _ => return Err("plain HTTP is for loopback only: give --cert and --key".to_owned()),
+    };
+    let site = std::sync::Arc::new(Site {
+        app_dir: o.app.clone(),
+        directory: o.directory.clone(),
+        authorities: o.authorities.clone(),
+        threshold: o.threshold,
+        hops: o.hops,
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(o.listen)
+            .await
+            .map_err(|e| format!("{}: {e}", o.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        out(&format!("web {scheme}://{addr}/"));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(serve(listener, site, tls, stop_rx));
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+        let _ = task.await;
+        Ok(())
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match &cli.cmd {
         Cmd::Init(o) => init(o),
         Cmd::Run(o) => run(o),
+        Cmd::Web(o) => web(o),
         Cmd::Address(o) => address(o),
         Cmd::Descriptor(o) => descriptor(o),
         Cmd::Network(n) => network(n),

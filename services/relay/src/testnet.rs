@@ -53,6 +53,8 @@ pub struct TestnetOptions {
     pub mix_delay_ms: u64,
     /// Directory validity (days).
     pub valid_days: u64,
+    /// Serve the browser app from this directory too.
+    pub web: Option<PathBuf>,
 }
 
 /// Why the test network could not run.
@@ -304,6 +306,26 @@ pub async fn run(
     for (i, m) in admins.iter().enumerate() {
         announce(&format!("admin {} {m}", i + 1));
     }
+    let (web_stop, web_task) = match &opts.web {
+        Some(app_dir) => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(io("web listener"))?;
+            let addr = listener.local_addr().map_err(io("web listener"))?;
+            let site = std::sync::Arc::new(crate::web::Site {
+                app_dir: app_dir.clone(),
+                directory: directory_path.clone(),
+                authorities: vec![authority.clone()],
+                threshold: 1,
+                hops: 3,
+            });
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(crate::web::serve(listener, site, None, rx));
+            announce(&format!("web http://{addr}/"));
+            (Some(tx), Some(task))
+        }
+        None => (None, None),
+    };
     announce(&format!("directory {}", directory_path.display()));
     announce(&format!("authority {authority}"));
     announce("ready");
@@ -329,6 +351,12 @@ pub async fn run(
             }
         }
     };
+    if let Some(tx) = web_stop {
+        let _ = tx.send(true);
+    }
+    if let Some(t) = web_task {
+        let _ = t.await;
+    }
     tokio::task::block_in_place(|| stop(&mut children));
     result
 }

@@ -1,0 +1,363 @@
+//! The page's backend: the profile's life (onboarding, unlock, lock), the
+//! client service while unlocked, and what the screens ask of the
+//! platform (files, downloads). It speaks the screens' language —
+//! `Command`s in, `Event`s out — like the desktop app's worker.
+
+use std::rc::Rc;
+
+use futures_util::future::{Either, select};
+use postern_app::setup::{NewProfile, setup};
+use postern_app::{Image, Request, Service, ServiceConfig, Update};
+use postern_browser::link::BrowserConnector;
+use postern_browser::profile::{self, BrowserProfile, OpenError};
+use postern_browser::runtime::BrowserRuntime;
+use postern_browser::sealed::HeaderError;
+use postern_core::crypto::kdf::KdfParams;
+use postern_core::directory::ROLE_MAILBOX;
+use postern_core::{KvStore, RelayAddress, settings};
+use postern_link::Runtime as _;
+use postern_ui::{Command, Event};
+use zeroize::Zeroizing;
+
+use crate::boot::{self, Boot};
+use crate::files;
+
+/// How the backend tells the screens (and wakes them).
+pub type Tell = Rc<dyn Fn(Event)>;
+
+/// The browser's one profile database (and its tab lock).
+pub const PROFILE: &str = "postern-profile-1";
+/// Largest image read to scan a QR code from.
+const SCAN_MAX_BYTES: f64 = 8.0 * 1024.0 * 1024.0;
+/// Most home relays offered at onboarding.
+const MAX_RELAY_CHOICES: usize = 16;
+
+/// Argon2id in the browser: the native parameters (64 MiB, 3 passes).
+pub const KDF: KdfParams = KdfParams::DEFAULT;
+
+fn open_error(e: &OpenError) -> String {
+    match e {
+        OpenError::Header(HeaderError::WrongPassphrase) => "Wrong passphrase".to_owned(),
+        other => format!("Cannot open the profile: {other}"),
+    }
+}
+
+/// Runs the backend until the page goes away.
+pub async fn run(tell: Tell, commands: async_channel::Receiver<Command>) {
+    let rt = BrowserRuntime;
+    let boot = boot::boot(rt.now()).await;
+    let mut b = Backend {
+        tell,
+        commands,
+        boot,
+    };
+    loop {
+        let Some(p) = b.locked().await else { return };
+        match b.unlocked(p).await {
+            Some(reason) => b.tell_locked(reason),
+            None => return,
+        }
+    }
+}
+
+struct Backend {
+    tell: Tell,
+    commands: async_channel::Receiver<Command>,
+    boot: Boot,
+}
+
+enum Ended {
+    Lock,
+    Restart,
+    Gone,
+}
+
+impl Backend {
+    fn say(&self, e: Event) {
+        (self.tell)(e);
+    }
+
+    fn tell_locked(&self, reason: Option<String>) {
+        self.say(Event::Locked {
+            keychain: false,
+            reason,
+        });
+    }
+
+    /// The mailbox relays a browser can reach, and one suggested.
+    fn relay_choices(&self) -> Vec<String> {
+        let listeners = self.boot.listeners();
+        let Some((_, d)) = &self.boot.directory else {
+            return Vec::new();
+        };
+        d.relays
+            .iter()
+            .filter(|r| r.has_role(ROLE_MAILBOX))
+            .filter(|r| listeners.get(&r.address).is_some())
+            .map(|r| r.address.to_string())
+            .take(MAX_RELAY_CHOICES)
+            .collect()
+    }
+
+    /// Until a profile is created or unlocked (`None`: the page closed).
+    async fn locked(&mut self) -> Option<BrowserProfile> {
+        let exists = BrowserProfile::exists(PROFILE).await;
+        match exists {
+            Ok(true) => self.tell_locked(None),
+            Ok(false) => {
+                let choices = self.relay_choices();
+                let suggested = if choices.is_empty() {
+                    0
+                } else {
+                    use rand_core_compat::next_index;
+                    next_index(choices.len())
+                };
+                self.say(Event::NoProfile {
+                    keychain: false,
+                    default_relay: choices.get(suggested).cloned(),
+                });
+                if let Some(problem) = &self.boot.problem {
+                    self.say(Event::ShellFailed(problem.clone()));
+                }
+                if !choices.is_empty() {
+                    self.say(Event::Relays { choices, suggested });
+                }
+            }
+            Err(e) => self.say(Event::ShellFailed(e.to_string())),
+        }
+        loop {
+            match self.commands.recv().await.ok()? {
+                Command::Create {
+                    name,
+                    relay,
+                    passphrase,
+                } => match self
+                    .create(&name, relay.as_deref(), passphrase.as_ref())
+                    .await
+                {
+                    Ok(p) => return Some(p),
+                    Err(why) => self.say(Event::CreateFailed(why)),
+                },
+                Command::Unlock(pass) => {
+                    match BrowserProfile::unlock(PROFILE, pass.as_bytes()).await {
+                        Ok(p) => return Some(p),
+                        Err(e) => self.say(Event::UnlockFailed(open_error(&e))),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn create(
+        &self,
+        name: &str,
+        relay: Option<&str>,
+        passphrase: Option<&Zeroizing<String>>,
+    ) -> Result<BrowserProfile, String> {
+        let pass = passphrase
+            .filter(|p| !p.is_empty())
+            .ok_or("In the browser a passphrase protects the profile: please choose one")?;
+        let relay = relay
+            .map(str::to_owned)
+            .or_else(|| self.relay_choices().into_iter().next())
+            .ok_or("No home relay: this page's network directory names none a browser can reach")?;
+        let relay = RelayAddress::parse(relay.trim()).map_err(|_| {
+            "That is not a relay address (postern-relay://host:port#pin)".to_owned()
+        })?;
+        if self.boot.listeners().get(&relay).is_none() {
+            return Err(
+                "That relay cannot be reached from a browser (it has no WebTransport listener in the signed directory)"
+                    .to_owned(),
+            );
+        }
+        let rt = BrowserRuntime;
+        let authorities = self.boot.authorities.clone();
+        let hops = self.boot.hops;
+        let directory = self.boot.directory.as_ref().map(|(b, _)| b.clone());
+        BrowserProfile::create(PROFILE, pass.as_bytes(), KDF, |store| {
+            let new = NewProfile {
+                name,
+                relay: &relay,
+                authorities: &authorities,
+                hops,
+            };
+            setup(store, &new, rt.now(), &mut profile::rng()).map_err(|e| match e {
+                postern_app::setup::SetupError::Core(c) => c,
+                other => postern_core::Error::Bug(
+                    if matches!(other, postern_app::setup::SetupError::BadAuthority) {
+                        "bad authority key"
+                    } else {
+                        "profile setup"
+                    },
+                ),
+            })?;
+            if let Some(bytes) = &directory {
+                let mut cs = settings::cache_directory(bytes);
+                cs.extend(settings::set_directory_fetched_at(rt.now()));
+                store.commit(cs)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| open_error(&e))
+    }
+
+    /// Keeps the cached directory at least as new as the one the page
+    /// came with.
+    fn refresh_directory(&self, p: &mut BrowserProfile) {
+        let Some((bytes, fresh)) = &self.boot.directory else {
+            return;
+        };
+        let now = BrowserRuntime.now();
+        let cached = settings::cached_directory(p)
+            .ok()
+            .flatten()
+            .and_then(|b| self.boot.verify(&b, now).ok());
+        if cached.is_none_or(|c| c.issued_at < fresh.issued_at) {
+            let mut cs = settings::cache_directory(bytes);
+            cs.extend(settings::set_directory_fetched_at(now));
+            let _ = p.commit(cs);
+        }
+    }
+
+    /// Runs the service over the unlocked profile until the user locks
+    /// (`Some(reason)`) or the page closes (`None`).
+    async fn unlocked(&mut self, mut p: BrowserProfile) -> Option<Option<String>> {
+        self.refresh_directory(&mut p);
+        self.say(Event::Unlocked);
+        let mut cover = ServiceConfig::default().cover_per_minute;
+        loop {
+            let (req_tx, req_rx) = async_channel::unbounded();
+            let (saves_tx, saves_rx) = async_channel::unbounded();
+            let tell = self.tell.clone();
+            let mut service: Service<BrowserConnector> = Service::new(req_rx, move |u| match u {
+                Update::AttachmentBytes { .. } => {
+                    let _ = saves_tx.try_send(u);
+                }
+                u => tell(Event::App(u)),
+            });
+            let net = BrowserConnector::new(self.boot.listeners(), p.durable());
+            let cfg = ServiceConfig {
+                cover_per_minute: cover,
+                ..ServiceConfig::default()
+            };
+            let ended = {
+                let svc = core::pin::pin!(service.run(&mut p, net, cfg));
+                let fwd = core::pin::pin!(self.forward(&req_tx, &saves_rx, &mut cover));
+                match select(svc, fwd).await {
+                    Either::Left((r, _)) => match r {
+                        Ok(()) => Ok(Ended::Lock),
+                        Err(e) => Err(format!("Locked after an error: {e}")),
+                    },
+                    Either::Right((what, _unpolled)) => {
+                        req_tx.close();
+                        Ok(what)
+                    }
+                }
+            };
+            match ended {
+                Ok(Ended::Restart) => continue,
+                Ok(Ended::Lock) => {
+                    p.close().await;
+                    return Some(None);
+                }
+                Ok(Ended::Gone) => {
+                    p.close().await;
+                    return None;
+                }
+                Err(why) => {
+                    p.close().await;
+                    return Some(Some(why));
+                }
+            }
+        }
+    }
+
+    /// The screens' commands while unlocked.
+    async fn forward(
+        &self,
+        req: &async_channel::Sender<Request>,
+        saves: &async_channel::Receiver<Update>,
+        cover: &mut u32,
+    ) -> Ended {
+        let send = |r: Request| {
+            let _ = req.try_send(r);
+        };
+        loop {
+            let next = {
+                let c = core::pin::pin!(self.commands.recv());
+                let s = core::pin::pin!(saves.recv());
+                match select(c, s).await {
+                    Either::Left((c, _)) => Either::Left(c),
+                    Either::Right((s, _)) => Either::Right(s),
+                }
+            };
+            let cmd = match next {
+                Either::Left(Ok(c)) => c,
+                Either::Left(Err(_)) => return Ended::Gone,
+                Either::Right(Ok(Update::AttachmentBytes { name, bytes, .. })) => {
+                    match files::download(&name, &bytes) {
+                        Ok(()) => self.say(Event::Notice(format!("Downloaded {name}"))),
+                        Err(_) => self.say(Event::ShellFailed(format!("Could not save {name}"))),
+                    }
+                    continue;
+                }
+                Either::Right(_) => continue,
+            };
+            match cmd {
+                Command::App(r) => send(r),
+                Command::Lock => return Ended::Lock,
+                Command::Attach { to } => {
+                    let (picked, too_large) = files::pick(None, true, files::MAX_PICK_BYTES).await;
+                    for name in too_large {
+                        self.say(Event::ShellFailed(format!(
+                            "{name} is larger than an attachment may be"
+                        )));
+                    }
+                    for (name, bytes) in picked {
+                        send(Request::SendFile {
+                            to,
+                            name,
+                            bytes,
+                            voice: false,
+                        });
+                    }
+                }
+                Command::Save { peer, id } => send(Request::Attachment { peer, id }),
+                Command::OpenImageToScan(purpose) => {
+                    let (picked, _) =
+                        files::pick(Some("image/png,image/jpeg"), false, SCAN_MAX_BYTES).await;
+                    if let Some((_, bytes)) = picked.into_iter().next() {
+                        send(Request::Scan {
+                            image: Image::File(bytes),
+                            purpose,
+                        });
+                    }
+                }
+                Command::Prefs(prefs) if prefs.cover_per_minute != *cover => {
+                    *cover = prefs.cover_per_minute;
+                    return Ended::Restart;
+                }
+                Command::Record { .. } => self.say(Event::RecordingUnavailable(
+                    "Recording is not available in the browser yet: attach a voice clip instead"
+                        .to_owned(),
+                )),
+                Command::ChangePassphrase { .. } | Command::ExportBackup { .. } => self.say(
+                    Event::ShellFailed("Not available in the browser yet".to_owned()),
+                ),
+                _ => {}
+            }
+        }
+    }
+}
+
+mod rand_core_compat {
+    /// A uniform index below `n` from the browser's generator.
+    pub fn next_index(n: usize) -> usize {
+        use postern_link::Runtime as _;
+        let mut b = [0u8; 8];
+        postern_browser::runtime::BrowserRuntime.fill_random(&mut b);
+        (u64::from_le_bytes(b) % (n as u64)) as usize
+    }
+}

@@ -1,0 +1,116 @@
+// Postern's browser client end to end, in headless Debian Chromium over a
+// real `postern-relay testnet`: two browser users and a CLI user invite,
+// accept, talk both ways and see their messages delivered; a reload keeps
+// the history behind the passphrase (a wrong one is refused); a closed
+// tab gets what was sent meanwhile; nothing the origin stored holds a
+// plaintext, an address, a key or the passphrase.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  CliUser, PASSPHRASE, accept, click, delivered, dumpStorage, find, gone, hex, invitation, launch,
+  onboard, openApp, openContact, say, shot, testnet, type,
+} from './lib.mjs';
+
+const net = await testnet(3);
+const browser = await launch();
+after(async () => {
+  await browser.close();
+  net.stop();
+});
+
+test('browser users and a CLI user talk over the relay network', async () => {
+  const ada = await openApp(browser, net.web, 'ada');
+  const bob = await openApp(browser, net.web, 'bob');
+  await shot(ada.page, '01-onboarding');
+  await onboard(ada.page, 'Ada');
+  await onboard(bob.page, 'Bob');
+  await shot(ada.page, '02-main');
+
+  // Ada invites, Bob accepts the pasted link; both see each other.
+  const link = await invitation(ada.page);
+  assert.match(link, /^postern:/);
+  await accept(bob.page, link);
+  await find(bob.page, 'Ada', { contains: true, role: 'Button', timeout: 90000 });
+  await openContact(bob.page, 'Ada');
+  await say(bob.page, 'hello from Bob in the browser');
+  await find(bob.page, 'You: hello from Bob in the browser', { contains: true, timeout: 30000 });
+  await find(ada.page, 'Bob', { contains: true, role: 'Button', timeout: 120000 });
+  await openContact(ada.page, 'Bob');
+  await find(ada.page, 'Bob: hello from Bob in the browser', { contains: true, timeout: 120000 });
+  await say(ada.page, 'hello back from Ada');
+  await find(bob.page, 'Ada: hello back from Ada', { contains: true, timeout: 120000 });
+  // Receipts come back: Bob's message reaches "delivered".
+  await delivered(bob.page, 'hello from Bob in the browser');
+  await shot(bob.page, '03-conversation');
+
+  // A CLI user: Carol accepts Ada's invitation; they talk both ways.
+  const carol = new CliUser('Carol');
+  carol.run('init', '--name', 'Carol', '--relay', net.relays[2]);
+  carol.run('network', '--authority', net.authority);
+  const link2 = await invitation(ada.page);
+  carol.run('accept', link2);
+  carol.run('send', 'Ada', 'hello from the terminal');
+  await find(ada.page, 'Carol', { contains: true, role: 'Button', timeout: 120000 });
+  await openContact(ada.page, 'Carol');
+  await find(ada.page, 'Carol: hello from the terminal', { contains: true, timeout: 120000 });
+  await say(ada.page, 'hello terminal, from the browser');
+  let seen = '';
+  for (let i = 0; i < 40 && !seen.includes('hello terminal, from the browser'); i++) {
+    carol.run('sync');
+    seen = carol.run('history', 'Ada');
+    if (!seen.includes('hello terminal')) await ada.page.waitForTimeout(1500);
+  }
+  assert.match(seen, /hello terminal, from the browser/);
+  await delivered(ada.page, 'hello terminal, from the browser');
+
+  // Nothing the origin stored holds a plaintext, the passphrase, a name
+  // or an address.
+  const stored = await dumpStorage(ada.page);
+  assert.match(stored, /db postern-profile-1/);
+  for (const secret of [
+    'hello from Bob in the browser', 'hello back from Ada', 'hello from the terminal',
+    'hello terminal', PASSPHRASE, 'Carol', 'postern:',
+  ]) {
+    assert.ok(!stored.includes(secret), `"${secret}" found in the browser's storage`);
+    assert.ok(!stored.includes(hex(secret)), `"${secret}" (hex) found in the browser's storage`);
+  }
+
+  // Reload: locked; a wrong passphrase is refused; the right one shows
+  // the history.
+  await ada.page.reload();
+  await find(ada.page, 'Unlock', { role: 'Button', timeout: 60000 });
+  await type(ada.page, 'Passphrase', 'not the passphrase', { role: 'PasswordInput' });
+  await ada.page.keyboard.press('Enter');
+  await find(ada.page, 'Wrong passphrase', { contains: true, timeout: 60000 });
+  await shot(ada.page, '04-wrong-passphrase');
+  await type(ada.page, 'Passphrase', PASSPHRASE, { role: 'PasswordInput' });
+  await ada.page.keyboard.press('Enter');
+  await find(ada.page, 'Bob', { contains: true, role: 'Button', timeout: 60000 });
+  await openContact(ada.page, 'Bob');
+  await find(ada.page, 'Bob: hello from Bob in the browser', { contains: true, timeout: 30000 });
+
+  // One tab at a time: a second tab of the same browser is told so.
+  const second = await ada.context.newPage();
+  await second.goto(net.web + '#accesskit-export');
+  await type(second, 'Passphrase', PASSPHRASE, { role: 'PasswordInput' });
+  await second.keyboard.press('Enter');
+  await find(second, 'open in another tab', { contains: true, timeout: 60000 });
+  await shot(second, '05-second-tab');
+  await second.close();
+
+  // Offline delivery: Ada's tab closes, Bob writes, Ada comes back.
+  await ada.page.close();
+  await say(bob.page, 'written while you were away');
+  await find(bob.page, 'written while you were away', { contains: true, timeout: 30000 });
+  const page = await ada.context.newPage();
+  await page.goto(net.web + '#accesskit-export');
+  await type(page, 'Passphrase', PASSPHRASE, { role: 'PasswordInput' });
+  await page.keyboard.press('Enter');
+  await find(page, 'Bob', { contains: true, role: 'Button', timeout: 60000 });
+  await openContact(page, 'Bob');
+  await find(page, 'Bob: written while you were away', { contains: true, timeout: 120000 });
+  await delivered(bob.page, 'written while you were away');
+  await shot(page, '06-after-reopening');
+  await ada.context.close();
+  await bob.context.close();
+});
