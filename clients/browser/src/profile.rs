@@ -62,6 +62,8 @@ pub struct BrowserProfile {
     store: SealedStore,
     header: Header,
     durable: Durable,
+    /// How long the passphrase took to open the key (Argon2id) at unlock.
+    kdf: std::time::Duration,
     _lock: TabLock,
 }
 
@@ -108,6 +110,7 @@ impl BrowserProfile {
             store,
             header,
             durable,
+            kdf: std::time::Duration::ZERO,
             _lock: lock,
         })
     }
@@ -119,7 +122,10 @@ impl BrowserProfile {
         let db = ProfileDb::open(name).await?;
         let bytes = db.header().await?.ok_or(OpenError::NotFound)?;
         let header = Header::parse(&bytes)?;
+        let started = postern_link::Runtime::monotonic(&crate::runtime::BrowserRuntime);
         let key = header.open(passphrase)?;
+        let kdf = postern_link::Runtime::monotonic(&crate::runtime::BrowserRuntime)
+            .saturating_sub(started);
         let values = db.values().await?;
         let store = SealedStore::load(Keys::new(&key), values, fill())?;
         Ok(BrowserProfile {
@@ -128,8 +134,14 @@ impl BrowserProfile {
             store,
             header,
             durable: Durable::default(),
+            kdf,
             _lock: lock,
         })
+    }
+
+    /// How long Argon2id took at unlock (zero for a new profile).
+    pub fn kdf_time(&self) -> std::time::Duration {
+        self.kdf
     }
 
     /// What the links wait on.

@@ -89,3 +89,19 @@ fn wanted_all() -> bool {
         .and_then(|w| w.location().hash().ok())
         .is_some_and(|h| h.contains("accesskit-all"))
 }
+
+/// Test hook: a figure for the benchmark (`globalThis.__posternTimings`),
+/// with the export only.
+pub fn timing(name: &str, ms: f64) {
+    if !wanted() {
+        return;
+    }
+    let global = js_sys::global();
+    let key = JsValue::from_str("__posternTimings");
+    let obj = Reflect::get(&global, &key)
+        .ok()
+        .filter(|o| o.is_object())
+        .unwrap_or_else(|| js_sys::Object::new().into());
+    let _ = Reflect::set(&obj, &JsValue::from_str(name), &JsValue::from_f64(ms));
+    let _ = Reflect::set(&global, &key, &obj);
+}

@@ -224,6 +224,7 @@ impl Backend {
     /// Runs the service over the unlocked profile until the user locks
     /// (`Some(reason)`) or the page closes (`None`).
     async fn unlocked(&mut self, mut p: BrowserProfile) -> Option<Option<String>> {
+        crate::accesskit::timing("kdf_ms", p.kdf_time().as_secs_f64() * 1000.0);
         self.refresh_directory(&mut p);
         self.say(Event::Unlocked);
         let mut cover = ServiceConfig::default().cover_per_minute;
