@@ -6,10 +6,14 @@
 // plaintext, an address, a key or the passphrase.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import {
   CliUser, PASSPHRASE, accept, click, delivered, dumpStorage, find, gone, hex, invitation, launch,
-  onboard, openApp, openContact, say, shot, testnet, type,
+  onboard, openApp, openContact, say, shot, tempDir, testnet, type,
 } from './lib.mjs';
+
+const NEW_PASSPHRASE = 'a new and longer passphrase for Ada';
 
 const net = await testnet(3);
 const browser = await launch();
@@ -111,6 +115,60 @@ test('browser users and a CLI user talk over the relay network', async () => {
   await find(page, 'Bob: written while you were away', { contains: true, timeout: 120000 });
   await delivered(bob.page, 'written while you were away');
   await shot(page, '06-after-reopening');
+
+  // Settings: a new passphrase (the current one checked first), and an
+  // encrypted backup, downloaded.
+  await click(page, 'Settings');
+  await page.waitForTimeout(300);
+  await click(page, 'Change passphrase…');
+  await type(page, 'Current passphrase', 'not it', { role: 'PasswordInput' });
+  await type(page, 'New passphrase', NEW_PASSPHRASE, { role: 'PasswordInput' });
+  await type(page, 'Repeat the new passphrase', NEW_PASSPHRASE, { role: 'PasswordInput' });
+  await click(page, 'Change passphrase', { role: 'Button' });
+  await find(page, 'The current passphrase is wrong', { contains: true, timeout: 60000 });
+  await click(page, 'Settings');
+  await page.waitForTimeout(300);
+  await click(page, 'Change passphrase…');
+  await type(page, 'Current passphrase', PASSPHRASE, { role: 'PasswordInput' });
+  await type(page, 'New passphrase', NEW_PASSPHRASE, { role: 'PasswordInput' });
+  await type(page, 'Repeat the new passphrase', NEW_PASSPHRASE, { role: 'PasswordInput' });
+  await click(page, 'Change passphrase', { role: 'Button' });
+  await find(page, 'The passphrase is changed', { contains: true, timeout: 60000 });
+  await click(page, 'Settings');
+  await page.waitForTimeout(300);
+  await click(page, 'Export an encrypted backup…');
+  await type(page, 'Backup passphrase', 'backup passphrase', { role: 'PasswordInput' });
+  await type(page, 'Repeat the backup passphrase', 'backup passphrase', { role: 'PasswordInput' });
+  const download = page.waitForEvent('download');
+  await click(page, 'Export…');
+  const backupFile = path.join(tempDir('backup'), 'ada.postern-backup');
+  await (await download).saveAs(backupFile);
+  const backup = readFileSync(backupFile);
+  assert.ok(backup.subarray(0, 14).toString() === 'POSTERN-BACKUP');
+  assert.ok(!backup.includes(Buffer.from('hello from Bob in the browser')));
+  // The new passphrase opens the profile after a reload; the old does not.
+  await page.reload();
+  await type(page, 'Passphrase', PASSPHRASE, { role: 'PasswordInput' });
+  await page.keyboard.press('Enter');
+  await find(page, 'Wrong passphrase', { contains: true, timeout: 60000 });
+  await type(page, 'Passphrase', NEW_PASSPHRASE, { role: 'PasswordInput' });
+  await page.keyboard.press('Enter');
+  await find(page, 'Bob', { contains: true, role: 'Button', timeout: 60000 });
   await ada.context.close();
+
+  // The backup restored in another browser: the conversation is there.
+  const moved = await openApp(browser, net.web, 'ada-moved');
+  await find(moved.page, "Home relay (from the network's signed directory)");
+  await click(moved.page, 'Restore from a backup instead');
+  await type(moved.page, 'Backup passphrase', 'backup passphrase', { role: 'PasswordInput' });
+  await type(moved.page, 'Passphrase', PASSPHRASE, { role: 'PasswordInput' });
+  await type(moved.page, 'Repeat the passphrase', PASSPHRASE, { role: 'PasswordInput' });
+  const chooser = moved.page.waitForEvent('filechooser');
+  await click(moved.page, 'Choose the backup file and restore…');
+  await (await chooser).setFiles(backupFile);
+  await find(moved.page, 'Bob', { contains: true, role: 'Button', timeout: 60000 });
+  await openContact(moved.page, 'Bob');
+  await find(moved.page, 'Bob: written while you were away', { contains: true, timeout: 30000 });
+  await moved.context.close();
   await bob.context.close();
 });

@@ -11,7 +11,12 @@ fn main() {
     let mut best = f64::MAX;
     for _ in 0..5 {
         let t = Instant::now();
-        let _ = kdf::derive_key(b"benchmark passphrase", &[7; kdf::SALT_BYTES], KdfParams::DEFAULT).unwrap();
+        let _ = kdf::derive_key(
+            b"benchmark passphrase",
+            &[7; kdf::SALT_BYTES],
+            KdfParams::DEFAULT,
+        )
+        .unwrap();
         best = best.min(t.elapsed().as_secs_f64() * 1000.0);
     }
     println!("native Argon2id (64 MiB, 3 passes), best of 5: {best:.0} ms");

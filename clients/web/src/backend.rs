@@ -70,6 +70,18 @@ enum Ended {
     Lock,
     Restart,
     Gone,
+    /// Needs the profile to itself (the service stopped, then started again).
+    Exclusive(Exclusive),
+}
+
+enum Exclusive {
+    ChangePassphrase {
+        current: Zeroizing<String>,
+        new: Zeroizing<String>,
+    },
+    Export {
+        passphrase: Zeroizing<String>,
+    },
 }
 
 impl Backend {
@@ -138,6 +150,14 @@ impl Backend {
                     Ok(p) => return Some(p),
                     Err(why) => self.say(Event::CreateFailed(why)),
                 },
+                Command::Restore {
+                    backup_passphrase,
+                    passphrase,
+                    ..
+                } => match self.restore(&backup_passphrase, passphrase.as_ref()).await {
+                    Ok(p) => return Some(p),
+                    Err(why) => self.say(Event::CreateFailed(why)),
+                },
                 Command::Unlock(pass) => {
                     match BrowserProfile::unlock(PROFILE, pass.as_bytes()).await {
                         Ok(p) => return Some(p),
@@ -203,6 +223,40 @@ impl Backend {
         .map_err(|e| open_error(&e))
     }
 
+    /// A profile from a backup file the user picks: the backup is opened
+    /// in memory (its passphrase and every record checked) before
+    /// anything is stored, then written with the new profile's header in
+    /// one transaction.
+    async fn restore(
+        &self,
+        backup_passphrase: &Zeroizing<String>,
+        passphrase: Option<&Zeroizing<String>>,
+    ) -> Result<BrowserProfile, String> {
+        let pass = passphrase
+            .filter(|p| !p.is_empty())
+            .ok_or("In the browser a passphrase protects the profile: please choose one")?;
+        let max = postern_core::consts::MAX_BACKUP_BYTES as f64;
+        let (picked, too_large) = files::pick(None, false, max).await;
+        if !too_large.is_empty() {
+            return Err("That file is larger than a Postern backup can be".to_owned());
+        }
+        let (_, bytes) = picked.into_iter().next().ok_or("Nothing was restored")?;
+        let cs = postern_core::backup::import(
+            &postern_core::MemStore::new(),
+            &bytes,
+            backup_passphrase.as_bytes(),
+        )
+        .map_err(|_| {
+            "Cannot restore: the passphrase is wrong, or the file is not a Postern backup or is damaged"
+                .to_owned()
+        })?;
+        BrowserProfile::create(PROFILE, pass.as_bytes(), KDF, |store| {
+            store.commit(cs).map_err(postern_core::Error::from)
+        })
+        .await
+        .map_err(|e| open_error(&e))
+    }
+
     /// Keeps the cached directory at least as new as the one the page
     /// came with.
     fn refresh_directory(&self, p: &mut BrowserProfile) {
@@ -259,6 +313,10 @@ impl Backend {
             };
             match ended {
                 Ok(Ended::Restart) => continue,
+                Ok(Ended::Exclusive(op)) => {
+                    self.exclusive(&mut p, op).await;
+                    continue;
+                }
                 Ok(Ended::Lock) => {
                     p.close().await;
                     return Some(None);
@@ -271,6 +329,40 @@ impl Backend {
                     p.close().await;
                     return Some(Some(why));
                 }
+            }
+        }
+    }
+
+    /// What needs the profile to itself: a new passphrase (the current
+    /// one checked first), an encrypted backup (downloaded).
+    async fn exclusive(&self, p: &mut BrowserProfile, op: Exclusive) {
+        match op {
+            Exclusive::ChangePassphrase { current, new } => {
+                let r = p
+                    .change_passphrase(current.as_bytes(), new.as_bytes(), KDF)
+                    .await;
+                self.say(match r {
+                    Ok(()) => Event::Notice("The passphrase is changed".to_owned()),
+                    Err(OpenError::Header(HeaderError::WrongPassphrase)) => Event::ShellFailed(
+                        "The current passphrase is wrong: nothing changed".to_owned(),
+                    ),
+                    Err(e) => Event::ShellFailed(format!("Could not change the passphrase: {e}")),
+                });
+            }
+            Exclusive::Export { passphrase } => {
+                let name = "postern.postern-backup";
+                let backup = postern_core::backup::export(
+                    p,
+                    passphrase.as_bytes(),
+                    KDF,
+                    &mut profile::rng(),
+                );
+                self.say(match backup.map(|b| files::download(name, &b)) {
+                    Ok(Ok(())) => {
+                        Event::Notice(format!("The encrypted backup is downloaded ({name})"))
+                    }
+                    _ => Event::ShellFailed("Could not export a backup".to_owned()),
+                });
             }
         }
     }
@@ -344,9 +436,12 @@ impl Backend {
                     "Recording is not available in the browser yet: attach a voice clip instead"
                         .to_owned(),
                 )),
-                Command::ChangePassphrase { .. } | Command::ExportBackup { .. } => self.say(
-                    Event::ShellFailed("Not available in the browser yet".to_owned()),
-                ),
+                Command::ChangePassphrase { current, new } => {
+                    return Ended::Exclusive(Exclusive::ChangePassphrase { current, new });
+                }
+                Command::ExportBackup { passphrase } => {
+                    return Ended::Exclusive(Exclusive::Export { passphrase });
+                }
                 _ => {}
             }
         }
