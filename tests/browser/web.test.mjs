@@ -6,11 +6,11 @@
 // plaintext, an address, a key or the passphrase.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   CliUser, PASSPHRASE, accept, click, delivered, dumpStorage, find, gone, hex, invitation, launch,
-  onboard, openApp, openContact, say, shot, tempDir, testnet, type,
+  onboard, openApp, openContact, say, shot, tempDir, testnet, type, widgets,
 } from './lib.mjs';
 
 const NEW_PASSPHRASE = 'a new and longer passphrase for Ada';
@@ -45,7 +45,44 @@ test('browser users and a CLI user talk over the relay network', async () => {
   await find(bob.page, 'Ada: hello back from Ada', { contains: true, timeout: 120000 });
   // Receipts come back: Bob's message reaches "delivered".
   await delivered(bob.page, 'hello from Bob in the browser');
+
+  // Bob sends a photo and a file (picked), and a voice message recorded
+  // from the (fake) microphone; each reaches Ada and comes back delivered.
+  const files = tempDir('files');
+  const photo = path.join(files, 'photo.png');
+  writeFileSync(photo, await bob.page.screenshot({ clip: { x: 0, y: 0, width: 96, height: 64 } }));
+  const report = path.join(files, 'report.bin');
+  const reportBytes = Buffer.alloc(40000).map((_, i) => (i * 7) % 251);
+  writeFileSync(report, reportBytes);
+  const picker = bob.page.waitForEvent('filechooser');
+  await click(bob.page, 'Attach file');
+  await (await picker).setFiles([photo, report]);
+  await click(bob.page, 'Record voice message');
+  await find(bob.page, 'Send voice message', { timeout: 30000 });
+  await bob.page.waitForTimeout(2500);
+  await shot(bob.page, '03-recording');
+  await click(bob.page, 'Send voice message');
+  await find(ada.page, 'Bob: photo', { contains: true, timeout: 180000 });
+  await find(ada.page, 'Bob: file report.bin', { contains: true, timeout: 180000 });
+  await find(ada.page, 'Bob: voice message, 0:0', { contains: true, timeout: 180000 });
+  await delivered(bob.page, 'photo');
+  await delivered(bob.page, 'file report.bin');
+  await delivered(bob.page, 'voice message');
   await shot(bob.page, '03-conversation');
+  // Ada plays the voice message and saves the file: the same bytes.
+  await click(ada.page, 'Play voice message');
+  await find(ada.page, 'Pause voice message', { timeout: 30000 });
+  const saved = ada.page.waitForEvent('download');
+  // The "Save as…" inside the file's message.
+  const all = await widgets(ada.page);
+  const item = all.find(w => w.role === 'ListItem' && w.label.includes('Bob: file report.bin'));
+  const save = all.find(w => w.label === 'Save as…'
+    && w.y >= item.y && w.y + w.h <= item.y + item.h + 1);
+  await ada.page.mouse.click(save.x + save.w / 2, save.y + save.h / 2);
+  const got = path.join(files, 'saved.bin');
+  await (await saved).saveAs(got);
+  assert.deepEqual(readFileSync(got), reportBytes);
+  await shot(ada.page, '03-media');
 
   // A CLI user: Carol accepts Ada's invitation; they talk both ways.
   const carol = new CliUser('Carol');

@@ -3,7 +3,9 @@
 //! platform (files, downloads). It speaks the screens' language —
 //! `Command`s in, `Event`s out — like the desktop app's worker.
 
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use futures_util::future::{Either, select};
 use postern_app::setup::{NewProfile, setup};
@@ -14,13 +16,21 @@ use postern_browser::runtime::BrowserRuntime;
 use postern_browser::sealed::HeaderError;
 use postern_core::crypto::kdf::KdfParams;
 use postern_core::directory::ROLE_MAILBOX;
-use postern_core::{KvStore, RelayAddress, settings};
+use postern_core::store::MessageId;
+use postern_core::{Address, KvStore, RelayAddress, settings};
 use postern_link::Runtime as _;
 use postern_ui::{Command, Event};
 use zeroize::Zeroizing;
 
 use crate::boot::{self, Boot};
 use crate::files;
+use crate::voice::{Player, Recorder};
+
+enum Next {
+    Command(Option<Command>),
+    Save(Option<Update>),
+    Tick,
+}
 
 /// How the backend tells the screens (and wakes them).
 pub type Tell = Rc<dyn Fn(Event)>;
@@ -50,6 +60,7 @@ pub async fn run(tell: Tell, commands: async_channel::Receiver<Command>) {
         tell,
         commands,
         boot,
+        audio: RefCell::new(Audio::default()),
     };
     loop {
         let Some(p) = b.locked().await else { return };
@@ -64,7 +75,20 @@ struct Backend {
     tell: Tell,
     commands: async_channel::Receiver<Command>,
     boot: Boot,
+    audio: RefCell<Audio>,
 }
+
+/// Sound while unlocked: one recording, one clip playing.
+#[derive(Default)]
+struct Audio {
+    recording: Option<(Address, Recorder)>,
+    playing: Option<(MessageId, Player)>,
+    /// The voice message asked for, to play when its bytes come.
+    to_play: Option<MessageId>,
+}
+
+/// How often the level meter and the playback position are told.
+const AUDIO_TICK: Duration = Duration::from_millis(100);
 
 enum Ended {
     Lock,
@@ -367,6 +391,107 @@ impl Backend {
         }
     }
 
+    /// A received attachment: the voice message asked for is checked and
+    /// played; anything else is downloaded.
+    fn received(&self, id: MessageId, name: &str, bytes: &[u8]) {
+        let play = self.audio.borrow_mut().to_play.take_if(|x| *x == id);
+        if play.is_some() {
+            let started = postern_media::voice::validate_voice_clip(bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|info| Player::start(bytes, info.duration_ms));
+            match started {
+                Ok(p) => self.audio.borrow_mut().playing = Some((id, p)),
+                Err(why) => self.say(Event::ShellFailed(format!(
+                    "Cannot play the voice message: {why}"
+                ))),
+            }
+            return;
+        }
+        match files::download(name, bytes) {
+            Ok(()) => self.say(Event::Notice(format!("Downloaded {name}"))),
+            Err(_) => self.say(Event::ShellFailed(format!("Could not save {name}"))),
+        }
+    }
+
+    /// Starts recording to `to`; without a microphone, says why (the
+    /// screens then offer attaching a clip).
+    async fn record(&self, to: Address) {
+        let old = self.audio.borrow_mut().recording.take();
+        if let Some((_, r)) = old {
+            r.cancel();
+        }
+        match Recorder::start().await {
+            Ok(r) => {
+                self.audio.borrow_mut().recording = Some((to, r));
+                self.say(Event::Recording(Some(postern_ui::Recording {
+                    to,
+                    elapsed_ms: 0,
+                    level: 0.0,
+                })));
+            }
+            Err(why) => self.say(Event::RecordingUnavailable(format!("Cannot record: {why}"))),
+        }
+    }
+
+    /// Stops recording; with `send`, the clip is remuxed into Ogg (no
+    /// re-encoding), checked and sent as a voice message.
+    async fn stop_recording(&self, send: Option<&async_channel::Sender<Request>>) {
+        let taken = self.audio.borrow_mut().recording.take();
+        let Some((to, r)) = taken else {
+            return;
+        };
+        self.say(Event::Recording(None));
+        let Some(req) = send else {
+            r.cancel();
+            return;
+        };
+        let clip = r
+            .finish()
+            .await
+            .and_then(|webm| postern_media::voice::from_webm(&webm).map_err(|e| e.to_string()));
+        match clip {
+            Ok(bytes) => {
+                let _ = req.try_send(Request::SendFile {
+                    to,
+                    name: "voice.ogg".to_owned(),
+                    bytes,
+                    voice: true,
+                });
+            }
+            Err(why) => self.say(Event::ShellFailed(format!("Could not record: {why}"))),
+        }
+    }
+
+    /// Every tick while sound is recorded or played: the level and the
+    /// positions to the screens; a recording at the longest length is sent.
+    async fn audio_tick(&self, req: &async_channel::Sender<Request>) {
+        let view = self.audio.borrow().recording.as_ref().map(|(to, r)| postern_ui::Recording {
+            to: *to,
+            elapsed_ms: r.elapsed_ms(),
+            level: r.level(),
+        });
+        if let Some(v) = view {
+            if v.elapsed_ms >= crate::voice::MAX_RECORDING_MS {
+                self.stop_recording(Some(req)).await;
+            } else {
+                self.say(Event::Recording(Some(v)));
+            }
+        }
+        let playback = self.audio.borrow().playing.as_ref().map(|(id, p)| postern_ui::Playback {
+            id: *id,
+            position_ms: p.position_ms(),
+            duration_ms: p.duration_ms(),
+            playing: p.is_playing(),
+        });
+        if let Some(p) = playback {
+            self.say(Event::Playback(Some(p)));
+            // Ended: told once more, then no more ticks until played again.
+            if !p.playing && p.position_ms >= p.duration_ms.saturating_sub(50) {
+                self.audio.borrow_mut().playing = None;
+            }
+        }
+    }
+
     /// The screens' commands while unlocked.
     async fn forward(
         &self,
@@ -378,25 +503,38 @@ impl Backend {
             let _ = req.try_send(r);
         };
         loop {
+            let active = {
+                let a = self.audio.borrow();
+                a.recording.is_some() || a.playing.is_some()
+            };
             let next = {
                 let c = core::pin::pin!(self.commands.recv());
                 let s = core::pin::pin!(saves.recv());
-                match select(c, s).await {
-                    Either::Left((c, _)) => Either::Left(c),
-                    Either::Right((s, _)) => Either::Right(s),
+                let tick = core::pin::pin!(async {
+                    if active {
+                        BrowserRuntime.sleep(AUDIO_TICK).await;
+                    } else {
+                        core::future::pending::<()>().await;
+                    }
+                });
+                match select(select(c, s), tick).await {
+                    Either::Left((Either::Left((c, _)), _)) => Next::Command(c.ok()),
+                    Either::Left((Either::Right((s, _)), _)) => Next::Save(s.ok()),
+                    Either::Right(_) => Next::Tick,
                 }
             };
             let cmd = match next {
-                Either::Left(Ok(c)) => c,
-                Either::Left(Err(_)) => return Ended::Gone,
-                Either::Right(Ok(Update::AttachmentBytes { name, bytes, .. })) => {
-                    match files::download(&name, &bytes) {
-                        Ok(()) => self.say(Event::Notice(format!("Downloaded {name}"))),
-                        Err(_) => self.say(Event::ShellFailed(format!("Could not save {name}"))),
-                    }
+                Next::Command(Some(c)) => c,
+                Next::Command(None) => return Ended::Gone,
+                Next::Save(Some(Update::AttachmentBytes { id, name, bytes, .. })) => {
+                    self.received(id, &name, &bytes);
                     continue;
                 }
-                Either::Right(_) => continue,
+                Next::Save(_) => continue,
+                Next::Tick => {
+                    self.audio_tick(req).await;
+                    continue;
+                }
             };
             match cmd {
                 Command::App(r) => send(r),
@@ -432,10 +570,33 @@ impl Backend {
                     *cover = prefs.cover_per_minute;
                     return Ended::Restart;
                 }
-                Command::Record { .. } => self.say(Event::RecordingUnavailable(
-                    "Recording is not available in the browser yet: attach a voice clip instead"
-                        .to_owned(),
-                )),
+                Command::Record { to } => self.record(to).await,
+                Command::StopRecording { send: yes } => {
+                    self.stop_recording(yes.then_some(req)).await;
+                }
+                Command::Play { peer, id } => {
+                    let mut a = self.audio.borrow_mut();
+                    match &a.playing {
+                        Some((playing, p)) if *playing == id => p.set_playing(true),
+                        _ => {
+                            a.playing = None;
+                            a.to_play = Some(id);
+                            drop(a);
+                            self.say(Event::Playback(None));
+                            send(Request::Attachment { peer, id });
+                        }
+                    }
+                }
+                Command::Pause => {
+                    if let Some((_, p)) = &self.audio.borrow().playing {
+                        p.set_playing(false);
+                    }
+                }
+                Command::Seek { ms } => {
+                    if let Some((_, p)) = &self.audio.borrow().playing {
+                        p.seek_ms(ms);
+                    }
+                }
                 Command::ChangePassphrase { current, new } => {
                     return Ended::Exclusive(Exclusive::ChangePassphrase { current, new });
                 }

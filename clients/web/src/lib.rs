@@ -21,6 +21,8 @@ pub mod boot;
 mod files;
 #[cfg(target_arch = "wasm32")]
 mod page;
+#[cfg(target_arch = "wasm32")]
+mod voice;
 
 #[cfg(target_arch = "wasm32")]
 pub use page::start;
