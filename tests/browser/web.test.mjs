@@ -84,6 +84,25 @@ test('browser users and a CLI user talk over the relay network', async () => {
   assert.deepEqual(readFileSync(got), reportBytes);
   await shot(ada.page, '03-media');
 
+  // Verification by QR code: Bob's safety-number code, as an image,
+  // scanned in Ada's safety-number dialog.
+  await click(bob.page, 'Safety number');
+  const qr = await find(bob.page, 'Safety number QR code', { timeout: 30000 });
+  const qrFile = path.join(files, 'bob-safety-number.png');
+  const pad = 12;
+  writeFileSync(qrFile, await bob.page.screenshot({
+    clip: { x: qr.x - pad, y: qr.y - pad, width: qr.w + 2 * pad, height: qr.h + 2 * pad },
+  }));
+  await click(bob.page, 'Close');
+  await click(ada.page, 'Safety number');
+  const scan = ada.page.waitForEvent('filechooser');
+  await click(ada.page, 'Scan their code from an image…');
+  await (await scan).setFiles(qrFile);
+  await find(ada.page, 'Bob is verified', { timeout: 60000 });
+  await shot(ada.page, '03-verified');
+  await click(ada.page, 'Close');
+  await gone(ada.page, 'Not verified');
+
   // A CLI user: Carol accepts Ada's invitation; they talk both ways.
   const carol = new CliUser('Carol');
   carol.run('init', '--name', 'Carol', '--relay', net.relays[2]);
