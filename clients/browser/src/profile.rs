@@ -91,12 +91,22 @@ impl BrowserProfile {
         params: KdfParams,
         first: impl FnOnce(&mut SealedStore) -> Result<(), postern_core::Error>,
     ) -> Result<BrowserProfile, OpenError> {
+        let made = Header::create(passphrase, params, &mut rng())?;
+        BrowserProfile::create_with(name, made, first).await
+    }
+
+    /// [`BrowserProfile::create`] with the header and key already made
+    /// (by Argon2id in a worker, so the page keeps drawing).
+    pub async fn create_with(
+        name: &str,
+        (header, key): (Header, Zeroizing<[u8; 32]>),
+        first: impl FnOnce(&mut SealedStore) -> Result<(), postern_core::Error>,
+    ) -> Result<BrowserProfile, OpenError> {
         let lock = lock::acquire(name).await?;
         let db = ProfileDb::open(name).await?;
         if db.header().await?.is_some() {
             return Err(OpenError::Exists);
         }
-        let (header, key) = Header::create(passphrase, params, &mut rng())?;
         let mut store = SealedStore::load(Keys::new(&key), Vec::new(), fill())?;
         first(&mut store)?;
         let all: Vec<_> = store.take_batches().into_iter().flatten().collect();
@@ -118,12 +128,22 @@ impl BrowserProfile {
     /// Opens the profile with `passphrase`: the header's key (Argon2id),
     /// then every value opened and checked.
     pub async fn unlock(name: &str, passphrase: &[u8]) -> Result<BrowserProfile, OpenError> {
+        BrowserProfile::unlock_with(name, async |h: Header| h.open(passphrase)).await
+    }
+
+    /// [`BrowserProfile::unlock`] with the key opened by `open` from the
+    /// header (Argon2id in a worker, so the page keeps drawing). The tab
+    /// lock is taken first: a second tab is told at once.
+    pub async fn unlock_with(
+        name: &str,
+        open: impl AsyncFnOnce(Header) -> Result<Zeroizing<[u8; 32]>, HeaderError>,
+    ) -> Result<BrowserProfile, OpenError> {
         let lock = lock::acquire(name).await?;
         let db = ProfileDb::open(name).await?;
         let bytes = db.header().await?.ok_or(OpenError::NotFound)?;
         let header = Header::parse(&bytes)?;
         let started = postern_link::Runtime::monotonic(&crate::runtime::BrowserRuntime);
-        let key = header.open(passphrase)?;
+        let key = open(header.clone()).await?;
         let kdf = postern_link::Runtime::monotonic(&crate::runtime::BrowserRuntime)
             .saturating_sub(started);
         let values = db.values().await?;

@@ -183,7 +183,11 @@ impl Backend {
                     Err(why) => self.say(Event::CreateFailed(why)),
                 },
                 Command::Unlock(pass) => {
-                    match BrowserProfile::unlock(PROFILE, pass.as_bytes()).await {
+                    let opened = BrowserProfile::unlock_with(PROFILE, async |h| {
+                        crate::kdf::open(h, pass.as_bytes()).await
+                    })
+                    .await;
+                    match opened {
                         Ok(p) => return Some(p),
                         Err(e) => self.say(Event::UnlockFailed(open_error(&e))),
                     }
@@ -219,7 +223,8 @@ impl Backend {
         let authorities = self.boot.authorities.clone();
         let hops = self.boot.hops;
         let directory = self.boot.directory.as_ref().map(|(b, _)| b.clone());
-        BrowserProfile::create(PROFILE, pass.as_bytes(), KDF, |store| {
+        let made = crate::kdf::create(pass.as_bytes()).await?;
+        BrowserProfile::create_with(PROFILE, made, |store| {
             let new = NewProfile {
                 name,
                 relay: &relay,
@@ -465,11 +470,16 @@ impl Backend {
     /// Every tick while sound is recorded or played: the level and the
     /// positions to the screens; a recording at the longest length is sent.
     async fn audio_tick(&self, req: &async_channel::Sender<Request>) {
-        let view = self.audio.borrow().recording.as_ref().map(|(to, r)| postern_ui::Recording {
-            to: *to,
-            elapsed_ms: r.elapsed_ms(),
-            level: r.level(),
-        });
+        let view = self
+            .audio
+            .borrow()
+            .recording
+            .as_ref()
+            .map(|(to, r)| postern_ui::Recording {
+                to: *to,
+                elapsed_ms: r.elapsed_ms(),
+                level: r.level(),
+            });
         if let Some(v) = view {
             if v.elapsed_ms >= crate::voice::MAX_RECORDING_MS {
                 self.stop_recording(Some(req)).await;
@@ -477,12 +487,17 @@ impl Backend {
                 self.say(Event::Recording(Some(v)));
             }
         }
-        let playback = self.audio.borrow().playing.as_ref().map(|(id, p)| postern_ui::Playback {
-            id: *id,
-            position_ms: p.position_ms(),
-            duration_ms: p.duration_ms(),
-            playing: p.is_playing(),
-        });
+        let playback = self
+            .audio
+            .borrow()
+            .playing
+            .as_ref()
+            .map(|(id, p)| postern_ui::Playback {
+                id: *id,
+                position_ms: p.position_ms(),
+                duration_ms: p.duration_ms(),
+                playing: p.is_playing(),
+            });
         if let Some(p) = playback {
             self.say(Event::Playback(Some(p)));
             // Ended: told once more, then no more ticks until played again.
@@ -526,7 +541,9 @@ impl Backend {
             let cmd = match next {
                 Next::Command(Some(c)) => c,
                 Next::Command(None) => return Ended::Gone,
-                Next::Save(Some(Update::AttachmentBytes { id, name, bytes, .. })) => {
+                Next::Save(Some(Update::AttachmentBytes {
+                    id, name, bytes, ..
+                })) => {
                     self.received(id, &name, &bytes);
                     continue;
                 }

@@ -41,7 +41,11 @@ impl core::fmt::Debug for Recorder {
 }
 
 fn say(e: &JsValue) -> String {
-    match Reflect::get(e, &JsValue::from_str("name")).ok().and_then(|n| n.as_string()).as_deref() {
+    match Reflect::get(e, &JsValue::from_str("name"))
+        .ok()
+        .and_then(|n| n.as_string())
+        .as_deref()
+    {
         Some("NotAllowedError") => "the browser did not allow the microphone".to_owned(),
         Some("NotFoundError") => "no microphone found".to_owned(),
         Some(other) => format!("the microphone failed ({other})"),
@@ -72,15 +76,17 @@ impl Recorder {
         .map_err(|_| "the microphone failed".to_owned())?;
         let options = MediaRecorderOptions::new();
         options.set_mime_type(MIME);
-        let recorder = MediaRecorder::new_with_media_stream_and_media_recorder_options(&stream, &options)
-            .map_err(|e| say(&e))?;
+        let recorder =
+            MediaRecorder::new_with_media_stream_and_media_recorder_options(&stream, &options)
+                .map_err(|e| say(&e))?;
         let chunks = Rc::new(RefCell::new(Vec::new()));
         let sink = chunks.clone();
-        let on_data = Closure::<dyn FnMut(web_sys::BlobEvent)>::new(move |e: web_sys::BlobEvent| {
-            if let Some(b) = e.data() {
-                sink.borrow_mut().push(b);
-            }
-        });
+        let on_data =
+            Closure::<dyn FnMut(web_sys::BlobEvent)>::new(move |e: web_sys::BlobEvent| {
+                if let Some(b) = e.data() {
+                    sink.borrow_mut().push(b);
+                }
+            });
         recorder.set_ondataavailable(Some(on_data.as_ref().unchecked_ref()));
         recorder.start_with_time_slice(250).map_err(|e| say(&e))?;
         // The level meter: an analyser on the same stream.
@@ -108,7 +114,9 @@ impl Recorder {
 
     /// The microphone's level now (RMS, 0.0–1.0).
     pub fn level(&self) -> f32 {
-        let Some((_, a)) = &self.audio else { return 0.0 };
+        let Some((_, a)) = &self.audio else {
+            return 0.0;
+        };
         let n = a.fft_size() as usize;
         let buf = Float32Array::new_with_length(n as u32);
         a.get_float_time_domain_data_with_f32_array(&buf);
