@@ -64,7 +64,12 @@ try {
   // Texts: typed and sent one after the other, until all are stored.
   const acked = l => l.endsWith(', stored') || l.endsWith(', delivered');
   const t2 = Date.now();
-  for (let i = 0; i < TEXTS; i++) await say(ada.page, `bench text ${i}`);
+  // Each text is put in the field at once (no per-key typing) and sent.
+  await click(ada.page, 'Message', { role: 'MultilineTextInput' });
+  for (let i = 0; i < TEXTS; i++) {
+    await ada.page.keyboard.insertText(`bench text ${i}`);
+    await ada.page.keyboard.press('Enter');
+  }
   const typed = Date.now() - t2;
   // The list shows only what fits on screen: done when the last text is
   // stored and nothing waits in the outbox or for an acknowledgement.
@@ -78,7 +83,7 @@ try {
     await ada.page.waitForTimeout(100);
   }
   const secs = (Date.now() - t2) / 1000;
-  report(`texts: ${TEXTS} sent until all stored`, `${secs.toFixed(1)} s, ${(TEXTS / secs).toFixed(2)} texts/s (typing them took ${(typed / 1000).toFixed(1)} s)`);
+  report(`texts: ${TEXTS} sent until all stored`, `${secs.toFixed(1)} s, ${(TEXTS / secs).toFixed(2)} texts/s (entering them took ${(typed / 1000).toFixed(1)} s)`);
 
   // A 1 MiB file.
   const file = path.join(tempDir('bench'), 'one-mib.bin');

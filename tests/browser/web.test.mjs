@@ -125,11 +125,15 @@ test('browser users and a CLI user talk over the relay network', async () => {
 
   // Nothing the origin stored holds a plaintext, the passphrase, a name
   // or an address.
+  // Ada's address, as Carol's client knows it.
+  const adaLine = carol.run('contacts').split('\n').find(l => l.startsWith('Ada'));
+  const adaAddress = adaLine.trim().split(/\s+/)[1];
+  assert.match(adaAddress, /^[0-9a-f-]{36}$/);
   const stored = await dumpStorage(ada.page);
   assert.match(stored, /db postern-profile-1/);
   for (const secret of [
     'hello from Bob in the browser', 'hello back from Ada', 'hello from the terminal',
-    'hello terminal', PASSPHRASE, 'Carol', 'postern:',
+    'hello terminal', PASSPHRASE, 'Carol', 'postern:', adaAddress, adaAddress.replace(/-/g, ''),
   ]) {
     assert.ok(!stored.includes(secret), `"${secret}" found in the browser's storage`);
     assert.ok(!stored.includes(hex(secret)), `"${secret}" (hex) found in the browser's storage`);
