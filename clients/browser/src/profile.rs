@@ -55,6 +55,9 @@ pub fn rng() -> postern_link::RuntimeRng<'static, crate::runtime::BrowserRuntime
     postern_link::RuntimeRng(&crate::runtime::BrowserRuntime)
 }
 
+/// What is told of a newly cached directory.
+type DirectoryHook = Box<dyn Fn(&[u8])>;
+
 /// An open profile.
 pub struct BrowserProfile {
     name: String,
@@ -64,6 +67,10 @@ pub struct BrowserProfile {
     durable: Durable,
     /// How long the passphrase took to open the key (Argon2id) at unlock.
     kdf: std::time::Duration,
+    /// Told of each new cached directory (the links follow its relays).
+    on_directory: Option<DirectoryHook>,
+    /// The cached directory last told.
+    last_directory: Option<Vec<u8>>,
     _lock: TabLock,
 }
 
@@ -121,6 +128,8 @@ impl BrowserProfile {
             header,
             durable,
             kdf: std::time::Duration::ZERO,
+            on_directory: None,
+            last_directory: None,
             _lock: lock,
         })
     }
@@ -155,6 +164,8 @@ impl BrowserProfile {
             header,
             durable: Durable::default(),
             kdf,
+            on_directory: None,
+            last_directory: None,
             _lock: lock,
         })
     }
@@ -162,6 +173,15 @@ impl BrowserProfile {
     /// How long Argon2id took at unlock (zero for a new profile).
     pub fn kdf_time(&self) -> std::time::Duration {
         self.kdf
+    }
+
+    /// Calls `f` with every directory the client caches from now on (the
+    /// driver caches only directories it verified; `f` verifies again).
+    pub fn on_directory(&mut self, f: impl Fn(&[u8]) + 'static) {
+        self.last_directory = postern_core::settings::cached_directory(&self.store)
+            .ok()
+            .flatten();
+        self.on_directory = Some(Box::new(f));
     }
 
     /// What the links wait on.
@@ -204,7 +224,19 @@ impl KvStore for BrowserProfile {
     }
 
     fn commit(&mut self, changes: ChangeSet) -> Result<(), StoreError> {
+        let settings = changes.records().any(|(ns, _, _)| ns == Namespace::Setting);
         self.store.commit(changes)?;
+        if settings && let Some(tell) = &self.on_directory {
+            let now = postern_core::settings::cached_directory(&self.store)
+                .ok()
+                .flatten();
+            if now.is_some() && now != self.last_directory {
+                if let Some(d) = &now {
+                    tell(d);
+                }
+                self.last_directory = now;
+            }
+        }
         for batch in self.store.take_batches() {
             match self.db.write(&batch, None) {
                 Ok(p) => self.durable.push(p),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::future::{Either, select};
 use postern_app::setup::{NewProfile, setup};
 use postern_app::{Image, Request, Service, ServiceConfig, Update};
-use postern_browser::link::BrowserConnector;
+use postern_browser::link::{BrowserConnector, Listeners};
 use postern_browser::profile::{self, BrowserProfile, OpenError};
 use postern_browser::runtime::BrowserRuntime;
 use postern_browser::sealed::HeaderError;
@@ -286,6 +286,17 @@ impl Backend {
         .map_err(|e| open_error(&e))
     }
 
+    /// The relays' WebTransport listeners from the newest verified
+    /// directory: the one the client cached, else the page's.
+    fn listeners(&self, p: &BrowserProfile) -> Listeners {
+        settings::cached_directory(p)
+            .ok()
+            .flatten()
+            .and_then(|b| self.boot.verify(&b, BrowserRuntime.now()).ok())
+            .map(|d| Listeners::from_directory(&d))
+            .unwrap_or_else(|| self.boot.listeners())
+    }
+
     /// Keeps the cached directory at least as new as the one the page
     /// came with.
     fn refresh_directory(&self, p: &mut BrowserProfile) {
@@ -321,7 +332,16 @@ impl Backend {
                 }
                 u => tell(Event::App(u)),
             });
-            let net = BrowserConnector::new(self.boot.listeners(), p.durable());
+            let net = BrowserConnector::new(self.listeners(&p), p.durable());
+            // A newer directory the client fetches from the relays brings
+            // the relays' new certificate hashes: the links follow it.
+            let follow = net.clone();
+            let boot = self.boot.clone();
+            p.on_directory(move |bytes| {
+                if let Ok(d) = boot.verify(bytes, BrowserRuntime.now()) {
+                    follow.update(Listeners::from_directory(&d));
+                }
+            });
             let cfg = ServiceConfig {
                 cover_per_minute: cover,
                 ..ServiceConfig::default()
