@@ -301,6 +301,34 @@ pub fn write_descriptor(
     Ok(d)
 }
 
+/// Writes the descriptor of the relay these settings describe, at
+/// `address`, as of now: its descriptor key and Sphinx keys (made if
+/// missing) and, when browsers are served, its WebTransport certificates
+/// (made or rotated as needed). For `descriptor` and `testnet`, with the
+/// relay not running.
+pub fn write_descriptor_now(
+    s: &crate::config::Settings,
+    address: &RelayAddress,
+) -> Result<Vec<u8>, KeyError> {
+    let key = load_or_create_descriptor_key(&s.data_dir)?;
+    let epochs = Epochs {
+        secs: s.epoch_secs,
+        zero: s.epoch_zero,
+    };
+    let sphinx = SphinxKeys::open(&s.data_dir, epochs)?;
+    let now = now();
+    let wt = crate::webtransport::descriptor_info(s, now)?;
+    write_descriptor(
+        &s.data_dir,
+        &key,
+        &sphinx,
+        address,
+        s.roles,
+        wt.as_ref(),
+        now,
+    )
+}
+
 /// The current time (the relay's clock; the core never reads one).
 pub fn now() -> UnixTime {
     let ms = std::time::SystemTime::now()

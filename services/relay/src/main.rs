@@ -387,7 +387,7 @@ fn run(opts: &Opts) -> Result<(), String> {
 }
 
 fn descriptor(opts: &Opts) -> Result<(), String> {
-    use postern_relay::keys::{self, DESCRIPTOR_FILE, Epochs, SphinxKeys};
+    use postern_relay::keys::{self, DESCRIPTOR_FILE};
     let s = opts.settings()?;
     let path = s.data_dir.join(DESCRIPTOR_FILE);
     let lock = std::fs::File::create(s.data_dir.join(server::LOCK_FILE))
@@ -400,24 +400,7 @@ fn descriptor(opts: &Opts) -> Result<(), String> {
     let (_, pin) = server::load_tls(&s).map_err(|e| e.to_string())?;
     let address = server::advertised(&s, pin)
         .ok_or("the descriptor needs a fixed port (not 0) and a valid host")?;
-    let key = keys::load_or_create_descriptor_key(&s.data_dir).map_err(|e| e.to_string())?;
-    let epochs = Epochs {
-        secs: s.epoch_secs,
-        zero: s.epoch_zero,
-    };
-    let sphinx = SphinxKeys::open(&s.data_dir, epochs).map_err(|e| e.to_string())?;
-    let now = keys::now();
-    let wt = postern_relay::webtransport::descriptor_info(&s, now).map_err(|e| e.to_string())?;
-    keys::write_descriptor(
-        &s.data_dir,
-        &key,
-        &sphinx,
-        &address,
-        s.roles,
-        wt.as_ref(),
-        now,
-    )
-    .map_err(|e| e.to_string())?;
+    keys::write_descriptor_now(&s, &address).map_err(|e| e.to_string())?;
     out(&path.display().to_string());
     Ok(())
 }

@@ -28,7 +28,7 @@ use postern_core::RelayAddress;
 
 use crate::config::{CONFIG_FILE, Layer, Settings};
 use crate::directory::DIRECTORY_FILE;
-use crate::keys::{self, Epochs, SphinxKeys};
+use crate::keys;
 use crate::network::{self, NetworkParams};
 
 /// Most relays one test network may have.
@@ -152,25 +152,7 @@ fn make_relay(
     let pin = crate::tls::generate(&s.data_dir, &s.host)?;
     let address = RelayAddress::new(&s.host, port, Some(pin))
         .map_err(|_| TestnetError::Usage("relay address"))?;
-    let key = keys::load_or_create_descriptor_key(&s.data_dir)?;
-    let sphinx = SphinxKeys::open(
-        &s.data_dir,
-        Epochs {
-            secs: s.epoch_secs,
-            zero: s.epoch_zero,
-        },
-    )?;
-    let now = keys::now();
-    let wt = crate::webtransport::descriptor_info(&s, now)?;
-    Ok(keys::write_descriptor(
-        &s.data_dir,
-        &key,
-        &sphinx,
-        &address,
-        s.roles,
-        wt.as_ref(),
-        now,
-    )?)
+    Ok(keys::write_descriptor_now(&s, &address)?)
 }
 
 /// Starts one relay child; returns it once it listens, with its address.
