@@ -10,6 +10,7 @@ const DOMAIN: &[u8] = b"postern/address/v1";
 /// sealed-sender certificates and safety numbers interoperate with Signal's
 /// own implementation.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Address([u8; 16]);
 
 impl Address {

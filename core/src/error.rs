@@ -10,6 +10,7 @@ use crate::address::Address;
 
 /// Coarse classification of an [`Error`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The peer (or whoever produced the input) sent something invalid,

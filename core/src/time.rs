@@ -3,6 +3,7 @@
 
 /// Milliseconds since the Unix epoch, supplied by the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct UnixTime(pub u64);
 
 impl UnixTime {

@@ -112,6 +112,7 @@ fn thumbnail(img: &DynamicImage) -> Result<Vec<u8>> {
 
 /// Pixels to show: RGBA, 8 bits per channel, row-major.
 #[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Pixels {
     /// Width in pixels.
     pub width: u32,

@@ -91,6 +91,14 @@ export async function openApp(browser, url, name) {
   const context = await browser.newContext({ viewport: { width: 1100, height: 720 }, acceptDownloads: true });
   const page = await context.newPage();
   page.on('pageerror', e => console.log(`[${name}] page error: ${e.message}`));
+  // The client worker's errors and warnings (a panic, a refused link).
+  page.on('console', m => {
+    const t = m.text();
+    if ((m.type() === 'error' || m.type() === 'warning') && !t.includes('GL Driver Message')) {
+      console.log(`[${name}] ${m.type()}: ${t}`);
+    }
+  });
+  page.on('worker', w => w.on('close', () => console.log(`[${name}] worker closed`)));
   await page.goto(url + '#accesskit-export');
   return { context, page, name };
 }
@@ -174,11 +182,32 @@ export async function accept(page, link) {
 
 /** Opens the conversation with `name`. */
 export async function openContact(page, name) {
-  const all = await widgets(page);
-  const row = all.filter(w => w.role === 'Button' && w.label.startsWith(name)).pop();
-  if (!row) throw new Error(`no contact row for ${name}`);
-  await page.mouse.click(row.x + row.w / 2, row.y + row.h / 2);
-  await page.waitForTimeout(300);
+  // The list is sorted by the newest message: a row can move between
+  // reading the tree and clicking. Click, then check that the messages
+  // shown are this contact's (or ours), else click again.
+  const others = all => all.filter(w => w.role === 'ListItem'
+    && !w.label.startsWith('You:') && !w.label.startsWith(`${name}:`));
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const all = await widgets(page);
+    const row = all.filter(w => w.role === 'Button' && w.label.startsWith(name)).pop();
+    if (!row) throw new Error(`no contact row for ${name}`);
+    await page.mouse.click(row.x + row.w / 2, row.y + row.h / 2);
+    await page.waitForTimeout(500);
+    if (others(await widgets(page)).length === 0) return;
+  }
+  throw new Error(`the conversation with ${name} did not open`);
+}
+
+/** Drops files (`[[name, Buffer]]`) on the page, as from a file manager. */
+export async function dropFiles(page, files) {
+  const dt = await page.evaluateHandle(fs => {
+    const dt = new DataTransfer();
+    for (const [name, data] of fs) dt.items.add(new File([new Uint8Array(data)], name));
+    return dt;
+  }, files.map(([n, b]) => [n, Array.from(b)]));
+  for (const type of ['dragenter', 'dragover', 'drop']) {
+    await page.dispatchEvent('canvas', type, { dataTransfer: dt });
+  }
 }
 
 export async function say(page, text) {

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
-  CliUser, PASSPHRASE, accept, click, delivered, dumpStorage, find, gone, hex, invitation, launch,
+  CliUser, PASSPHRASE, accept, click, delivered, dropFiles, dumpStorage, find, gone, hex, invitation, launch,
   onboard, openApp, openContact, say, shot, tempDir, testnet, type, widgets,
 } from './lib.mjs';
 
@@ -68,6 +68,9 @@ test('browser users and a CLI user talk over the relay network', async () => {
   await delivered(bob.page, 'photo');
   await delivered(bob.page, 'file report.bin');
   await delivered(bob.page, 'voice message');
+  // A file dropped on the page goes like a picked one.
+  await dropFiles(bob.page, [['dropped.txt', Buffer.from('dropped on the page')]]);
+  await find(ada.page, 'Bob: file dropped.txt', { contains: true, timeout: 180000 });
   await shot(bob.page, '03-conversation');
   // Ada plays the voice message and saves the file: the same bytes.
   await click(ada.page, 'Play voice message');

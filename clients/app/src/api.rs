@@ -10,6 +10,7 @@ pub type MessageId = [u8; 16];
 
 /// What the user asks for.
 #[derive(Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum Request {
     /// Everything again: who we are, contacts, status.
@@ -80,6 +81,7 @@ pub enum Request {
 
 /// An image to scan.
 #[derive(Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Image {
     /// A JPEG or PNG file's bytes.
     File(Vec<u8>),
@@ -96,6 +98,7 @@ pub enum Image {
 
 /// What a scanned code is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Purpose {
     /// An invitation link.
     Invitation,
@@ -105,6 +108,7 @@ pub enum Purpose {
 
 /// What the user interface is told.
 #[derive(Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum Update {
     /// Who we are.
@@ -186,9 +190,10 @@ pub enum Update {
 
 /// Why a request failed, for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Failure {
     /// What was being done ("send", "accept the invitation", …).
-    pub action: &'static str,
+    pub action: String,
     /// Why, in Postern's words (never text from the network).
     pub reason: String,
     /// The kind: a network failure may be retried, a usage error is the
@@ -198,6 +203,7 @@ pub struct Failure {
 
 /// Who we are.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MeView {
     /// Our address.
     pub address: Address,
@@ -209,6 +215,7 @@ pub struct MeView {
 
 /// A contact in the list.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ContactView {
     /// Its address.
     pub address: Address,
@@ -228,6 +235,7 @@ pub struct ContactView {
 
 /// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MessageView {
     /// Its contact.
     pub peer: Address,
@@ -248,6 +256,7 @@ pub struct MessageView {
 
 /// What a message holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum BodyView {
     /// A text.
@@ -294,6 +303,7 @@ pub type Pixels = postern_media::images::Pixels;
 
 /// A safety number to compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SafetyView {
     /// The contact.
     pub peer: Address,
@@ -309,6 +319,7 @@ pub struct SafetyView {
 
 /// The lasting connection to the home relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Connection {
     /// No queue yet, or the loop has not started.
     #[default]
@@ -323,6 +334,7 @@ pub enum Connection {
 
 /// The connection and privacy state, for the status area.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StatusView {
     /// The home relay.
     pub home: Option<String>,

@@ -157,7 +157,7 @@ impl<N: Connect + Clone> Service<N> {
         }
         let reason = e.to_string();
         self.send(Update::Failed(Failure {
-            action,
+            action: action.to_owned(),
             reason,
             kind: e.kind(),
         }));
@@ -166,7 +166,7 @@ impl<N: Connect + Clone> Service<N> {
 
     fn refused(&mut self, action: &'static str, reason: &str, kind: ErrorKind) {
         self.send(Update::Failed(Failure {
-            action,
+            action: action.to_owned(),
             reason: reason.to_owned(),
             kind,
         }));

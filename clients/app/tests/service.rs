@@ -91,7 +91,7 @@ async fn hostile_or_impossible_requests_are_typed_failures_and_the_service_goes_
     ])
     .await;
     let f = failures(&got);
-    let actions: Vec<&str> = f.iter().map(|f| f.action).collect();
+    let actions: Vec<&str> = f.iter().map(|f| f.action.as_str()).collect();
     assert_eq!(
         actions,
         [

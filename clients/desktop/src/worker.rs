@@ -850,7 +850,11 @@ impl Worker {
                     }
                 });
             }
-            ToWorker::Ui(Command::AttachPaths { to, paths }) | ToWorker::Picked { to, paths } => {
+            ToWorker::Ui(Command::AttachDropped { to, files }) => {
+                let paths = files.iter().map(|f| f.path().to_path_buf()).collect();
+                let _ = self.me.try_send(ToWorker::Picked { to, paths });
+            }
+            ToWorker::Picked { to, paths } => {
                 for path in paths {
                     match read_attachment(&path) {
                         Ok((name, bytes, voice)) => send(Request::SendFile {

@@ -368,6 +368,12 @@ pub async fn watch<N: Connect + Clone, U: Shell<N>>(
     let mut conn: Option<Conn<N>> = None;
     let mut counts = Collected::default();
     loop {
+        // The first message, receipt or cover packet through the onion
+        // network made the acknowledgement queue: subscribe to it before
+        // anything else (else acknowledgements would wait there unheard).
+        if links.take_made_queue() {
+            replan::<N, U::Error>(p, &mut w, &mut conn).await?;
+        }
         while let Some(task) = w.poll_action() {
             // What to report, and the network error behind it.
             let (input, err): (WatchInput, Option<U::Error>) = match task {
@@ -455,6 +461,10 @@ pub async fn watch<N: Connect + Clone, U: Shell<N>>(
                 _ => {}
             }
         }
+        if links.take_made_queue() {
+            replan::<N, U::Error>(p, &mut w, &mut conn).await?;
+            continue;
+        }
         let wait = Duration::from_millis(w.poll_timeout().0.saturating_sub(clock().0));
         let woke = {
             // Cancel-safe: a link's `recv` loses no frame when dropped,
@@ -482,17 +492,7 @@ pub async fn watch<N: Connect + Clone, U: Shell<N>>(
             Woke::Timer => w.handle_timeout(clock(), &mut RuntimeRng(&rt)),
             Woke::Request(r) => match ui.handle(p, links, r).await {
                 Ok(Handled::Done) => {}
-                Ok(Handled::QueuesChanged) => {
-                    let plan = watch_plan(p)
-                        .map_err(U::Error::from)?
-                        .unwrap_or_else(Plan::empty);
-                    if w.replan(plan) {
-                        // Resubscribed over a new connection at once.
-                        if let Some(c) = conn.take() {
-                            let _ = c.close().await;
-                        }
-                    }
-                }
+                Ok(Handled::QueuesChanged) => replan::<N, U::Error>(p, &mut w, &mut conn).await?,
                 Err(e) if is_local_failure(&e) => return Err(e),
                 // A request that failed on the network was shown by the
                 // shell; the loop goes on.
@@ -505,6 +505,23 @@ pub async fn watch<N: Connect + Clone, U: Shell<N>>(
         c.close().await.map_err(ClientError::from)?;
     }
     Ok(counts)
+}
+
+/// The watch follows the profile's queues as they are now; a changed
+/// subscription drops the lasting connection (the watcher makes it again
+/// at once).
+async fn replan<N: Connect, E: From<ClientError>>(
+    p: &dyn KvStore,
+    w: &mut Watcher,
+    conn: &mut Option<Conn<N>>,
+) -> core::result::Result<(), E> {
+    let plan = watch_plan(p).map_err(E::from)?.unwrap_or_else(Plan::empty);
+    if w.replan(plan)
+        && let Some(c) = conn.take()
+    {
+        let _ = c.close().await;
+    }
+    Ok(())
 }
 
 /// Fetches every queue once, one connection per relay.

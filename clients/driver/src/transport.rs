@@ -317,6 +317,9 @@ async fn forward<N: Connect>(
 pub struct Links<N: Connect> {
     net: N,
     t: Option<Transport<N>>,
+    /// Building the transport made the acknowledgement queue, a new
+    /// queue of ours that a watch must subscribe to.
+    made_queue: bool,
 }
 
 impl<N: Connect> core::fmt::Debug for Links<N> {
@@ -328,7 +331,11 @@ impl<N: Connect> core::fmt::Debug for Links<N> {
 impl<N: Connect + Clone> Links<N> {
     /// No links yet; they are made with `net` when first needed.
     pub fn new(net: N) -> Links<N> {
-        Links { net, t: None }
+        Links {
+            net,
+            t: None,
+            made_queue: false,
+        }
     }
 
     /// The connector the links are made with.
@@ -343,7 +350,11 @@ impl<N: Connect + Clone> Links<N> {
         if stale {
             // An outdated transport stays until its successor is built.
             let h = home(p)?;
+            let had_acks = courier::ack_queue(p)?.is_some();
             let fresh = Transport::for_profile(p, h.as_ref(), &self.net).await?;
+            if !had_acks && courier::ack_queue(p)?.is_some() {
+                self.made_queue = true;
+            }
             if let Some(old) = self.t.replace(fresh) {
                 old.close().await;
             }
@@ -351,6 +362,14 @@ impl<N: Connect + Clone> Links<N> {
         self.t
             .as_mut()
             .ok_or_else(|| postern_core::Error::Bug("links").into())
+    }
+
+    /// Whether a queue of ours was made (the acknowledgement queue, when
+    /// the first onion transport was built) since the last call: a
+    /// watching client subscribes to it, or acknowledgements would wait
+    /// there unheard.
+    pub fn take_made_queue(&mut self) -> bool {
+        core::mem::take(&mut self.made_queue)
     }
 
     /// The transport if it is built (without building it).

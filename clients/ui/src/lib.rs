@@ -133,12 +133,13 @@ pub enum Command {
         /// The contact.
         to: Address,
     },
-    /// Send these files (dropped on the window) to `to`.
-    AttachPaths {
+    /// Send these files (dropped on the window) to `to`: natively each
+    /// has its path; in a browser, its name and bytes the shell reads.
+    AttachDropped {
         /// The contact.
         to: Address,
         /// The files.
-        paths: Vec<PathBuf>,
+        files: Vec<egui::DroppedFileHandle>,
     },
     /// Save an attachment (a file dialog, then its checked bytes).
     Save {

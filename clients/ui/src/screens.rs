@@ -846,13 +846,13 @@ impl App {
     }
 
     fn dropped_and_pasted(&mut self, ui: &mut egui::Ui) {
-        let (paths, hovering, pasted) = ui.input(|i| {
-            let paths: Vec<std::path::PathBuf> = i
+        let (files, hovering, pasted) = ui.input(|i| {
+            let files: Vec<egui::DroppedFileHandle> = i
                 .raw
                 .dropped_files
                 .iter()
-                .map(|f| f.path().to_path_buf())
-                .filter(|p| !p.as_os_str().is_empty())
+                .filter(|f| !f.path().as_os_str().is_empty())
+                .cloned()
                 .collect();
             let pasted: Vec<std::sync::Arc<egui::ColorImage>> = i
                 .events
@@ -862,7 +862,7 @@ impl App {
                     _ => None,
                 })
                 .collect();
-            (paths, !i.raw.hovered_files.is_empty(), pasted)
+            (files, !i.raw.hovered_files.is_empty(), pasted)
         });
         if hovering && self.selected.is_some() {
             let rect = ui.ctx().content_rect();
@@ -879,10 +879,10 @@ impl App {
                 Color32::WHITE,
             );
         }
-        if !paths.is_empty()
+        if !files.is_empty()
             && let Some(to) = self.selected
         {
-            self.command(Command::AttachPaths { to, paths });
+            self.command(Command::AttachDropped { to, files });
         }
         for img in pasted {
             let purpose = match &self.dialog {

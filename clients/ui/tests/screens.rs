@@ -489,7 +489,7 @@ fn failures_are_said_in_a_toast_and_attachments_show_progress_then_save() {
     apply(
         &mut h,
         Event::App(Update::Failed(Failure {
-            action: "send",
+            action: "send".to_owned(),
             reason: "relay: timed out".into(),
             kind: ErrorKind::Network,
         })),

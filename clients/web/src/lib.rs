@@ -20,11 +20,14 @@ pub mod boot;
 #[cfg(target_arch = "wasm32")]
 mod files;
 #[cfg(target_arch = "wasm32")]
-pub mod kdf;
-#[cfg(target_arch = "wasm32")]
 mod page;
 #[cfg(target_arch = "wasm32")]
 mod voice;
+pub mod wire;
+#[cfg(target_arch = "wasm32")]
+pub mod worker;
 
 #[cfg(target_arch = "wasm32")]
 pub use page::start;
+#[cfg(target_arch = "wasm32")]
+pub use worker::worker_main;

@@ -23,6 +23,7 @@ use super::*;
 
 /// How far a message we sent has got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum DeliveryState {
     /// Committed to the outbox; not all of it has left yet.
     Queued = 1,
