@@ -126,6 +126,24 @@ test('browser users and a CLI user talk over the relay network', async () => {
   assert.match(seen, /hello terminal, from the browser/);
   await delivered(ada.page, 'hello terminal, from the browser');
 
+  // Bob writes while Ada reads Carol: a browser notification, without the
+  // sender or the text (the default).
+  await ada.context.grantPermissions(['notifications']);
+  await ada.page.evaluate(() => {
+    const N = globalThis.Notification;
+    globalThis.__shown = [];
+    globalThis.Notification = class extends N {
+      constructor(title, options) {
+        globalThis.__shown.push({ title, body: options && options.body });
+        super(title, options);
+      }
+    };
+  });
+  await say(bob.page, 'are you there?');
+  const shown = await ada.page.waitForFunction(
+    () => globalThis.__shown.length > 0 && globalThis.__shown, null, { timeout: 120000 });
+  assert.deepEqual(await shown.jsonValue(), [{ title: 'Postern', body: 'New message' }]);
+
   // Nothing the origin stored holds a plaintext, the passphrase, a name
   // or an address.
   // Ada's address, as Carol's client knows it.
@@ -217,6 +235,33 @@ test('browser users and a CLI user talk over the relay network', async () => {
   await type(page, 'Passphrase', NEW_PASSPHRASE, { role: 'PasswordInput' });
   await page.keyboard.press('Enter');
   await find(page, 'Bob', { contains: true, role: 'Button', timeout: 60000 });
+
+  // "Remember this browser": the next load opens without the passphrase,
+  // locking still asks for it, and forgetting brings it back at load.
+  await click(page, 'Lock');
+  await type(page, 'Passphrase', NEW_PASSPHRASE, { role: 'PasswordInput' });
+  await click(page, 'Remember this browser', { contains: true, role: 'CheckBox' });
+  await click(page, 'Unlock', { role: 'Button' });
+  await find(page, 'Bob', { contains: true, role: 'Button', timeout: 60000 });
+  await page.reload();
+  await find(page, 'Bob', { contains: true, role: 'Button', timeout: 60000 });
+  await find(page, 'Key kept by this browser', { contains: true });
+  await shot(page, '07-remembered');
+  const kept = await dumpStorage(page);
+  assert.match(kept, /db postern-profile-1-remembered/);
+  for (const secret of [NEW_PASSPHRASE, 'hello from Bob in the browser', adaAddress]) {
+    assert.ok(!kept.includes(secret) && !kept.includes(hex(secret)), `"${secret}" found in the browser's storage`);
+  }
+  await click(page, 'Lock');
+  await type(page, 'Passphrase', NEW_PASSPHRASE, { role: 'PasswordInput' });
+  await page.keyboard.press('Enter');
+  await find(page, 'Bob', { contains: true, role: 'Button', timeout: 60000 });
+  await click(page, 'Settings');
+  await page.waitForTimeout(300);
+  await click(page, 'Forget this browser');
+  await find(page, 'no longer keeps the key', { contains: true, timeout: 30000 });
+  await page.reload();
+  await find(page, 'Unlock', { role: 'Button', timeout: 60000 });
   await ada.context.close();
 
   // The backup restored in another browser: the conversation is there.

@@ -40,21 +40,21 @@ pub enum IdbError {
     Failed(String),
 }
 
-fn failed(e: &JsValue) -> IdbError {
+pub(crate) fn failed(e: &JsValue) -> IdbError {
     match js::error_name(e).as_str() {
         "QuotaExceededError" => IdbError::QuotaExceeded,
         name => IdbError::Failed(name.to_owned()),
     }
 }
 
-fn factory() -> Result<IdbFactory, IdbError> {
+pub(crate) fn factory() -> Result<IdbFactory, IdbError> {
     js::global("indexedDB")
         .and_then(|f| f.dyn_into::<IdbFactory>().ok())
         .ok_or(IdbError::Unavailable)
 }
 
 /// A promise settled by a request's `success` or `error` event.
-fn request_done(req: &IdbRequest) -> Promise {
+pub(crate) fn request_done(req: &IdbRequest) -> Promise {
     let r = req.clone();
     Promise::new(&mut |resolve, reject| {
         let done = r.clone();
@@ -78,7 +78,7 @@ fn request_done(req: &IdbRequest) -> Promise {
 
 /// A promise settled when a transaction completes (resolved) or aborts
 /// or fails (rejected).
-fn transaction_done(tx: &IdbTransaction) -> Promise {
+pub(crate) fn transaction_done(tx: &IdbTransaction) -> Promise {
     let t = tx.clone();
     Promise::new(&mut |resolve, reject| {
         let ok = Closure::once_into_js(move |_e: web_sys::Event| {

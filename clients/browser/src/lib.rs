@@ -14,4 +14,6 @@ pub mod lock;
 #[cfg(target_arch = "wasm32")]
 pub mod profile;
 #[cfg(target_arch = "wasm32")]
+pub mod remember;
+#[cfg(target_arch = "wasm32")]
 pub mod runtime;

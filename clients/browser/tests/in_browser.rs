@@ -161,3 +161,27 @@ fn a_chromium_recording_is_remuxed_and_checked_in_wasm() {
     assert!(postern_media::voice::validate_voice_clip(&ogg).is_ok());
     assert!(postern_media::voice::from_webm(&webm[..webm.len() / 3]).is_err());
 }
+
+/// "Remember this browser": the key comes back from the next load's
+/// point of view (a fresh read of the database), bound to its profile's
+/// name, and is gone once forgotten; a damaged entry recalls nothing.
+#[wasm_bindgen_test]
+async fn a_remembered_key_is_recalled_bound_to_its_profile_and_forgotten() {
+    use postern_browser::remember;
+    let key = [0x5a; 32];
+    assert!(remember::recall("remember-a").await.unwrap().is_none());
+    remember::remember("remember-a", &key).await.unwrap();
+    assert_eq!(*remember::recall("remember-a").await.unwrap().unwrap(), key);
+    assert!(remember::is_remembered("remember-a").await);
+    // Another profile's database holds nothing of it.
+    assert!(remember::recall("remember-b").await.unwrap().is_none());
+    // Remembering again replaces the key (and its wrapping key).
+    remember::remember("remember-a", &[0x33; 32]).await.unwrap();
+    assert_eq!(
+        *remember::recall("remember-a").await.unwrap().unwrap(),
+        [0x33; 32]
+    );
+    remember::forget("remember-a").await.unwrap();
+    assert!(remember::recall("remember-a").await.unwrap().is_none());
+    assert!(!remember::is_remembered("remember-a").await);
+}

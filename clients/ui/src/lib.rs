@@ -74,6 +74,10 @@ pub enum Event {
     },
     /// The preferences of the profile now shown (after a switch).
     Prefs(Prefs),
+    /// The shell can keep this profile's key on this device for the next
+    /// start ("remember this browser"), and whether it does now. Not sent
+    /// by shells that cannot.
+    Remember(bool),
     /// Home relays offered at onboarding: the mailbox relays of the
     /// network's signed directory (`postern-relay://…` addresses), and
     /// the one suggested (picked at random, so that users spread).
@@ -126,6 +130,13 @@ pub enum Command {
     },
     /// Unlock with this passphrase (empty: the keychain's key).
     Unlock(Zeroizing<String>),
+    /// Unlock with this passphrase and keep the key on this device, so
+    /// that the next start opens without it (offered after
+    /// [`Event::Remember`]).
+    UnlockRemembering(Zeroizing<String>),
+    /// Forget the key kept on this device: the passphrase is asked at
+    /// every start again.
+    Forget,
     /// Lock: close the profile and forget everything decrypted.
     Lock,
     /// Pick files to send to `to` (a file dialog).
@@ -315,6 +326,8 @@ struct Forms {
     current: Zeroizing<String>,
     /// Restoring from a backup rather than creating a profile.
     restoring: bool,
+    /// Keep the key on this device at unlock.
+    remember: bool,
 }
 
 impl core::fmt::Debug for Forms {
@@ -371,6 +384,8 @@ pub struct App {
     /// The profiles on this device, and the one shown.
     profiles: Vec<String>,
     current_profile: Option<usize>,
+    /// The shell can remember the key on this device (`Some`), and does.
+    remember: Option<bool>,
 }
 
 /// How many notified message ids are remembered (a message told again,
@@ -437,6 +452,7 @@ impl App {
             relay_choice: 0,
             profiles: Vec::new(),
             current_profile: None,
+            remember: None,
         }
     }
 
@@ -567,6 +583,7 @@ impl App {
                 self.current_profile = current;
             }
             Event::Prefs(p) => self.prefs = p,
+            Event::Remember(on) => self.remember = Some(on),
             Event::Relays { choices, suggested } => {
                 self.relay_choice = suggested.min(choices.len().saturating_sub(1));
                 self.relay_choices = choices;
@@ -580,7 +597,9 @@ impl App {
         let (now, offset, focused) = (self.now, self.offset_minutes, self.focused);
         let profiles = core::mem::take(&mut self.profiles);
         let current = self.current_profile;
+        let remember = self.remember;
         *self = App::new(prefs);
+        self.remember = remember;
         self.now = now;
         self.offset_minutes = offset;
         self.focused = focused;

@@ -403,12 +403,22 @@ impl App {
                         r.request_focus();
                     }
                 }
+                if !keychain && self.remember.is_some() {
+                    ui.checkbox(
+                        &mut self.forms.remember,
+                        "Remember this browser (no passphrase here next time)",
+                    );
+                }
                 if ui.add_enabled(!busy, egui::Button::new("Unlock")).clicked() {
                     go = true;
                 }
                 if go {
                     let p = Zeroizing::new(core::mem::take(&mut *self.forms.passphrase));
-                    self.command(Command::Unlock(p));
+                    self.command(if self.forms.remember && self.remember.is_some() {
+                        Command::UnlockRemembering(p)
+                    } else {
+                        Command::Unlock(p)
+                    });
                     if let Phase::Locked { busy, error, .. } = &mut self.phase {
                         *busy = true;
                         *error = None;
@@ -564,6 +574,15 @@ impl App {
             "Awaiting acknowledgement: {} · Outbox: {}",
             s.awaiting_ack, s.outbox
         ));
+        if self.remember == Some(true) {
+            ui.colored_label(
+                AMBER,
+                "Key kept by this browser (opens without the passphrase)",
+            )
+            .on_hover_text(
+                "Settings → Forget this browser asks for the passphrase at every load again.",
+            );
+        }
         ui.add_space(4.0);
     }
 
@@ -1067,6 +1086,7 @@ impl App {
         let mut p = self.prefs.clone();
         let mut next = None;
         let keychain = self.keychain_profile;
+        let mut forget = false;
         let close = modal(ctx, "settings", |ui| {
             ui.heading("Settings");
             ui.label("Theme");
@@ -1116,11 +1136,21 @@ impl App {
                     next = Some(Dialog::Backup);
                 }
             });
+            if self.remember == Some(true) {
+                ui.separator();
+                ui.label("This browser remembers the key: Postern opens here without the passphrase (locking still asks for it).");
+                if ui.button("Forget this browser").clicked() {
+                    forget = true;
+                }
+            }
             ui.button("Close").clicked()
         });
         if p != self.prefs {
             self.prefs = p.clone();
             self.command(Command::Prefs(p));
+        }
+        if forget {
+            self.command(Command::Forget);
         }
         if let Some(d) = next {
             self.forms = crate::Forms::default();

@@ -1006,3 +1006,54 @@ fn onboarding_offers_home_relays_from_the_directory() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn remembering_the_key_is_offered_only_by_a_shell_that_can_and_shown_while_kept() {
+    let locked = || Event::Locked {
+        keychain: false,
+        reason: None,
+    };
+    // A shell that never said it can (the desktop): no such box.
+    let mut h = harness(App::default());
+    apply(&mut h, locked());
+    assert!(h.query_by_label_contains("Remember this browser").is_none());
+
+    // The browser: the box is offered; ticked, the unlock asks to keep it.
+    let mut h = harness(App::default());
+    apply(&mut h, Event::Remember(false));
+    apply(&mut h, locked());
+    h.get_by_role_and_label(Role::PasswordInput, "Passphrase")
+        .type_text("the passphrase");
+    h.run();
+    h.get_by_role_and_label(
+        Role::CheckBox,
+        "Remember this browser (no passphrase here next time)",
+    )
+    .click();
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Unlock").click();
+    h.run_steps(3);
+    match commands(&mut h).as_slice() {
+        [Command::UnlockRemembering(p)] => assert_eq!(p.as_str(), "the passphrase"),
+        other => panic!("{other:?}"),
+    }
+    // (The spinner turns until the shell answers.)
+    h.state_mut().apply(Event::Remember(true));
+    apply(&mut h, Event::Unlocked);
+    // Kept: the status area says so, and Settings can forget it.
+    h.get_by_label_contains("Key kept by this browser");
+    h.get_by_label("Settings").click();
+    h.run();
+    h.get_by_label("Forget this browser").click();
+    h.run();
+    assert!(
+        commands(&mut h)
+            .iter()
+            .any(|c| matches!(c, Command::Forget))
+    );
+    apply(&mut h, Event::Remember(false));
+    assert!(
+        h.query_by_label_contains("Key kept by this browser")
+            .is_none()
+    );
+}

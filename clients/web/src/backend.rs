@@ -187,6 +187,7 @@ impl Backend {
             FromWorker::UnlockFailed(why) => self.say(Event::UnlockFailed(why)),
             FromWorker::CreateFailed(why) => self.say(Event::CreateFailed(why)),
             FromWorker::Unlocked => self.say(Event::Unlocked),
+            FromWorker::Remembered(on) => self.say(Event::Remember(on)),
             FromWorker::App(Update::AttachmentBytes {
                 id, name, bytes, ..
             }) => self.received(id, &name, &bytes),
@@ -209,12 +210,30 @@ impl Backend {
                 name,
                 relay,
                 passphrase,
-            } => self.to_worker(ToWorker::Create {
-                name,
-                relay,
-                passphrase: passphrase.map(Secret),
-            }),
-            Command::Unlock(pass) => self.to_worker(ToWorker::Unlock(Secret(pass))),
+            } => {
+                crate::notify::ask();
+                self.to_worker(ToWorker::Create {
+                    name,
+                    relay,
+                    passphrase: passphrase.map(Secret),
+                });
+            }
+            Command::Unlock(pass) => {
+                crate::notify::ask();
+                self.to_worker(ToWorker::Unlock {
+                    passphrase: Secret(pass),
+                    remember: false,
+                });
+            }
+            Command::UnlockRemembering(pass) => {
+                crate::notify::ask();
+                self.to_worker(ToWorker::Unlock {
+                    passphrase: Secret(pass),
+                    remember: true,
+                });
+            }
+            Command::Notify { title, body } => crate::notify::show(&title, &body),
+            Command::Forget => self.to_worker(ToWorker::Forget),
             Command::Restore {
                 backup_passphrase,
                 passphrase,

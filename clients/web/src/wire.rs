@@ -74,7 +74,14 @@ pub enum ToWorker {
         passphrase: Option<Secret>,
     },
     /// Unlock with this passphrase.
-    Unlock(Secret),
+    Unlock {
+        /// The passphrase.
+        passphrase: Secret,
+        /// Keep the key in this browser for the next load.
+        remember: bool,
+    },
+    /// Forget the key kept in this browser.
+    Forget,
     /// Lock: close the profile, forget everything decrypted.
     Lock,
     /// A request for the client service (while unlocked).
@@ -121,6 +128,8 @@ pub enum FromWorker {
     CreateFailed(String),
     /// Unlocked: the service runs.
     Unlocked,
+    /// Whether this browser keeps the key for the next load.
+    Remembered(bool),
     /// What the client service says.
     App(Update),
     /// Something the user asked for is done.
@@ -186,7 +195,10 @@ mod tests {
             decode::<ToWorker>(&[0xff, 0xff, 0xff]).unwrap_err(),
             WireError::Malformed
         );
-        let whole = encode(&ToWorker::Unlock(Secret(Zeroizing::new("pass".into()))));
+        let whole = encode(&ToWorker::Unlock {
+            passphrase: Secret(Zeroizing::new("pass".into())),
+            remember: false,
+        });
         let cut = &whole[..whole.len() - 1];
         assert_eq!(decode::<ToWorker>(cut).unwrap_err(), WireError::Malformed);
         let mut longer = whole.to_vec();
@@ -249,7 +261,10 @@ mod tests {
 
     #[test]
     fn a_passphrase_is_not_printed() {
-        let m = ToWorker::Unlock(Secret(Zeroizing::new("hunter2".into())));
+        let m = ToWorker::Unlock {
+            passphrase: Secret(Zeroizing::new("hunter2".into())),
+            remember: true,
+        };
         assert!(!format!("{m:?}").contains("hunter2"));
     }
 }

@@ -23,6 +23,8 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast as _, JsValue};
 use zeroize::Zeroize as _;
 
+use postern_browser::remember;
+
 use crate::boot::{self, Boot};
 use crate::wire::{self, FromWorker, Secret, ToWorker};
 
@@ -31,6 +33,10 @@ pub type Tell = Rc<dyn Fn(FromWorker)>;
 
 /// The browser's one profile database (and its tab lock).
 pub const PROFILE: &str = "postern-profile-1";
+/// How often, and how long apart, a remembered key tries the tab lock at
+/// load (the tab before a reload may still hold it).
+const REMEMBERED_LOCK_TRIES: usize = 10;
+const REMEMBERED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 /// Most home relays offered at onboarding.
 const MAX_RELAY_CHOICES: usize = 16;
 
@@ -92,6 +98,7 @@ pub async fn run(tell: Tell, commands: async_channel::Receiver<ToWorker>) {
         tell,
         commands,
         boot,
+        first_load: true,
     };
     loop {
         let Some(p) = w.locked().await else { return };
@@ -106,6 +113,8 @@ struct Worker {
     tell: Tell,
     commands: async_channel::Receiver<ToWorker>,
     boot: Boot,
+    /// Nothing was unlocked since the page loaded.
+    first_load: bool,
 }
 
 enum Ended {
@@ -126,6 +135,30 @@ impl Worker {
         (self.tell)(m);
     }
 
+    /// Keeps the profile key in this browser for the next load.
+    async fn keep(&self, key: &[u8; 32]) {
+        match remember::remember(PROFILE, key).await {
+            Ok(()) => self.say(FromWorker::Remembered(true)),
+            Err(e) => self.say(FromWorker::Failed(format!(
+                "This browser cannot keep the key: {e}"
+            ))),
+        }
+    }
+
+    /// Forgets the key this browser keeps.
+    async fn forget(&self) {
+        match remember::forget(PROFILE).await {
+            Ok(()) => {
+                self.say(FromWorker::Remembered(false));
+                self.say(FromWorker::Notice(
+                    "This browser no longer keeps the key: the passphrase is asked at every load"
+                        .to_owned(),
+                ));
+            }
+            Err(e) => self.say(FromWorker::Failed(format!("Could not forget the key: {e}"))),
+        }
+    }
+
     /// The mailbox relays a browser can reach, and one suggested.
     fn relay_choices(&self) -> Vec<String> {
         let listeners = self.boot.listeners();
@@ -143,6 +176,33 @@ impl Worker {
 
     /// Until a profile is created or unlocked (`None`: the page closed).
     async fn locked(&mut self) -> Option<BrowserProfile> {
+        // At the page's load (not after the user locked), a key this
+        // browser keeps opens the profile without the passphrase; one that
+        // no longer opens it is forgotten.
+        if core::mem::take(&mut self.first_load)
+            && let Ok(Some(key)) = remember::recall(PROFILE).await
+        {
+            // The tab before a reload may still hold the lock a moment.
+            for _ in 0..REMEMBERED_LOCK_TRIES {
+                let k = key.clone();
+                match BrowserProfile::unlock_with(PROFILE, async |_| Ok(k)).await {
+                    Ok(p) => {
+                        self.say(FromWorker::Remembered(true));
+                        return Some(p);
+                    }
+                    Err(OpenError::Lock(_)) => BrowserRuntime.sleep(REMEMBERED_LOCK_WAIT).await,
+                    // The key no longer opens this profile: forgotten.
+                    Err(OpenError::Sealed(_) | OpenError::Header(_) | OpenError::NotFound) => {
+                        let _ = remember::forget(PROFILE).await;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        self.say(FromWorker::Remembered(
+            remember::is_remembered(PROFILE).await,
+        ));
         let exists = BrowserProfile::exists(PROFILE).await;
         match exists {
             Ok(true) => self.say(FromWorker::Locked { reason: None }),
@@ -176,7 +236,12 @@ impl Worker {
                     .create(&name, relay.as_deref(), passphrase.as_ref())
                     .await
                 {
-                    Ok(p) => return Some(p),
+                    Ok(p) => {
+                        // A new profile: a key kept for an old one goes.
+                        let _ = remember::forget(PROFILE).await;
+                        self.say(FromWorker::Remembered(false));
+                        return Some(p);
+                    }
                     Err(why) => self.say(FromWorker::CreateFailed(why)),
                 },
                 ToWorker::Restore {
@@ -187,13 +252,35 @@ impl Worker {
                     .restore(&backup, &backup_passphrase, passphrase.as_ref())
                     .await
                 {
-                    Ok(p) => return Some(p),
+                    Ok(p) => {
+                        // A new profile: a key kept for an old one goes.
+                        let _ = remember::forget(PROFILE).await;
+                        self.say(FromWorker::Remembered(false));
+                        return Some(p);
+                    }
                     Err(why) => self.say(FromWorker::CreateFailed(why)),
                 },
-                ToWorker::Unlock(pass) => {
+                ToWorker::Unlock {
+                    passphrase,
+                    remember,
+                } => {
                     // Argon2id here, off the page's thread.
-                    match BrowserProfile::unlock(PROFILE, pass.0.as_bytes()).await {
-                        Ok(p) => return Some(p),
+                    let mut opened_key = None;
+                    let opened = BrowserProfile::unlock_with(PROFILE, async |h| {
+                        let key = h.open(passphrase.0.as_bytes())?;
+                        if remember {
+                            opened_key = Some(key.clone());
+                        }
+                        Ok(key)
+                    })
+                    .await;
+                    match opened {
+                        Ok(p) => {
+                            if let Some(key) = opened_key {
+                                self.keep(&key).await;
+                            }
+                            return Some(p);
+                        }
                         Err(e) => self.say(FromWorker::UnlockFailed(open_error(&e))),
                     }
                 }
@@ -428,6 +515,7 @@ impl Worker {
                     let _ = req.try_send(r);
                 }
                 ToWorker::Lock => return Ended::Lock,
+                ToWorker::Forget => self.forget().await,
                 ToWorker::Cover(n) if n != *cover => {
                     *cover = n;
                     return Ended::Restart;
