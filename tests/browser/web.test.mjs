@@ -277,6 +277,25 @@ test('browser users and a CLI user talk over the relay network', async () => {
   await find(moved.page, 'Bob', { contains: true, role: 'Button', timeout: 60000 });
   await openContact(moved.page, 'Bob');
   await find(moved.page, 'Bob: written while you were away', { contains: true, timeout: 30000 });
+
+  // Several profiles in one browser: a second one made from the lock
+  // screen, then back to the first (each its own database and key).
+  await click(moved.page, 'Lock');
+  await click(moved.page, 'New profile');
+  await onboard(moved.page, 'Second', 'the second profile passphrase');
+  await gone(moved.page, 'Bob');
+  await click(moved.page, 'Lock');
+  await find(moved.page, 'Remember this browser', { contains: true, role: 'CheckBox' });
+  await shot(moved.page, '08-lock-screen');
+  await click(moved.page, 'Profile', { role: 'ComboBox' });
+  await click(moved.page, 'Profile 1');
+  await type(moved.page, 'Passphrase', 'the second profile passphrase', { role: 'PasswordInput' });
+  await moved.page.keyboard.press('Enter');
+  await find(moved.page, 'Wrong passphrase', { contains: true, timeout: 60000 });
+  await type(moved.page, 'Passphrase', PASSPHRASE, { role: 'PasswordInput' });
+  await moved.page.keyboard.press('Enter');
+  await find(moved.page, 'Bob', { contains: true, role: 'Button', timeout: 60000 });
+  await shot(moved.page, '08-profiles');
   await moved.context.close();
   await bob.context.close();
 });

@@ -137,6 +137,27 @@ impl ProfileDb {
         Ok(ProfileDb { db })
     }
 
+    /// The names of this origin's databases (`indexedDB.databases()`).
+    pub async fn names() -> Result<Vec<String>, IdbError> {
+        let f = factory()?;
+        let list = js::method(&f, "databases").ok_or(IdbError::Unavailable)?;
+        let p: Promise = list
+            .call0(&f)
+            .map_err(|e| failed(&e))?
+            .dyn_into()
+            .map_err(|_| IdbError::Failed("databases".into()))?;
+        let all: Array = JsFuture::from(p)
+            .await
+            .map_err(|e| failed(&e))?
+            .dyn_into()
+            .map_err(|_| IdbError::Failed("databases".into()))?;
+        Ok(all
+            .iter()
+            .filter_map(|d| js_sys::Reflect::get(&d, &JsValue::from_str("name")).ok())
+            .filter_map(|n| n.as_string())
+            .collect())
+    }
+
     /// Deletes the database `name` (a profile the user removes, or one
     /// whose creation did not finish).
     pub async fn delete(name: &str) -> Result<(), IdbError> {

@@ -142,6 +142,13 @@ pub async fn remember(profile: &str, key: &[u8; 32]) -> Result<(), RememberError
 
 /// The key kept for this profile, if any (and if it still opens).
 pub async fn recall(profile: &str) -> Result<Option<Zeroizing<[u8; 32]>>, RememberError> {
+    // Looking does not make the database.
+    if !crate::idb::ProfileDb::names()
+        .await?
+        .contains(&database(profile))
+    {
+        return Ok(None);
+    }
     let db = open(profile).await?;
     let entry = {
         let tx = db.transaction_with_str(STORE).map_err(|e| failed(&e))?;

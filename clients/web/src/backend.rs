@@ -188,6 +188,9 @@ impl Backend {
             FromWorker::CreateFailed(why) => self.say(Event::CreateFailed(why)),
             FromWorker::Unlocked => self.say(Event::Unlocked),
             FromWorker::Remembered(on) => self.say(Event::Remember(on)),
+            FromWorker::Profiles { names, current } => {
+                self.say(Event::Profiles { names, current });
+            }
             FromWorker::App(Update::AttachmentBytes {
                 id, name, bytes, ..
             }) => self.received(id, &name, &bytes),
@@ -234,6 +237,8 @@ impl Backend {
             }
             Command::Notify { title, body } => crate::notify::show(&title, &body),
             Command::Forget => self.to_worker(ToWorker::Forget),
+            Command::SwitchProfile(i) => self.to_worker(ToWorker::Switch(Some(i))),
+            Command::NewProfile => self.to_worker(ToWorker::Switch(None)),
             Command::Restore {
                 backup_passphrase,
                 passphrase,

@@ -82,6 +82,8 @@ pub enum ToWorker {
     },
     /// Forget the key kept in this browser.
     Forget,
+    /// Show profile `i`'s lock screen (`None`: a new profile's onboarding).
+    Switch(Option<usize>),
     /// Lock: close the profile, forget everything decrypted.
     Lock,
     /// A request for the client service (while unlocked).
@@ -130,6 +132,13 @@ pub enum FromWorker {
     Unlocked,
     /// Whether this browser keeps the key for the next load.
     Remembered(bool),
+    /// The profiles in this browser, and the one shown (`None`: a new one).
+    Profiles {
+        /// Their names ("Profile 1", …).
+        names: Vec<String>,
+        /// The one shown.
+        current: Option<usize>,
+    },
     /// What the client service says.
     App(Update),
     /// Something the user asked for is done.

@@ -31,8 +31,10 @@ use crate::wire::{self, FromWorker, Secret, ToWorker};
 /// How the worker tells the page.
 pub type Tell = Rc<dyn Fn(FromWorker)>;
 
-/// The browser's one profile database (and its tab lock).
-pub const PROFILE: &str = "postern-profile-1";
+/// A profile's database (and tab lock) is this and its number.
+pub const PROFILE_PREFIX: &str = "postern-profile-";
+/// Most profiles in one browser.
+const MAX_PROFILES: usize = 8;
 /// How often, and how long apart, a remembered key tries the tab lock at
 /// load (the tab before a reload may still hold it).
 const REMEMBERED_LOCK_TRIES: usize = 10;
@@ -42,6 +44,41 @@ const MAX_RELAY_CHOICES: usize = 16;
 
 /// Argon2id in the browser: the native parameters (64 MiB, 3 passes).
 pub const KDF: KdfParams = KdfParams::DEFAULT;
+
+/// The profiles in this browser: (number, database name), in order.
+/// A database whose creation did not finish (no header) is not one.
+async fn profiles() -> Vec<(u32, String)> {
+    let mut list = Vec::new();
+    for name in postern_browser::idb::ProfileDb::names()
+        .await
+        .unwrap_or_default()
+    {
+        let Some(n) = name
+            .strip_prefix(PROFILE_PREFIX)
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if BrowserProfile::exists(&name).await.unwrap_or(false) {
+            list.push((n, name));
+        }
+    }
+    list.sort();
+    list
+}
+
+/// The profile shown at load: one this browser keeps the key of, else
+/// the first (a new one's onboarding when there is none).
+async fn first_profile() -> String {
+    let list = profiles().await;
+    for (_, name) in &list {
+        if remember::is_remembered(name).await {
+            return name.clone();
+        }
+    }
+    list.first()
+        .map_or_else(|| format!("{PROFILE_PREFIX}1"), |(_, n)| n.clone())
+}
 
 fn open_error(e: &OpenError) -> String {
     match e {
@@ -99,6 +136,7 @@ pub async fn run(tell: Tell, commands: async_channel::Receiver<ToWorker>) {
         commands,
         boot,
         first_load: true,
+        profile: first_profile().await,
     };
     loop {
         let Some(p) = w.locked().await else { return };
@@ -115,6 +153,8 @@ struct Worker {
     boot: Boot,
     /// Nothing was unlocked since the page loaded.
     first_load: bool,
+    /// The profile shown (its database's name).
+    profile: String,
 }
 
 enum Ended {
@@ -137,7 +177,7 @@ impl Worker {
 
     /// Keeps the profile key in this browser for the next load.
     async fn keep(&self, key: &[u8; 32]) {
-        match remember::remember(PROFILE, key).await {
+        match remember::remember(&self.profile, key).await {
             Ok(()) => self.say(FromWorker::Remembered(true)),
             Err(e) => self.say(FromWorker::Failed(format!(
                 "This browser cannot keep the key: {e}"
@@ -147,7 +187,7 @@ impl Worker {
 
     /// Forgets the key this browser keeps.
     async fn forget(&self) {
-        match remember::forget(PROFILE).await {
+        match remember::forget(&self.profile).await {
             Ok(()) => {
                 self.say(FromWorker::Remembered(false));
                 self.say(FromWorker::Notice(
@@ -157,6 +197,14 @@ impl Worker {
             }
             Err(e) => self.say(FromWorker::Failed(format!("Could not forget the key: {e}"))),
         }
+    }
+
+    /// Tells the page the profiles and the one shown.
+    fn tell_profiles(&self, list: &[(u32, String)]) {
+        self.say(FromWorker::Profiles {
+            names: list.iter().map(|(n, _)| format!("Profile {n}")).collect(),
+            current: list.iter().position(|(_, name)| *name == self.profile),
+        });
     }
 
     /// The mailbox relays a browser can reach, and one suggested.
@@ -180,12 +228,12 @@ impl Worker {
         // browser keeps opens the profile without the passphrase; one that
         // no longer opens it is forgotten.
         if core::mem::take(&mut self.first_load)
-            && let Ok(Some(key)) = remember::recall(PROFILE).await
+            && let Ok(Some(key)) = remember::recall(&self.profile).await
         {
             // The tab before a reload may still hold the lock a moment.
             for _ in 0..REMEMBERED_LOCK_TRIES {
                 let k = key.clone();
-                match BrowserProfile::unlock_with(PROFILE, async |_| Ok(k)).await {
+                match BrowserProfile::unlock_with(&self.profile, async |_| Ok(k)).await {
                     Ok(p) => {
                         self.say(FromWorker::Remembered(true));
                         return Some(p);
@@ -193,98 +241,121 @@ impl Worker {
                     Err(OpenError::Lock(_)) => BrowserRuntime.sleep(REMEMBERED_LOCK_WAIT).await,
                     // The key no longer opens this profile: forgotten.
                     Err(OpenError::Sealed(_) | OpenError::Header(_) | OpenError::NotFound) => {
-                        let _ = remember::forget(PROFILE).await;
+                        let _ = remember::forget(&self.profile).await;
                         break;
                     }
                     Err(_) => break,
                 }
             }
         }
-        self.say(FromWorker::Remembered(
-            remember::is_remembered(PROFILE).await,
-        ));
-        let exists = BrowserProfile::exists(PROFILE).await;
-        match exists {
-            Ok(true) => self.say(FromWorker::Locked { reason: None }),
-            Ok(false) => {
-                let choices = self.relay_choices();
-                let suggested = if choices.is_empty() {
-                    0
-                } else {
-                    use rand_core_compat::next_index;
-                    next_index(choices.len())
-                };
-                self.say(FromWorker::NoProfile {
-                    default_relay: choices.get(suggested).cloned(),
-                });
-                if let Some(problem) = &self.boot.problem {
-                    self.say(FromWorker::Failed(problem.clone()));
+        'shown: loop {
+            let list = profiles().await;
+            self.tell_profiles(&list);
+            self.say(FromWorker::Remembered(
+                remember::is_remembered(&self.profile).await,
+            ));
+            let exists = BrowserProfile::exists(&self.profile).await;
+            match exists {
+                Ok(true) => self.say(FromWorker::Locked { reason: None }),
+                Ok(false) => {
+                    let choices = self.relay_choices();
+                    let suggested = if choices.is_empty() {
+                        0
+                    } else {
+                        use rand_core_compat::next_index;
+                        next_index(choices.len())
+                    };
+                    self.say(FromWorker::NoProfile {
+                        default_relay: choices.get(suggested).cloned(),
+                    });
+                    if let Some(problem) = &self.boot.problem {
+                        self.say(FromWorker::Failed(problem.clone()));
+                    }
+                    if !choices.is_empty() {
+                        self.say(FromWorker::Relays { choices, suggested });
+                    }
                 }
-                if !choices.is_empty() {
-                    self.say(FromWorker::Relays { choices, suggested });
-                }
+                Err(e) => self.say(FromWorker::Failed(e.to_string())),
             }
-            Err(e) => self.say(FromWorker::Failed(e.to_string())),
-        }
-        loop {
-            match self.commands.recv().await.ok()? {
-                ToWorker::Create {
-                    name,
-                    relay,
-                    passphrase,
-                } => match self
-                    .create(&name, relay.as_deref(), passphrase.as_ref())
-                    .await
-                {
-                    Ok(p) => {
-                        // A new profile: a key kept for an old one goes.
-                        let _ = remember::forget(PROFILE).await;
-                        self.say(FromWorker::Remembered(false));
-                        return Some(p);
-                    }
-                    Err(why) => self.say(FromWorker::CreateFailed(why)),
-                },
-                ToWorker::Restore {
-                    backup,
-                    backup_passphrase,
-                    passphrase,
-                } => match self
-                    .restore(&backup, &backup_passphrase, passphrase.as_ref())
-                    .await
-                {
-                    Ok(p) => {
-                        // A new profile: a key kept for an old one goes.
-                        let _ = remember::forget(PROFILE).await;
-                        self.say(FromWorker::Remembered(false));
-                        return Some(p);
-                    }
-                    Err(why) => self.say(FromWorker::CreateFailed(why)),
-                },
-                ToWorker::Unlock {
-                    passphrase,
-                    remember,
-                } => {
-                    // Argon2id here, off the page's thread.
-                    let mut opened_key = None;
-                    let opened = BrowserProfile::unlock_with(PROFILE, async |h| {
-                        let key = h.open(passphrase.0.as_bytes())?;
-                        if remember {
-                            opened_key = Some(key.clone());
-                        }
-                        Ok(key)
-                    })
-                    .await;
-                    match opened {
-                        Ok(p) => {
-                            if let Some(key) = opened_key {
-                                self.keep(&key).await;
+            loop {
+                match self.commands.recv().await.ok()? {
+                    ToWorker::Switch(to) => {
+                        let next = match to {
+                            Some(i) => list.get(i).map(|(_, name)| name.clone()),
+                            None if list.len() >= MAX_PROFILES => {
+                                self.say(FromWorker::Failed(format!(
+                                    "At most {MAX_PROFILES} profiles in one browser"
+                                )));
+                                None
                             }
+                            None => {
+                                let n = list.last().map_or(1, |(n, _)| n.saturating_add(1));
+                                Some(format!("{PROFILE_PREFIX}{n}"))
+                            }
+                        };
+                        if let Some(name) = next {
+                            self.profile = name;
+                            continue 'shown;
+                        }
+                    }
+                    ToWorker::Create {
+                        name,
+                        relay,
+                        passphrase,
+                    } => match self
+                        .create(&name, relay.as_deref(), passphrase.as_ref())
+                        .await
+                    {
+                        Ok(p) => {
+                            // A new profile: a key kept for an old one goes.
+                            let _ = remember::forget(&self.profile).await;
+                            self.say(FromWorker::Remembered(false));
                             return Some(p);
                         }
-                        Err(e) => self.say(FromWorker::UnlockFailed(open_error(&e))),
+                        Err(why) => self.say(FromWorker::CreateFailed(why)),
+                    },
+                    ToWorker::Restore {
+                        backup,
+                        backup_passphrase,
+                        passphrase,
+                    } => match self
+                        .restore(&backup, &backup_passphrase, passphrase.as_ref())
+                        .await
+                    {
+                        Ok(p) => {
+                            // A new profile: a key kept for an old one goes.
+                            let _ = remember::forget(&self.profile).await;
+                            self.say(FromWorker::Remembered(false));
+                            return Some(p);
+                        }
+                        Err(why) => self.say(FromWorker::CreateFailed(why)),
+                    },
+                    ToWorker::Unlock {
+                        passphrase,
+                        remember,
+                    } => {
+                        // Argon2id here, off the page's thread.
+                        let mut opened_key = None;
+                        let opened = BrowserProfile::unlock_with(&self.profile, async |h| {
+                            let key = h.open(passphrase.0.as_bytes())?;
+                            if remember {
+                                opened_key = Some(key.clone());
+                            }
+                            Ok(key)
+                        })
+                        .await;
+                        match opened {
+                            Ok(p) => {
+                                if let Some(key) = opened_key {
+                                    self.keep(&key).await;
+                                }
+                                return Some(p);
+                            }
+                            Err(e) => self.say(FromWorker::UnlockFailed(open_error(&e))),
+                        }
                     }
+                    _ => {}
                 }
-                _ => {}
             }
         }
     }
@@ -315,7 +386,7 @@ impl Worker {
         let authorities = self.boot.authorities.clone();
         let hops = self.boot.hops;
         let directory = self.boot.directory.as_ref().map(|(b, _)| b.clone());
-        BrowserProfile::create(PROFILE, pass.0.as_bytes(), KDF, |store| {
+        BrowserProfile::create(&self.profile, pass.0.as_bytes(), KDF, |store| {
             let new = NewProfile {
                 name,
                 relay: &relay,
@@ -365,7 +436,7 @@ impl Worker {
             "Cannot restore: the passphrase is wrong, or the file is not a Postern backup or is damaged"
                 .to_owned()
         })?;
-        BrowserProfile::create(PROFILE, pass.0.as_bytes(), KDF, |store| {
+        BrowserProfile::create(&self.profile, pass.0.as_bytes(), KDF, |store| {
             store.commit(cs).map_err(postern_core::Error::from)
         })
         .await
