@@ -79,13 +79,6 @@ try {
     const idle = all.some(w => /Awaiting acknowledgement: 0 · Outbox: 0/.test(w.label));
     const visible = all.filter(w => w.label.includes('bench text') && w.role === 'ListItem');
     if (last && idle && visible.every(w => acked(w.label))) break;
-    // Everything acknowledged but the newest row is below the view:
-    // scroll the list to its end and look again.
-    const row = visible[visible.length - 1];
-    if (!last && idle && row) {
-      await ada.page.mouse.move(row.x + row.w / 2, row.y + row.h / 2);
-      await ada.page.mouse.wheel(0, 4000);
-    }
     if (Date.now() - t2 > 300000) throw new Error('the texts were not all stored');
     await ada.page.waitForTimeout(100);
   }

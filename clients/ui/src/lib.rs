@@ -386,6 +386,10 @@ pub struct App {
     current_profile: Option<usize>,
     /// The shell can remember the key on this device (`Some`), and does.
     remember: Option<bool>,
+    /// Bumped when the user sends: the conversation's scroll state starts
+    /// again, at the end (the virtual list cannot be scrolled to an end
+    /// it has not measured yet).
+    scroll_epoch: u32,
 }
 
 /// How many notified message ids are remembered (a message told again,
@@ -453,6 +457,7 @@ impl App {
             profiles: Vec::new(),
             current_profile: None,
             remember: None,
+            scroll_epoch: 0,
         }
     }
 
@@ -656,7 +661,15 @@ impl App {
                 let peer = m.peer;
                 match self.messages.iter_mut().find(|x| x.id == m.id) {
                     Some(x) => *x = m,
-                    None => self.messages.push(m),
+                    None => {
+                        // What the user just sent is shown, however far up
+                        // the list was: the list starts again at its end.
+                        if m.outgoing {
+                            self.scroll_epoch = self.scroll_epoch.wrapping_add(1);
+                            self.list = message_list();
+                        }
+                        self.messages.push(m);
+                    }
                 }
                 if incoming {
                     self.request(Request::Read(peer));

@@ -720,8 +720,10 @@ impl App {
         }
         let mut actions = Vec::new();
         let ctx = ui.ctx().clone();
+        // A new scroll state (new id) starts at the end, as a conversation
+        // just opened does: see `App::scroll_epoch`.
         egui::ScrollArea::vertical()
-            .id_salt("messages")
+            .id_salt(("messages", self.scroll_epoch))
             .auto_shrink([false; 2])
             .stick_to_bottom(true)
             .show(ui, |ui| {

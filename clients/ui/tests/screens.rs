@@ -1057,3 +1057,40 @@ fn remembering_the_key_is_offered_only_by_a_shell_that_can_and_shown_while_kept(
             .is_none()
     );
 }
+
+#[test]
+fn what_the_user_sends_is_shown_even_after_many_in_a_row_or_scrolled_up() {
+    let many: Vec<MessageView> = (0..40u32)
+        .map(|i| {
+            let mut m = text(0, false, &format!("older {i}"), None);
+            m.id[..4].copy_from_slice(&i.to_be_bytes());
+            m
+        })
+        .collect();
+    let mut h = unlocked_with_bob(many);
+    // Scrolled far up: the newest is off screen.
+    let row = h.get_by_label_contains("older 39,").rect().center();
+    h.event(egui::Event::PointerMoved(row));
+    for _ in 0..10 {
+        h.event(egui::Event::MouseWheel {
+            unit: egui::MouseWheelUnit::Point,
+            delta: egui::vec2(0.0, 400.0),
+            modifiers: egui::Modifiers::NONE,
+            phase: egui::TouchPhase::Move,
+            source: egui::MouseWheelSource::Wheel,
+        });
+        h.step();
+    }
+    // (The wheel scrolls smoothly: let it finish.)
+    h.run_steps(80);
+    assert!(h.query_by_label_contains("older 39,").is_none());
+    // Twenty sent in a row, a frame apart: the last one is on screen.
+    for i in 0..20u32 {
+        let mut m = text(0, true, &format!("sent {i}"), Some(DeliveryState::Queued));
+        m.id[..4].copy_from_slice(&(1000 + i).to_be_bytes());
+        h.state_mut().apply(Event::App(Update::Message(m)));
+        h.step();
+    }
+    h.run_steps(80);
+    h.get_by_label_contains("sent 19,");
+}
