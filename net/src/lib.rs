@@ -17,6 +17,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+pub mod tls;
+
 pub use postern_link::{
     Blob, CONNECT_TIMEOUT, Connect, ErrorCode, Item, KEEPALIVE_INTERVAL, MAX_MESSAGE_BYTES,
     MAX_PENDING_NOTIFICATIONS, NetError, QueueId, QueueIds, RELAY_PATH, REQUEST_TIMEOUT, Runtime,
@@ -265,7 +267,7 @@ impl ServerCertVerifier for PinnedVerifier {
 /// The TLS 1.3 client configuration for a relay: the pinned certificate
 /// when the address has a pin, otherwise the web PKI (Mozilla's roots).
 pub fn tls_client_config(addr: &RelayAddress) -> Result<Arc<ClientConfig>, NetError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = tls::provider(tls::KeyExchange::HybridOnly);
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|_| NetError::Tls(TlsFailure::Config))?;

@@ -81,11 +81,14 @@ pub enum ErrorCode {
     UnknownEpoch = 17,
     /// This relay has no directory to serve.
     NoDirectory = 18,
+    /// The relay cannot write to its disk (full): it serves reads but
+    /// takes no new work until space returns.
+    StorageFull = 19,
 }
 
 impl ErrorCode {
     /// Every code, for metrics and tests.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownCommand,
@@ -104,6 +107,7 @@ impl ErrorCode {
         ErrorCode::UnknownNextHop,
         ErrorCode::UnknownEpoch,
         ErrorCode::NoDirectory,
+        ErrorCode::StorageFull,
     ];
 
     /// The code for a wire number, if known.
@@ -132,6 +136,7 @@ impl ErrorCode {
             ErrorCode::UnknownNextHop => "unknown_next_hop",
             ErrorCode::UnknownEpoch => "unknown_epoch",
             ErrorCode::NoDirectory => "no_directory",
+            ErrorCode::StorageFull => "storage_full",
         }
     }
 }

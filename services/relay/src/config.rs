@@ -95,6 +95,9 @@ pub struct Layer {
     pub webtransport: Option<bool>,
     /// Its UDP port (default: the TCP port's number).
     pub webtransport_port: Option<u16>,
+    /// Also accept TLS handshakes without post-quantum key exchange
+    /// (default off: X25519MLKEM768 only).
+    pub allow_classical_tls: Option<bool>,
 }
 
 /// Configuration errors.
@@ -163,6 +166,7 @@ impl Layer {
             mix_delay_ms: self.mix_delay_ms.or(under.mix_delay_ms),
             webtransport: self.webtransport.or(under.webtransport),
             webtransport_port: self.webtransport_port.or(under.webtransport_port),
+            allow_classical_tls: self.allow_classical_tls.or(under.allow_classical_tls),
         }
     }
 }
@@ -211,6 +215,8 @@ pub struct Settings {
     /// The WebTransport listener's UDP port (0: any free port, tests), or
     /// `None` when browsers are not served.
     pub webtransport_port: Option<u16>,
+    /// Which TLS key exchanges the relay's listeners accept.
+    pub key_exchange: postern_net::tls::KeyExchange,
 }
 
 impl Settings {
@@ -275,6 +281,11 @@ impl Settings {
                 .webtransport
                 .unwrap_or(true)
                 .then(|| l.webtransport_port.unwrap_or(port)),
+            key_exchange: if l.allow_classical_tls.unwrap_or(false) {
+                postern_net::tls::KeyExchange::AlsoClassical
+            } else {
+                postern_net::tls::KeyExchange::HybridOnly
+            },
         };
         if !(MIN_EPOCH_SECS..=MAX_EPOCH_SECS).contains(&s.epoch_secs) {
             return Err(ConfigError::Invalid("epoch_secs must be 60..=2592000"));

@@ -67,6 +67,19 @@ struct WebOpts {
     /// Its private key (PEM).
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
+    /// Also serve browsers that offer no post-quantum TLS key exchange.
+    #[arg(long)]
+    allow_classical_tls: bool,
+}
+
+impl WebOpts {
+    fn key_exchange(&self) -> postern_net::tls::KeyExchange {
+        if self.allow_classical_tls {
+            postern_net::tls::KeyExchange::AlsoClassical
+        } else {
+            postern_net::tls::KeyExchange::HybridOnly
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,6 +239,10 @@ struct Opts {
     /// Do not listen for browsers over WebTransport.
     #[arg(long, env = "POSTERN_RELAY_NO_WEBTRANSPORT")]
     no_webtransport: bool,
+    /// Also accept TLS clients that offer no post-quantum key exchange
+    /// (counted in the metrics; off by default).
+    #[arg(long, env = "POSTERN_RELAY_ALLOW_CLASSICAL_TLS")]
+    allow_classical_tls: bool,
 }
 
 impl Opts {
@@ -256,6 +273,7 @@ impl Opts {
             mix_delay_ms: self.mix_delay_ms,
             webtransport: self.no_webtransport.then_some(false),
             webtransport_port: self.webtransport_port,
+            allow_classical_tls: self.allow_classical_tls.then_some(true),
         }
     }
 
@@ -485,7 +503,8 @@ fn web(o: &WebOpts) -> Result<(), String> {
     let tls = match (&o.cert, &o.key) {
         (Some(c), Some(k)) => {
             let (certs, key) = tls::load(c, k).map_err(|e| e.to_string())?;
-            let cfg = tls::server_config(certs, key).map_err(|e| e.to_string())?;
+            let cfg =
+                tls::server_config(certs, key, o.key_exchange()).map_err(|e| e.to_string())?;
             Some(tokio_rustls::TlsAcceptor::from(cfg))
         }
         _ if o.listen.ip().is_loopback() => None,

@@ -42,6 +42,9 @@ pub struct Metrics {
     pub connections_closed_for_errors: AtomicU64,
     /// TLS or WebSocket handshakes that failed or timed out.
     pub handshakes_failed: AtomicU64,
+    /// Connections closed because the client did not take what was sent
+    /// within the write timeout.
+    pub connections_closed_slow: AtomicU64,
     requests: [AtomicU64; COMMANDS.len()],
     errors: [AtomicU64; ErrorCode::ALL.len()],
     /// Queues held.
@@ -62,6 +65,19 @@ pub struct Metrics {
     pub storage_batches: AtomicU64,
     /// Storage operations.
     pub storage_ops: AtomicU64,
+    /// Batches of replay tags committed to disk.
+    pub replay_commits: AtomicU64,
+    /// Replay-tag commits that failed (a full disk); packets are refused
+    /// until one succeeds.
+    pub replay_commit_failures: AtomicU64,
+    /// 1 when the relay also accepts classical-only TLS key exchange.
+    pub tls_classical_allowed: AtomicU64,
+    /// TLS handshakes completed with the hybrid group X25519MLKEM768.
+    pub tls_hybrid: AtomicU64,
+    /// TLS handshakes completed with a classical group (only when allowed).
+    pub tls_classical: AtomicU64,
+    /// TLS handshakes refused because the client offered no hybrid group.
+    pub tls_refused_classical: AtomicU64,
 }
 
 impl Metrics {
@@ -152,6 +168,13 @@ impl Metrics {
         );
         one(
             &mut s,
+            "connections_closed_slow_total",
+            "counter",
+            "Connections closed because the client stopped reading.",
+            g(&self.connections_closed_slow),
+        );
+        one(
+            &mut s,
             "handshakes_failed_total",
             "counter",
             "TLS or WebSocket handshakes that failed.",
@@ -215,6 +238,43 @@ impl Metrics {
             "Storage operations.",
             g(&self.storage_ops),
         );
+        one(
+            &mut s,
+            "replay_commits_total",
+            "counter",
+            "Batches of replay tags synced to disk.",
+            g(&self.replay_commits),
+        );
+        one(
+            &mut s,
+            "replay_commit_failures_total",
+            "counter",
+            "Replay-tag commits that failed (packets refused meanwhile).",
+            g(&self.replay_commit_failures),
+        );
+        one(
+            &mut s,
+            "tls_classical_allowed",
+            "gauge",
+            "1 if classical-only TLS key exchange is accepted (allow_classical_tls).",
+            g(&self.tls_classical_allowed),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP postern_relay_tls_handshakes_total TLS handshakes by key exchange."
+        );
+        let _ = writeln!(s, "# TYPE postern_relay_tls_handshakes_total counter");
+        for (group, c) in [
+            ("x25519mlkem768", &self.tls_hybrid),
+            ("classical", &self.tls_classical),
+            ("refused_classical", &self.tls_refused_classical),
+        ] {
+            let _ = writeln!(
+                s,
+                "postern_relay_tls_handshakes_total{{group=\"{group}\"}} {}",
+                g(c)
+            );
+        }
         let _ = writeln!(
             s,
             "# HELP postern_relay_requests_total Requests by command."

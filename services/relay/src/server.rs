@@ -39,8 +39,12 @@ use crate::writer::Writer;
 /// A connection is closed after this many error replies caused by what
 /// the client sent (see [`counts_against_client`]).
 pub const MAX_ERRORS_PER_CONNECTION: u32 = 32;
-/// Time for the TLS and WebSocket handshakes.
+/// Time for the TLS and WebSocket handshakes: a client sending its
+/// handshake slowly (slow loris) is dropped after this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time for the client to take one batch of answer frames: a client that
+/// stops reading is dropped after this, never holding its task longer.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a connection's idle time is checked against `idle_timeout`.
 /// The relay never sends WebSocket pings: a client keeps an idle
 /// connection open with full-size `Ping` frames (docs/relay-protocol.md).
@@ -117,6 +121,7 @@ pub fn counts_against_client(code: ErrorCode) -> bool {
             | ErrorCode::UnknownEpoch
             | ErrorCode::UnknownNextHop
             | ErrorCode::NoDirectory
+            | ErrorCode::StorageFull
     )
 }
 
@@ -238,7 +243,7 @@ pub fn load_tls(
         }
     };
     let pin = if pinned { tls::pin(&certs) } else { None };
-    Ok((tls::server_config(certs, key)?, pin))
+    Ok((tls::server_config(certs, key, settings.key_exchange)?, pin))
 }
 
 /// Runs the relay until `shutdown` completes, then stops accepting,
@@ -252,6 +257,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     }
     let (tls_config, pin) = load_tls(&settings)?;
     let metrics = Arc::new(Metrics::default());
+    metrics.tls_classical_allowed.store(
+        u64::from(settings.key_exchange == postern_net::tls::KeyExchange::AlsoClassical),
+        Ordering::Relaxed,
+    );
     let storage = Storage::open(&data_dir.join(DB_FILE), settings.limits)?;
     let (writer, storage_thread) =
         Writer::start(storage, metrics.clone()).map_err(io_err("storage thread"))?;
@@ -422,9 +431,33 @@ type Ws = WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>;
 
 // tungstenite's callback type fixes the large error response.
 #[allow(clippy::result_large_err)]
-async fn handshake(tcp: TcpStream, acceptor: tokio_rustls::TlsAcceptor) -> Option<Ws> {
+async fn handshake(
+    tcp: TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    metrics: &Metrics,
+) -> Option<Ws> {
     let _ = tcp.set_nodelay(true);
-    let tls = acceptor.accept(tcp).await.ok()?;
+    let tls = match acceptor.accept(tcp).await {
+        Ok(t) => t,
+        Err(e) => {
+            let no_group = e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .is_some_and(postern_net::tls::is_no_common_group);
+            if no_group {
+                metrics
+                    .tls_refused_classical
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            return None;
+        }
+    };
+    match tls.get_ref().1.negotiated_key_exchange_group() {
+        Some(g) if postern_net::tls::is_hybrid(g.name()) => {
+            metrics.tls_hybrid.fetch_add(1, Ordering::Relaxed)
+        }
+        _ => metrics.tls_classical.fetch_add(1, Ordering::Relaxed),
+    };
     let check_path = |req: &HttpRequest, resp: HttpResponse| {
         if req.uri().path() == RELAY_PATH {
             Ok(resp)
@@ -455,7 +488,8 @@ async fn serve_connection(
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
 ) {
-    let Ok(Some(ws)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(tcp, acceptor)).await
+    let Ok(Some(ws)) =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(tcp, acceptor, &shared.metrics)).await
     else {
         shared
             .metrics
@@ -562,7 +596,10 @@ async fn conn_loop<T: FrameIo>(
     let Ok(hello) = conn.auth.hello() else {
         return "hello";
     };
-    if io.send(vec![hello]).await.is_err() {
+    if !matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, io.send(vec![hello])).await,
+        Ok(Ok(()))
+    ) {
         return "write";
     }
     let idle_timeout = conn.shared.settings.idle_timeout;
@@ -602,8 +639,17 @@ async fn conn_loop<T: FrameIo>(
                 }
             }
         };
-        if io.send(frames).await.is_err() {
-            return "write";
+        match tokio::time::timeout(WRITE_TIMEOUT, io.send(frames)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(())) => return "write",
+            Err(_) => {
+                // A client that does not read: its buffers are full.
+                conn.shared
+                    .metrics
+                    .connections_closed_slow
+                    .fetch_add(1, Ordering::Relaxed);
+                return "write timeout";
+            }
         }
         if conn.errors >= MAX_ERRORS_PER_CONNECTION {
             conn.shared

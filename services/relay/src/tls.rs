@@ -111,12 +111,15 @@ pub fn pin(certs: &[CertificateDer<'_>]) -> Option<[u8; 32]> {
         .map(|c| postern_core::crypto::hash::sha256(&[c.as_ref()]))
 }
 
-/// The TLS 1.3-only server configuration (ring provider).
+/// The TLS 1.3-only server configuration, with the key exchanges `kx`
+/// allows (`postern_net::tls`: X25519MLKEM768, and classical ones only
+/// when the operator allows them).
 pub fn server_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    kx: postern_net::tls::KeyExchange,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = postern_net::tls::provider(kx);
     let mut c = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()

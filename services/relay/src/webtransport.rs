@@ -26,8 +26,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use wtransport::endpoint::endpoint_side::Server;
 use wtransport::error::StreamReadExactError;
-use wtransport::tls::{Certificate, CertificateChain, PrivateKey};
-use wtransport::{Endpoint, Identity, RecvStream, SendStream, ServerConfig};
+use wtransport::{Endpoint, RecvStream, SendStream, ServerConfig};
 
 use crate::config::Settings;
 use crate::directory::DirectoryState;
@@ -55,25 +54,38 @@ pub fn descriptor_info(
     }
 }
 
-fn quic_config(bind: SocketAddr, cert: &WtCert) -> Result<ServerConfig, RelayError> {
+fn quic_config(
+    bind: SocketAddr,
+    cert: &WtCert,
+    kx: postern_net::tls::KeyExchange,
+) -> Result<ServerConfig, RelayError> {
     let bad = || {
         RelayError::Keys(KeyError::Corrupt {
             what: "WebTransport certificate",
             path: wtcert::CERT_DIR.into(),
         })
     };
-    let certificate = Certificate::from_der(cert.cert_der.clone()).map_err(|_| bad())?;
-    let identity = Identity::new(
-        CertificateChain::single(certificate),
-        PrivateKey::from_der_pkcs8(cert.key_der.to_vec()),
-    );
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(cert.key_der.to_vec());
+    // The same TLS as every other link (`postern_net::tls`): X25519MLKEM768.
+    let mut tls = crate::tls::server_config(
+        vec![rustls::pki_types::CertificateDer::from(
+            cert.cert_der.clone(),
+        )],
+        key.into(),
+        kx,
+    )
+    .map_err(|_| bad())?;
+    let tls_mut = Arc::make_mut(&mut tls);
+    tls_mut.alpn_protocols = vec![wtransport::tls::WEBTRANSPORT_ALPN.to_vec()];
+    // QUIC carries no early data.
+    tls_mut.max_early_data_size = 0;
     let mut transport = wtransport::quinn::TransportConfig::default();
     // A fixed packet size: what an observer sees never depends on the path.
     transport.mtu_discovery_config(None);
     transport.datagram_receive_buffer_size(None);
     let config = ServerConfig::builder()
         .with_bind_address(bind)
-        .with_custom_transport(identity, transport)
+        .with_custom_tls_and_transport(Arc::unwrap_or_clone(tls), transport)
         .keep_alive_interval(None)
         .max_idle_timeout(Some(QUIC_IDLE_TIMEOUT))
         .map_err(|_| bad())?
@@ -98,12 +110,11 @@ impl Listener {
         };
         let certs = wtcert::ensure(&settings.data_dir, &settings.host, keys::now())?;
         let bind = SocketAddr::new(settings.listen.ip(), port);
-        let endpoint = Endpoint::server(quic_config(bind, &certs.current)?).map_err(|source| {
-            RelayError::Io {
+        let endpoint = Endpoint::server(quic_config(bind, &certs.current, settings.key_exchange)?)
+            .map_err(|source| RelayError::Io {
                 what: "WebTransport listen",
                 source,
-            }
-        })?;
+            })?;
         let bound = endpoint.local_addr().map_err(|source| RelayError::Io {
             what: "WebTransport listen",
             source,
@@ -137,7 +148,7 @@ impl Listener {
             return;
         }
         if certs.current.sha256 != self.certs.current.sha256 {
-            let reloaded = quic_config(self.bind, &certs.current)
+            let reloaded = quic_config(self.bind, &certs.current, settings.key_exchange)
                 .ok()
                 .map(|c| self.endpoint.reload_config(c, false));
             if !matches!(reloaded, Some(Ok(()))) {

@@ -232,6 +232,16 @@ fn to_blob(bytes: &[u8]) -> Result<Blob, OpError> {
     Ok(Box::new(arr))
 }
 
+/// The error code for a failed transaction: `StorageFull` when the disk
+/// (or the database's size limit) is full, so a client can tell "try
+/// later" from a fault; `Internal` otherwise.
+fn failure_code(e: &rusqlite::Error) -> ErrorCode {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => ErrorCode::StorageFull,
+        _ => ErrorCode::Internal,
+    }
+}
+
 impl Storage {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path, limits: Limits) -> Result<Storage, StorageError> {
@@ -282,20 +292,21 @@ impl Storage {
     pub fn run_batch(&mut self, ops: &[Op], now: u64) -> Vec<Result<Outcome, ErrorCode>> {
         match self.try_batch(ops, now) {
             Ok(results) => results,
-            Err(_) => {
+            Err(e) => {
+                let code = failure_code(&e);
                 // Counters may have moved inside the rolled-back transaction.
                 if self.reload_totals().is_err() {
-                    return ops.iter().map(|_| Err(ErrorCode::Internal)).collect();
+                    return ops.iter().map(|_| Err(code)).collect();
                 }
                 if ops.len() == 1 {
-                    return vec![Err(ErrorCode::Internal)];
+                    return vec![Err(code)];
                 }
                 ops.iter()
                     .map(|op| match self.try_batch(std::slice::from_ref(op), now) {
                         Ok(mut r) => r.pop().unwrap_or(Err(ErrorCode::Internal)),
-                        Err(_) => {
+                        Err(e) => {
                             let _ = self.reload_totals();
-                            Err(ErrorCode::Internal)
+                            Err(failure_code(&e))
                         }
                     })
                     .collect()

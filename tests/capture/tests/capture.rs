@@ -10,6 +10,10 @@
 //! - the sender never opens a connection to the recipient's mailbox relay:
 //!   the packets that relay stores reach it over relay links only.
 //!
+//! - every TLS handshake, on every link, is post-quantum: the ClientHello
+//!   sends a key share for X25519MLKEM768 (0x11ec) only, and the
+//!   ServerHello selects it, without a retry.
+//!
 //! Cover traffic (drop and loop packets from `postern watch`) is part of
 //! the capture and held to the same rule. While watching, a client sends
 //! receipts, resends and cover through one set of links: the capture shows
@@ -18,8 +22,10 @@
 //!
 //! The users leave from their own loopback addresses (Alice 127.0.0.2,
 //! Bob 127.0.0.3, relays 127.0.0.1) so each connection's owner is visible.
-//! Needs `tcpdump` and the right to capture (root or CAP_NET_RAW), so it
-//! is ignored by a plain `cargo test`; `scripts/test` runs it.
+//! Needs `tcpdump` and the right to capture (root or CAP_NET_RAW), and the
+//! `postern` and `postern-relay` binaries built (`cargo build -p
+//! postern-cli -p postern-relay`), so it is ignored by a plain `cargo
+//! test`; `scripts/test` runs it.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -30,12 +36,12 @@
 )]
 
 use std::collections::BTreeMap;
-use std::io::BufRead as _;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use postern_capture::tcpdump::Tcpdump;
+use postern_capture::{tcp, tls};
 use postern_cli::harness::{self, Testnet, User};
 use postern_core::RelayAddress;
 use postern_core::consts::FRAME_BYTES;
@@ -60,9 +66,15 @@ const MAX_TEARDOWN_RECORDS: usize = 2;
 #[test]
 #[ignore = "needs tcpdump and the right to capture on lo; scripts/test runs it"]
 fn every_record_on_every_link_has_one_size_and_the_sender_never_meets_the_mailbox() {
-    let postern = PathBuf::from(env!("CARGO_BIN_EXE_postern"));
-    let relay_bin = harness::sibling_binary(&postern, "postern-relay");
-    assert!(relay_bin.exists(), "build postern-relay first");
+    // target/debug/deps/capture-… -> target/debug/
+    let exe = std::env::current_exe().unwrap();
+    let bin_dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let postern = bin_dir.join("postern");
+    let relay_bin = bin_dir.join("postern-relay");
+    assert!(
+        postern.exists() && relay_bin.exists(),
+        "build them first: cargo build -p postern-cli -p postern-relay"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let mut net = Testnet::start(&relay_bin, &dir.join("net"), 5, 0).unwrap();
@@ -74,7 +86,12 @@ fn every_record_on_every_link_has_one_size_and_the_sender_never_meets_the_mailbo
     let relay_of = |port: u16| ports.iter().position(|p| *p == port).map(|i| i + 1);
 
     let pcap = dir.join("lo.pcap");
-    let mut tcpdump = Tcpdump::start(&pcap, &ports);
+    let filter = ports
+        .iter()
+        .map(|p| format!("tcp port {p}"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let mut tcpdump = Tcpdump::start(&pcap, &filter).unwrap();
 
     let alice = User::new(&postern, "Alice", &dir.join("alice"))
         .with_env("POSTERN_SOURCE_ADDR", &ALICE_IP.to_string());
@@ -214,9 +231,18 @@ fn every_record_on_every_link_has_one_size_and_the_sender_never_meets_the_mailbo
 
     // Relays shut down cleanly, so every connection ends inside the capture.
     net.stop().unwrap();
-    let segments = tcpdump.stop();
+    let capture = tcpdump.stop().unwrap();
 
-    let conns = connections(&segments);
+    // Post-quantum key exchange on every link, both ways.
+    let handshakes = postern_capture::handshakes(&capture).unwrap();
+    for h in &handshakes {
+        let who = format!("{:?} -> {:?}", h.client, h.server);
+        assert_eq!(h.offered(), [0x11ec], "{who}: key shares offered");
+        assert_eq!(h.selected(), Some(0x11ec), "{who}: group selected");
+        assert!(!h.retried(), "{who}: a HelloRetryRequest");
+    }
+    let conns = tcp::connections(&capture.tcp).unwrap();
+    assert_eq!(handshakes.len(), conns.len());
     assert!(
         conns.len() >= 10,
         "only {} connections captured",
@@ -245,7 +271,7 @@ fn every_record_on_every_link_has_one_size_and_the_sender_never_meets_the_mailbo
         .into_iter()
         .enumerate()
         {
-            let records = tls_records(bytes).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let records = tls::records(bytes).unwrap_or_else(|e| panic!("{what}: {e}"));
             here[dir] = check_uniform(&records, size).unwrap_or_else(|e| panic!("{what}: {e}"));
             frames[dir] += here[dir];
         }
@@ -301,250 +327,11 @@ fn every_record_on_every_link_has_one_size_and_the_sender_never_meets_the_mailbo
         "only {linked_frames} frames while watching"
     );
     eprintln!(
-        "{} connections; {} frame records to relays ({RECORD_TO_RELAY} bytes each), {} to clients ({RECORD_TO_CLIENT} bytes each)",
+        "{} connections, every handshake X25519MLKEM768; {} frame records to relays ({RECORD_TO_RELAY} bytes each), {} to clients ({RECORD_TO_CLIENT} bytes each)",
         conns.len(),
         frames[0],
         frames[1]
     );
-}
-
-/// `tcpdump` writing every TCP segment to or from the relays' ports.
-struct Tcpdump {
-    child: Child,
-    file: PathBuf,
-}
-
-impl Tcpdump {
-    fn start(file: &Path, ports: &[u16]) -> Tcpdump {
-        let filter = ports
-            .iter()
-            .map(|p| format!("tcp port {p}"))
-            .collect::<Vec<_>>()
-            .join(" or ");
-        let mut child = Command::new("tcpdump")
-            .args(["-i", "lo", "-n", "-U", "-s", "0", "-B", "16384", "-w"])
-            .arg(file)
-            .arg(&filter)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tcpdump (scripts/setup installs it)");
-        // It says "listening on lo" once the capture runs.
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(l) if l.contains("listening on") => break,
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("tcpdump did not start capturing (root or CAP_NET_RAW needed)");
-                }
-            }
-        }
-        std::thread::spawn(move || {
-            // Keep draining: the final statistics, and a dropped-packets
-            // line if the kernel lost any.
-            while let Ok(l) = rx.recv() {
-                if l.contains("dropped by kernel") && !l.starts_with("0 ") {
-                    eprintln!("tcpdump: {l}");
-                }
-            }
-        });
-        Tcpdump {
-            child,
-            file: file.to_path_buf(),
-        }
-    }
-
-    /// Stops the capture and reads it back.
-    fn stop(&mut self) -> Vec<Segment> {
-        // Let the last segments reach the file.
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        read_pcap(&std::fs::read(&self.file).unwrap())
-    }
-}
-
-impl Drop for Tcpdump {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-type Endpoint = (Ipv4Addr, u16);
-
-/// One captured TCP segment.
-struct Segment {
-    at: SystemTime,
-    from: Endpoint,
-    to: Endpoint,
-    seq: u32,
-    syn: bool,
-    ack_flag: bool,
-    payload: Vec<u8>,
-}
-
-/// The classic pcap format (`tcpdump -w`): a 24-byte file header, then a
-/// 16-byte header before each packet. Ethernet framing on `lo`.
-fn read_pcap(data: &[u8]) -> Vec<Segment> {
-    let u32_at = |b: &[u8], at: usize, le: bool| {
-        let w: [u8; 4] = b[at..at + 4].try_into().unwrap();
-        if le {
-            u32::from_le_bytes(w)
-        } else {
-            u32::from_be_bytes(w)
-        }
-    };
-    assert!(data.len() >= 24, "capture file too short");
-    let le = match &data[..4] {
-        [0xd4, 0xc3, 0xb2, 0xa1] => true,
-        [0xa1, 0xb2, 0xc3, 0xd4] => false,
-        m => panic!("not a microsecond pcap file: {m:02x?}"),
-    };
-    assert_eq!(u32_at(data, 20, le), 1, "link type is not Ethernet");
-    let mut segments = Vec::new();
-    let mut at = 24;
-    while at + 16 <= data.len() {
-        let secs = u32_at(data, at, le);
-        let micros = u32_at(data, at + 4, le);
-        let caplen = u32_at(data, at + 8, le) as usize;
-        let len = u32_at(data, at + 12, le) as usize;
-        assert_eq!(caplen, len, "a packet was truncated in the capture");
-        let packet = &data[at + 16..at + 16 + caplen];
-        at += 16 + caplen;
-        let sliced = etherparse::SlicedPacket::from_ethernet(packet).unwrap();
-        let Some(etherparse::NetSlice::Ipv4(ip)) = sliced.net else {
-            continue;
-        };
-        let Some(etherparse::TransportSlice::Tcp(tcp)) = sliced.transport else {
-            continue;
-        };
-        let h = ip.header();
-        segments.push(Segment {
-            at: SystemTime::UNIX_EPOCH
-                + Duration::from_secs(secs.into())
-                + Duration::from_micros(micros.into()),
-            from: (h.source_addr(), tcp.source_port()),
-            to: (h.destination_addr(), tcp.destination_port()),
-            seq: tcp.sequence_number(),
-            syn: tcp.syn(),
-            ack_flag: tcp.ack(),
-            payload: tcp.payload().to_vec(),
-        });
-    }
-    assert_eq!(at, data.len(), "trailing bytes in the capture file");
-    segments
-}
-
-/// One TCP connection, both byte streams reassembled.
-struct Conn {
-    client: Endpoint,
-    server: Endpoint,
-    opened: SystemTime,
-    to_server: Vec<u8>,
-    to_client: Vec<u8>,
-}
-
-/// Every connection whose opening was captured, its streams rebuilt from
-/// sequence numbers (retransmissions collapse; a gap fails the test).
-fn connections(segments: &[Segment]) -> Vec<Conn> {
-    // Initial sequence number of each direction, from its SYN.
-    let mut isn: BTreeMap<(Endpoint, Endpoint), u32> = BTreeMap::new();
-    let mut opened: BTreeMap<(Endpoint, Endpoint), SystemTime> = BTreeMap::new();
-    for s in segments.iter().filter(|s| s.syn) {
-        isn.entry((s.from, s.to)).or_insert(s.seq);
-        if !s.ack_flag {
-            opened.entry((s.from, s.to)).or_insert(s.at);
-        }
-    }
-    let stream = |from: Endpoint, to: Endpoint| -> Vec<u8> {
-        let Some(&start) = isn.get(&(from, to)) else {
-            panic!("{from:?} -> {to:?}: no SYN captured");
-        };
-        let mut pieces: BTreeMap<u32, &[u8]> = BTreeMap::new();
-        for s in segments
-            .iter()
-            .filter(|s| s.from == from && s.to == to && !s.payload.is_empty())
-        {
-            // Offsets from the ISN (+1 for the SYN); streams here are far
-            // below 4 GiB so they never wrap.
-            let off = s.seq.wrapping_sub(start).wrapping_sub(1);
-            let e = pieces.entry(off).or_insert(&s.payload);
-            if s.payload.len() > e.len() {
-                *e = &s.payload;
-            }
-        }
-        let mut out: Vec<u8> = Vec::new();
-        for (off, p) in pieces {
-            let off = off as usize;
-            assert!(
-                off <= out.len(),
-                "{from:?} -> {to:?}: bytes missing at {off} (the capture dropped \
-                 segments? tcpdump reports drops when it stops)"
-            );
-            if off + p.len() > out.len() {
-                out.extend_from_slice(&p[out.len() - off..]);
-            }
-        }
-        out
-    };
-    opened
-        .into_iter()
-        // A refused connection (no SYN-ACK: a relay already stopped at the
-        // end) carries nothing.
-        .filter(|((client, server), _)| {
-            let accepted = isn.contains_key(&(*server, *client));
-            if !accepted {
-                assert!(
-                    !segments
-                        .iter()
-                        .any(|s| s.from == *client && s.to == *server && !s.payload.is_empty()),
-                    "data on a connection that was never accepted"
-                );
-            }
-            accepted
-        })
-        .map(|((client, server), at)| Conn {
-            client,
-            server,
-            opened: at,
-            to_server: stream(client, server),
-            to_client: stream(server, client),
-        })
-        .collect()
-}
-
-/// (content type, length) of each TLS record in one direction.
-fn tls_records(mut bytes: &[u8]) -> Result<Vec<(u8, usize)>, String> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let [kind, major, _minor, hi, lo, ..] = *bytes else {
-            return Err(format!("{} bytes of a partial record header", bytes.len()));
-        };
-        if !(20..=23).contains(&kind) || major != 3 {
-            return Err(format!("not a TLS record: {kind} {major}"));
-        }
-        let len = usize::from(u16::from_be_bytes([hi, lo]));
-        if bytes.len() < 5 + len {
-            return Err(format!("a record of {len} bytes is cut short"));
-        }
-        out.push((kind, len));
-        bytes = &bytes[5 + len..];
-    }
-    Ok(out)
 }
 
 /// Every record between a connection's first and last frame-sized record
