@@ -77,7 +77,11 @@ fn every_record_on_every_link_has_one_size_and_the_sender_never_meets_the_mailbo
     );
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let mut net = Testnet::start(&relay_bin, &dir.join("net"), 5, 0).unwrap();
+    // A 40 ms mean mixing delay per hop: acknowledgements come back
+    // slower than the watch loop's resend tick (100 ms at least), so the
+    // resends checked below happen (with no delay an idle relay forwards
+    // within a millisecond or two and every packet is acknowledged first).
+    let mut net = Testnet::start(&relay_bin, &dir.join("net"), 5, 40).unwrap();
     let ports: Vec<u16> = net
         .relays
         .iter()
