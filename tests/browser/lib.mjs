@@ -135,7 +135,17 @@ export async function gone(page, label, { contains = false, timeout = 30000 } = 
 }
 
 export async function click(page, label, opts = {}) {
-  const w = await find(page, label, opts);
+  // Click where the widget is once it has stopped moving: a panel whose
+  // content is still changing (a status line appearing) shifts what is
+  // below it, and a click read from the frame before lands on a neighbour.
+  let w = await find(page, label, opts);
+  for (let i = 0; i < 20; i++) {
+    await page.waitForTimeout(100);
+    const again = await find(page, label, opts);
+    const still = again.x === w.x && again.y === w.y && again.w === w.w && again.h === w.h;
+    w = again;
+    if (still) break;
+  }
   await page.mouse.click(w.x + w.w / 2, w.y + w.h / 2);
   await page.waitForTimeout(200);
   return w;
