@@ -135,6 +135,20 @@ fn wt_hashes(relay: &Relay) -> Vec<[u8; 32]> {
     }
 }
 
+/// The metric once it equals `want` (the relay counts a handshake when
+/// its side completes, a moment after the client's), or its value after
+/// 5 s.
+fn metric_is(relay: &Relay, line: &str, want: u64) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let v = metric(relay, line);
+        if v == want || std::time::Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn metric(relay: &Relay, line: &str) -> u64 {
     let m = relay.admin_get("/metrics");
     m.lines()
@@ -150,7 +164,7 @@ const ALLOWED: &str = "postern_relay_tls_classical_allowed";
 #[tokio::test]
 async fn postern_handshakes_are_hybrid_and_classical_only_clients_are_refused() {
     let relay = Relay::start(&[]);
-    assert_eq!(metric(&relay, ALLOWED), 0);
+    assert_eq!(metric_is(&relay, ALLOWED, 0), 0);
 
     // Postern's own client (the same provider as every link).
     let group = tcp_handshake(&relay, postern_net::tls::provider(KeyExchange::HybridOnly))
@@ -165,13 +179,13 @@ async fn postern_handshakes_are_hybrid_and_classical_only_clients_are_refused() 
     everything.kx_groups.reverse();
     let group = tcp_handshake(&relay, Arc::new(everything)).await.unwrap();
     assert_eq!(group, X25519MLKEM768);
-    assert_eq!(metric(&relay, HYBRID), 3);
+    assert_eq!(metric_is(&relay, HYBRID, 3), 3);
 
     // Classical only: refused, over TCP and over WebTransport.
     let refused = tcp_handshake(&relay, classical_only()).await;
     assert!(refused.is_err(), "{refused:?}");
-    assert_eq!(metric(&relay, REFUSED), 1);
-    assert_eq!(metric(&relay, CLASSICAL), 0);
+    assert_eq!(metric_is(&relay, REFUSED, 1), 1);
+    assert_eq!(metric_is(&relay, CLASSICAL, 0), 0);
     let refused = webtransport_session(&relay, classical_only()).await;
     assert!(refused.is_err(), "a classical-only WebTransport session");
     // A browser-like client with the hybrid group gets its session.
@@ -183,16 +197,16 @@ async fn postern_handshakes_are_hybrid_and_classical_only_clients_are_refused() 
 #[tokio::test]
 async fn an_operator_may_allow_classical_clients_and_the_metrics_say_so() {
     let relay = Relay::start(&["--allow-classical-tls"]);
-    assert_eq!(metric(&relay, ALLOWED), 1);
+    assert_eq!(metric_is(&relay, ALLOWED, 1), 1);
     let group = tcp_handshake(&relay, classical_only()).await.unwrap();
     assert_eq!(group, 0x001d, "X25519");
     let group = tcp_handshake(&relay, postern_net::tls::provider(KeyExchange::HybridOnly))
         .await
         .unwrap();
     assert_eq!(group, X25519MLKEM768);
-    assert_eq!(metric(&relay, CLASSICAL), 1);
-    assert_eq!(metric(&relay, HYBRID), 1);
-    assert_eq!(metric(&relay, REFUSED), 0);
+    assert_eq!(metric_is(&relay, CLASSICAL, 1), 1);
+    assert_eq!(metric_is(&relay, HYBRID, 1), 1);
+    assert_eq!(metric_is(&relay, REFUSED, 0), 0);
     let session = webtransport_session(&relay, classical_only()).await;
     assert!(session.is_ok(), "{:?}", session.err());
 }
