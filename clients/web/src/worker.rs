@@ -171,6 +171,13 @@ enum Exclusive {
 }
 
 impl Worker {
+    /// A new profile (made or restored): a key remembered for an old
+    /// one goes.
+    async fn forget_old_key(&self) {
+        let _ = remember::forget(&self.profile).await;
+        self.say(FromWorker::Remembered(false));
+    }
+
     fn say(&self, m: FromWorker) {
         (self.tell)(m);
     }
@@ -307,9 +314,7 @@ impl Worker {
                         .await
                     {
                         Ok(p) => {
-                            // A new profile: a key kept for an old one goes.
-                            let _ = remember::forget(&self.profile).await;
-                            self.say(FromWorker::Remembered(false));
+                            self.forget_old_key().await;
                             return Some(p);
                         }
                         Err(why) => self.say(FromWorker::CreateFailed(why)),
@@ -323,9 +328,7 @@ impl Worker {
                         .await
                     {
                         Ok(p) => {
-                            // A new profile: a key kept for an old one goes.
-                            let _ = remember::forget(&self.profile).await;
-                            self.say(FromWorker::Remembered(false));
+                            self.forget_old_key().await;
                             return Some(p);
                         }
                         Err(why) => self.say(FromWorker::CreateFailed(why)),
