@@ -114,7 +114,15 @@ impl Header {
             return Err(ProfileError::BadHeader("too large"));
         }
         let bytes = std::fs::read(&path).map_err(ProfileError::Io)?;
-        let h: Header = serde_json::from_slice(&bytes)
+        Header::parse(&bytes)
+    }
+
+    /// Validates a header file's contents (hostile input: bounded, strict).
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Header, ProfileError> {
+        if bytes.len() as u64 > MAX_HEADER_BYTES {
+            return Err(ProfileError::BadHeader("too large"));
+        }
+        let h: Header = serde_json::from_slice(bytes)
             .map_err(|_| ProfileError::BadHeader("not a profile header"))?;
         if h.format != HEADER_FORMAT {
             return Err(ProfileError::BadHeader("unsupported format version"));

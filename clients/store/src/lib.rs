@@ -242,6 +242,13 @@ fn random_key() -> Zeroizing<[u8; 32]> {
 
 /// How the profile in `dir` is unlocked, read from its header without
 /// opening it (the lock screen asks for a passphrase or not).
+/// What a profile header file's contents say about its key, validated
+/// exactly as when the profile is opened (for tools and fuzzing: the
+/// header is read from disk, where anything may have changed it).
+pub fn inspect_header(bytes: &[u8]) -> Result<KeySource, ProfileError> {
+    header::Header::parse(bytes).map(|h| h.source())
+}
+
 pub fn key_source_of(dir: &Path) -> Result<KeySource, ProfileError> {
     Ok(header::Header::read(dir)?.source())
 }

@@ -387,6 +387,240 @@ pub fn directory(data: &[u8]) {
     let _ = dir::from_blobs(&blobs);
 }
 
+/// A relay's Sphinx key and id, and a valid packet for it (built once).
+pub struct Hop {
+    /// The relay's key.
+    pub key: postern_core::crypto::sphinx::NodeSecret,
+    /// Its node id.
+    pub id: postern_core::crypto::sphinx::NodeId,
+    /// A valid packet for it, delivering a blob to a queue.
+    pub packet: postern_core::crypto::sphinx::Packet,
+}
+
+fn build_hop() -> Result<Hop, postern_core::Error> {
+    use postern_core::crypto::sphinx::{self, NodeSecret};
+    let mut rng = ChaCha20Rng::seed_from_u64(0x5F);
+    let key = NodeSecret::generate(&mut rng);
+    let id = [0x33; 32];
+    let blob = Box::new([0x44; postern_core::consts::BLOB_BYTES]);
+    let path = postern_core::onion::Path {
+        nodes: vec![postern_core::onion::Node {
+            id,
+            address: postern_core::RelayAddress::parse("postern-relay://127.0.0.1:4443")?,
+            roles: postern_core::onion::ROLE_MAILBOX,
+            key: key.public(),
+        }],
+    };
+    let packet = postern_core::onion::wrap(&path, &[0x55; 16], &blob, &mut rng)?;
+    // The packet opens at this hop (else the fixture is wrong).
+    sphinx::process(&packet, &key)?;
+    Ok(Hop { key, id, packet })
+}
+
+/// The shared hop (built on first use).
+#[allow(clippy::expect_used)]
+pub fn hop() -> &'static Hop {
+    static H: OnceLock<Hop> = OnceLock::new();
+    H.get_or_init(|| build_hop().expect("fuzz fixture"))
+}
+
+/// Sphinx packets as a relay receives them (`onion::peel`, what
+/// `postern-relay` runs on every packet). The first byte chooses how the
+/// rest is used: 0, as the whole packet (zero-padded); 1, XORed into a
+/// valid packet (header and payload mutations that keep its size); else,
+/// as the plaintext of a valid one-hop packet, so that the relay's parsing
+/// of what a final hop finds (kind, queue, blob, reply block) is reached.
+pub fn sphinx_packet(data: &[u8]) {
+    use postern_core::consts::SPHINX_PACKET_BYTES;
+    use postern_core::crypto::sphinx;
+    let h = hop();
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let packet: sphinx::Packet = match mode {
+        0 => {
+            let mut p = Box::new([0u8; SPHINX_PACKET_BYTES]);
+            for (d, s) in p.iter_mut().zip(rest) {
+                *d = *s;
+            }
+            p
+        }
+        1 => {
+            let mut p = h.packet.clone();
+            // Two bytes of offset, then the bytes to XOR in there.
+            let Some((&[a, b], xor)) = rest.split_first_chunk::<2>() else {
+                return;
+            };
+            let at = usize::from(u16::from_be_bytes([a, b])) % SPHINX_PACKET_BYTES;
+            for (d, s) in p.iter_mut().skip(at).zip(xor) {
+                *d ^= *s;
+            }
+            p
+        }
+        _ => {
+            let hops = [sphinx::Hop {
+                id: h.id,
+                key: h.key.public(),
+            }];
+            let plain = &rest[..rest.len().min(sphinx::PAYLOAD_PLAINTEXT_BYTES)];
+            match sphinx::build(&hops, &h.id, plain, &mut rng) {
+                Ok(p) => p,
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = postern_core::onion::peel(&packet, &h.key, &h.id, 0, &mut rng);
+}
+
+/// A reply block and its recovery material (built once).
+pub struct ReplyBlock {
+    /// The block.
+    pub block: Box<[u8; postern_core::crypto::sphinx::SURB_BYTES]>,
+    /// Its creator's recovery material.
+    pub recovery: postern_core::crypto::sphinx::SurbRecovery,
+}
+
+fn build_reply_block() -> Result<ReplyBlock, postern_core::Error> {
+    use postern_core::crypto::sphinx;
+    let mut rng = ChaCha20Rng::seed_from_u64(0x5B);
+    let h = hop();
+    let hops = [sphinx::Hop {
+        id: h.id,
+        key: h.key.public(),
+    }];
+    // The destination is an acknowledgement queue (16 bytes) and the
+    // relay that holds it (the first 16 bytes of its id).
+    let mut destination = [0x66; 32];
+    destination[16..].copy_from_slice(&h.id[..16]);
+    let (block, recovery) = sphinx::build_surb(&hops, &destination, [9; 16], &mut rng)?;
+    Ok(ReplyBlock { block, recovery })
+}
+
+/// The shared reply block (built on first use).
+#[allow(clippy::expect_used)]
+pub fn reply_block() -> &'static ReplyBlock {
+    static S: OnceLock<ReplyBlock> = OnceLock::new();
+    S.get_or_init(|| build_reply_block().expect("fuzz fixture"))
+}
+
+/// Reply blocks (SURBs: carried inside packets, used by a mailbox relay
+/// to acknowledge), reply recovery material, acknowledgement payloads and
+/// the pairing of acknowledgement-queue blobs. Nothing but the block's
+/// own acknowledgement opens with its recovery material.
+#[allow(clippy::panic)]
+pub fn surb(data: &[u8]) {
+    use postern_core::consts::{BLOB_BYTES, SPHINX_PAYLOAD_BYTES};
+    use postern_core::crypto::sphinx::{self, SurbRecovery};
+    let s = reply_block();
+    let mut block = Box::new([0u8; sphinx::SURB_BYTES]);
+    for (d, x) in block.iter_mut().zip(data) {
+        *d = *x;
+    }
+    let _ = postern_core::onion::ack_packet(&block);
+    // The real block XORed with the input: its header and keys mutated.
+    let mut mutated = s.block.clone();
+    for (d, x) in mutated.iter_mut().zip(data) {
+        *d ^= *x;
+    }
+    let _ = postern_core::onion::ack_packet(&mutated);
+    let _ = SurbRecovery::from_bytes(data);
+    let mut payload = Box::new([0u8; SPHINX_PAYLOAD_BYTES]);
+    for (d, x) in payload.iter_mut().zip(data) {
+        *d = *x;
+    }
+    if postern_core::onion::open_ack(&s.recovery, &payload).is_ok() {
+        panic!("a forged acknowledgement opened");
+    }
+    let blobs: Vec<[u8; BLOB_BYTES]> = data
+        .chunks(BLOB_BYTES)
+        .take(4)
+        .map(|c| {
+            let mut b = [0u8; BLOB_BYTES];
+            for (d, x) in b.iter_mut().zip(c) {
+                *d = *x;
+            }
+            b
+        })
+        .collect();
+    let refs: Vec<&[u8; BLOB_BYTES]> = blobs.iter().collect();
+    for (_, p, _) in postern_core::onion::pair_replies(&refs) {
+        if postern_core::onion::open_ack(&s.recovery, &p).is_ok() {
+            panic!("a forged acknowledgement opened");
+        }
+    }
+}
+
+/// QR codes read from an image a user pastes or photographs, and what the
+/// client does with a scanned code (an invitation link, or a safety-number
+/// code to verify). The first byte chooses: 0, an image file (PNG/JPEG);
+/// else a greyscale frame whose width is the next byte.
+pub fn qr(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let codes = if mode == 0 {
+        postern_media::qr::scan_image(rest)
+    } else {
+        let Some((&w, luma)) = rest.split_first() else {
+            return;
+        };
+        let w = u32::from(w.max(1));
+        let h = u32::try_from(luma.len() / w as usize).unwrap_or(0);
+        let used = (w * h) as usize;
+        postern_media::qr::scan_luma(w, h, &luma[..used.min(luma.len())])
+    };
+    let p = pair();
+    for code in codes.into_iter().flatten() {
+        if let Ok(s) = core::str::from_utf8(&code) {
+            let _ = postern_core::courier::Invitation::parse(s, NOW);
+        }
+        let _ = e2e::verify_scanned(&p.alice, &p.bob_addr, &code);
+    }
+}
+
+/// Fragment reassembly across several blobs of one queue: the input is
+/// cut into up to eight fragments (each a length byte, an index/total
+/// byte, and data), sealed under the queue's key and received in order,
+/// each change set committed as the client would. A typed error or a
+/// result each time, never a panic; the fixture store is never changed.
+pub fn fragments(data: &[u8]) {
+    use postern_core::courier::{BLOB_INNER_BYTES, FRAGMENT_DATA_BYTES, receive, seal_raw_blob};
+    let m = mailbox();
+    let mut store = m.store.clone();
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let mut rest = data;
+    for _ in 0..8 {
+        let Some((&[len, it, r], tail)) = rest.split_first_chunk::<3>() else {
+            return;
+        };
+        // A length byte scaled to the whole fragment size.
+        let n = (usize::from(len) * FRAGMENT_DATA_BYTES / 255).min(tail.len());
+        let (body, tail) = tail.split_at(n);
+        rest = tail;
+        let mut inner = Vec::with_capacity(BLOB_INNER_BYTES);
+        inner.push(1); // a fragment
+        inner.extend_from_slice(&[r & 3; 16]); // one of four messages
+        inner.push(it >> 4); // index
+        inner.push(it & 0x0f); // total
+        inner.extend_from_slice(&u16::try_from(n.max(1)).unwrap_or(1).to_be_bytes());
+        inner.extend_from_slice(body);
+        inner.truncate(BLOB_INNER_BYTES);
+        let Ok(blob) = seal_raw_blob(&m.blob_key, &inner, &mut rng) else {
+            return;
+        };
+        if let Ok((_, cs)) = receive(&store, &m.queue, &blob, NOW, &mut rng) {
+            let _ = store.commit(cs);
+        }
+    }
+}
+
+/// The native profile's header file (beside the SQLCipher database):
+/// JSON, strict and bounded; a typed error or a validated header.
+pub fn profile_header(data: &[u8]) {
+    let _ = postern_store::inspect_header(data);
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -401,6 +635,188 @@ mod tests {
             out.push(flipped);
         }
         out
+    }
+
+    /// `data` as a QR frame for the `qr` target: 2 pixels per module and
+    /// a 4-module quiet zone.
+    fn qr_frame(data: &[u8]) -> Vec<u8> {
+        let m = postern_media::qr::encode(data).unwrap();
+        let side = (m.width + 8) * 2;
+        let mut out = vec![1, u8::try_from(side).unwrap()];
+        for y in 0..side {
+            for x in 0..side {
+                let (mx, my) = ((x / 2).wrapping_sub(4), (y / 2).wrapping_sub(4));
+                let dark = mx < m.width && my < m.width && m.dark[my * m.width + mx];
+                out.push(if dark { 0 } else { 255 });
+            }
+        }
+        out
+    }
+
+    /// A valid native profile header (what `postern-store` writes).
+    const HEADER: &[u8] = br#"{"format":1,"profile_id":"00112233445566778899aabbccddeeff","key_source":"passphrase","kdf":{"algorithm":"argon2id-v19","memory_kib":65536,"iterations":3,"parallelism":1,"salt":"00112233445566778899aabbccddeeff"},"key_check":"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"}"#;
+
+    /// One seed per new target, reaching past its first checks.
+    fn new_seeds() -> Vec<(&'static str, Vec<u8>)> {
+        let p = pair();
+        let h = hop();
+        let mut out = Vec::new();
+        let mut raw = vec![0];
+        raw.extend_from_slice(&h.packet[..]);
+        out.push(("sphinx_packet", raw));
+        out.push(("sphinx_packet", vec![1, 0, 40, 0x80]));
+        let mut deliver = vec![2, postern_core::onion::ONION_VERSION, 1];
+        deliver.extend_from_slice(&[0x55; 16]);
+        deliver.extend_from_slice(&[0x44; 64]);
+        out.push(("sphinx_packet", deliver));
+        out.push(("surb", reply_block().block.to_vec()));
+        out.push(("surb", reply_block().recovery.to_bytes().to_vec()));
+        let sn = e2e::safety_number(&p.bob, &p.alice_addr).unwrap();
+        out.push(("qr", qr_frame(&sn.scannable)));
+        out.push(("qr", qr_frame(b"postern:invite")));
+        let mut frags = Vec::new();
+        for (i, t) in [(0u8, 2u8), (1, 2)] {
+            frags.extend_from_slice(&[16, (i << 4) | t, 1]);
+            frags.extend_from_slice(&[7; 128]);
+        }
+        out.push(("fragments", frags));
+        out.push(("profile_header", HEADER.to_vec()));
+        out
+    }
+
+    #[test]
+    fn new_targets_survive_seed_mutations() {
+        for (target, seed) in new_seeds() {
+            let run: fn(&[u8]) = match target {
+                "sphinx_packet" => sphinx_packet,
+                "surb" => surb,
+                "qr" => qr,
+                "fragments" => fragments,
+                _ => profile_header,
+            };
+            for m in mutations(&seed) {
+                run(&m);
+            }
+        }
+        // The stores behind the targets were never modified.
+        let p = pair();
+        assert!(e2e::open(&p.bob, &p.sealed, NOW, &mut rng(b"x")).is_ok());
+    }
+
+    /// The fixtures are real: each seed reaches the code its target is
+    /// for (else the fuzzer would only ever see the first rejection).
+    #[test]
+    #[allow(clippy::panic)]
+    fn seeds_reach_past_the_first_check() {
+        use postern_core::onion::HopAction;
+        let h = hop();
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let action = postern_core::onion::process(&h.packet, &h.key, &h.id, 0, &mut rng).unwrap();
+        assert!(matches!(action, HopAction::Deliver { .. }));
+        // The reply block's own acknowledgement opens with its recovery.
+        let r = reply_block();
+        let (_, packet) = postern_core::onion::ack_packet(&r.block).unwrap();
+        let HopAction::Reply { payload, .. } =
+            postern_core::onion::process(&packet, &h.key, &h.id, 0, &mut rng).unwrap()
+        else {
+            panic!("not a reply");
+        };
+        postern_core::onion::open_ack(&r.recovery, &payload).unwrap();
+        // The QR frame scans back to the safety-number code, which verifies.
+        let p = pair();
+        let sn = e2e::safety_number(&p.bob, &p.alice_addr).unwrap();
+        let frame = qr_frame(&sn.scannable);
+        let w = u32::from(frame[1]);
+        let codes = postern_media::qr::scan_luma(w, w, &frame[2..]).unwrap();
+        assert_eq!(codes, vec![sn.scannable.clone()]);
+        assert!(
+            e2e::verify_scanned(&p.alice, &p.bob_addr, &codes[0])
+                .unwrap()
+                .0
+        );
+        // The header seed is a valid header, and any change to it is not.
+        assert_eq!(
+            postern_store::inspect_header(HEADER).unwrap(),
+            postern_store::KeySource::Passphrase
+        );
+        assert!(postern_store::inspect_header(&HEADER[1..]).is_err());
+        // Two fragments of one message are stored as partial, then complete.
+        let m = mailbox();
+        let mut store = m.store.clone();
+        let mut inner = vec![1];
+        inner.extend_from_slice(&[5; 16]);
+        inner.extend_from_slice(&[0, 2, 0, 3, 9, 9, 9]);
+        let blob = postern_core::courier::seal_raw_blob(&m.blob_key, &inner, &mut rng).unwrap();
+        let (got, cs) =
+            postern_core::courier::receive(&store, &m.queue, &blob, NOW, &mut rng).unwrap();
+        assert!(matches!(got, postern_core::courier::Received::Partial));
+        store.commit(cs).unwrap();
+    }
+
+    /// Writes every target's seeds into `corpus/<target>/` (run once when a
+    /// target is added: `cargo test -p postern-core-fuzz --lib -- --ignored`).
+    #[test]
+    #[ignore = "writes the seed corpus"]
+    fn write_seed_corpus() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+        for (i, (target, seed)) in new_seeds().into_iter().enumerate() {
+            let d = dir.join(target);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(format!("seed-{i}")), seed).unwrap();
+        }
+        for (target, seed) in old_seeds() {
+            let d = dir.join(target);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("seed"), seed).unwrap();
+        }
+    }
+
+    /// One seed for each of the earlier targets.
+    fn old_seeds() -> Vec<(&'static str, Vec<u8>)> {
+        let p = pair();
+        let sn = e2e::safety_number(&p.bob, &p.alice_addr).unwrap();
+        let env = postern_core::message::Envelope {
+            id: [1; 16],
+            sent_at: NOW,
+            reply_to: None,
+            body: postern_core::message::Body::Text(postern_core::message::Text("seed".into())),
+        };
+        let aref = postern_core::message::AttachmentRef {
+            id: [0x11; 16],
+            key: zeroize::Zeroizing::new([0x22; 32]),
+            size: 5000,
+            digest: [0; 32],
+        };
+        vec![
+            ("bundle", p.bundle.clone()),
+            ("records", p.bundle.clone()),
+            ("session_message", p.message.clone()),
+            ("sealed_message", p.sealed.clone()),
+            ("safety_number", sn.scannable.clone()),
+            ("padding", padding::pad(b"seed").unwrap().to_vec()),
+            ("envelope", env.encode().unwrap().to_vec()),
+            (
+                "relay_address",
+                b"postern-relay://[::1]:4443#AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_vec(),
+            ),
+            (
+                "chunk",
+                postern_core::attachment::seal_chunk(&aref, 0, &[7; 1536]).unwrap(),
+            ),
+            ("directory", directory_seed().directory.clone()),
+            (
+                "webm",
+                include_bytes!("../../../media/tests/data/chromium-mediarecorder.webm").to_vec(),
+            ),
+            (
+                "voice",
+                b"OggS\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00OpusHead".to_vec(),
+            ),
+            (
+                "image",
+                b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x00\x01".to_vec(),
+            ),
+        ]
     }
 
     #[test]
