@@ -8,6 +8,7 @@ pub mod keys;
 pub mod metrics;
 pub mod mix;
 pub mod network;
+pub mod offenders;
 pub mod replay;
 pub mod server;
 pub mod storage;

@@ -45,6 +45,11 @@ pub struct Metrics {
     /// Connections closed because the client did not take what was sent
     /// within the write timeout.
     pub connections_closed_slow: AtomicU64,
+    /// New connections refused because their source keeps offending
+    /// (`offenders`).
+    pub connections_refused_source: AtomicU64,
+    /// Times a source reached the offence limit and began to be refused.
+    pub sources_refused: AtomicU64,
     requests: [AtomicU64; COMMANDS.len()],
     errors: [AtomicU64; ErrorCode::ALL.len()],
     /// Queues held.
@@ -172,6 +177,20 @@ impl Metrics {
             "counter",
             "Connections closed because the client stopped reading.",
             g(&self.connections_closed_slow),
+        );
+        one(
+            &mut s,
+            "connections_refused_source_total",
+            "counter",
+            "New connections refused because their source keeps offending.",
+            g(&self.connections_refused_source),
+        );
+        one(
+            &mut s,
+            "sources_refused_total",
+            "counter",
+            "Times a source reached the offence limit (then refused for the cooldown).",
+            g(&self.sources_refused),
         );
         one(
             &mut s,

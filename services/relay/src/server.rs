@@ -32,6 +32,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
+use crate::offenders::{Offenders, Source};
 use crate::storage::{Op, Outcome, Storage, StorageError};
 use crate::tls::{self, TlsError};
 use crate::writer::Writer;
@@ -174,9 +175,43 @@ pub(crate) struct Shared {
     mix: Option<Arc<crate::mix::Mix>>,
     /// Keys, descriptor and the network directory.
     pub(crate) directory: Arc<crate::directory::DirectoryState>,
+    /// Sources whose connections keep offending.
+    offenders: Mutex<Offenders>,
 }
 
 impl Shared {
+    fn offenders(&self) -> std::sync::MutexGuard<'_, Offenders> {
+        // A panic while holding the lock cannot leave the table invalid.
+        self.offenders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a new connection from `peer` is refused (its source keeps
+    /// offending); counted in the metrics.
+    pub(crate) fn refuse_source(&self, peer: std::net::IpAddr) -> bool {
+        let refused = self
+            .offenders()
+            .refused(Source::of(peer), std::time::Instant::now());
+        if refused {
+            self.metrics
+                .connections_refused_source
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        refused
+    }
+
+    /// Counts an offence by `peer`'s source (see `offenders`).
+    pub(crate) fn offence(&self, peer: std::net::IpAddr) {
+        let now_refused = self
+            .offenders()
+            .strike(Source::of(peer), std::time::Instant::now());
+        if now_refused {
+            tracing::info!("a source reached the offence limit; refusing it for a while");
+            self.metrics.sources_refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn subscribers(&self) -> std::sync::MutexGuard<'_, Subscribers> {
         // A panic while holding the lock cannot leave the map invalid.
         self.subscribers
@@ -314,6 +349,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         next_conn: AtomicU64::new(1),
         mix: mix.clone(),
         directory,
+        offenders: Mutex::new(Offenders::new()),
     });
     let mix_task = mix.map(|m| tokio::spawn(m.maintain(stop_rx.clone())));
     let slots = Arc::new(Semaphore::new(shared.settings.max_connections));
@@ -344,11 +380,16 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             () = &mut shutdown => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             r = listener.accept() => {
-                let Ok((tcp, _peer)) = r else {
+                let Ok((tcp, peer)) = r else {
                     // EMFILE and friends: back off instead of spinning.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
+                // Before any TLS work: a source that keeps offending.
+                if shared.refuse_source(peer.ip()) {
+                    drop(tcp);
+                    continue;
+                }
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
                     drop(tcp);
@@ -358,7 +399,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
                 let acceptor = acceptor.clone();
                 let stop = stop_rx.clone();
                 conns.spawn(async move {
-                    serve_connection(tcp, acceptor, shared, stop).await;
+                    serve_connection(tcp, peer.ip(), acceptor, shared, stop).await;
                     drop(permit);
                 });
             }
@@ -484,6 +525,7 @@ struct Conn {
 
 async fn serve_connection(
     tcp: TcpStream,
+    peer: std::net::IpAddr,
     acceptor: tokio_rustls::TlsAcceptor,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
@@ -495,9 +537,22 @@ async fn serve_connection(
             .metrics
             .handshakes_failed
             .fetch_add(1, Ordering::Relaxed);
+        shared.offence(peer);
         return;
     };
-    serve_frames(ws, shared, stop).await;
+    if serve_frames(ws, shared.clone(), stop).await == Ended::Offending {
+        shared.offence(peer);
+    }
+}
+
+/// How a connection ended, as far as its source is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Closed by either side for a reason that is not the source's fault.
+    Normally,
+    /// Closed because of what the source sent (too many errors, an
+    /// oversized message): an offence (see `offenders`).
+    Offending,
 }
 
 /// What a connection's transport delivered.
@@ -564,7 +619,7 @@ pub(crate) async fn serve_frames<T: FrameIo>(
     mut io: T,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> Ended {
     let metrics = shared.metrics.clone();
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     metrics.connections_open.fetch_add(1, Ordering::Relaxed);
@@ -585,7 +640,15 @@ pub(crate) async fn serve_frames<T: FrameIo>(
     shared.unsubscribe(id, &conn.subscriptions);
     let _ = tokio::time::timeout(Duration::from_secs(2), io.close()).await;
     metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    if why == TOO_MANY_ERRORS || why == OVERSIZED {
+        Ended::Offending
+    } else {
+        Ended::Normally
+    }
 }
+
+const TOO_MANY_ERRORS: &str = "too many errors";
+const OVERSIZED: &str = "oversized message";
 
 async fn conn_loop<T: FrameIo>(
     conn: &mut Conn,
@@ -633,7 +696,7 @@ async fn conn_loop<T: FrameIo>(
                         // oversized message: say why, then close.
                         let f = conn.error_frame(0, ErrorCode::FrameSize);
                         let _ = io.send(f).await;
-                        return "oversized message";
+                        return OVERSIZED;
                     }
                     Incoming::Failed => return "read error",
                 }
@@ -656,7 +719,7 @@ async fn conn_loop<T: FrameIo>(
                 .metrics
                 .connections_closed_for_errors
                 .fetch_add(1, Ordering::Relaxed);
-            return "too many errors";
+            return TOO_MANY_ERRORS;
         }
     }
 }

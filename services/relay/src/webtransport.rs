@@ -184,6 +184,13 @@ impl Listener {
                     self.rotate(&shared.settings, &shared.directory, &address);
                 }
                 incoming = self.endpoint.accept() => {
+                    let peer = incoming.remote_address().ip();
+                    // Before any QUIC or TLS work: a source that keeps
+                    // offending.
+                    if shared.refuse_source(peer) {
+                        incoming.refuse();
+                        continue;
+                    }
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
                         shared.metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
                         incoming.refuse();
@@ -193,9 +200,16 @@ impl Listener {
                     let stop = stop.clone();
                     sessions.spawn(async move {
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(incoming)).await {
-                            Ok(Some(io)) => crate::server::serve_frames(io, shared, stop).await,
+                            Ok(Some(io)) => {
+                                let ended =
+                                    crate::server::serve_frames(io, shared.clone(), stop).await;
+                                if ended == crate::server::Ended::Offending {
+                                    shared.offence(peer);
+                                }
+                            }
                             _ => {
                                 shared.metrics.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                                shared.offence(peer);
                             }
                         }
                         drop(permit);

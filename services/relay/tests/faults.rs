@@ -555,24 +555,34 @@ async fn a_client_that_never_reads_is_dropped_and_others_are_served() {
     assert!(steady.await.unwrap() > 10);
 }
 
-/// Bound: each flooding connection is closed after
-/// `MAX_ERRORS_PER_CONNECTION` counted errors; dozens of them in a row
-/// from one source (for 2 s or more) leave another client's requests all
-/// answered.
+/// Bounds: each flooding connection is closed after
+/// `MAX_ERRORS_PER_CONNECTION` counted errors; a source whose connections
+/// are closed so `offenders::STRIKES` times within `offenders::WINDOW`
+/// has its next connection refused before TLS (for `offenders::COOLDOWN`);
+/// meanwhile another source's running client has every request answered
+/// and its new connections are accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_invalid_frames_closes_each_flooding_connection_and_spares_others() {
+async fn a_flood_of_invalid_frames_from_one_source_is_cut_off_and_spares_others() {
+    use postern_relay::offenders::STRIKES;
+    let flooder: std::net::IpAddr = "127.0.0.2".parse().unwrap();
     let relay = Relay::start(&[]);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let steady = steady_client(relay.addr.clone(), stop.clone());
     let t = Instant::now();
     let mut rounds = 0u32;
-    // At least 30 flooding connections, and for at least 2 s.
-    while rounds < 30 || t.elapsed() < Duration::from_secs(2) {
+    let refused = loop {
+        let mut raw = match Raw::try_connect_from(&relay.addr, Some(flooder)).await {
+            Ok(raw) => raw,
+            Err(e) => break e,
+        };
+        assert!(
+            rounds < STRIKES,
+            "connection {} from a cut-off source accepted",
+            rounds + 1
+        );
         let round = rounds;
         rounds += 1;
-        let mut raw = Raw::connect(&relay.addr).await;
-        let mut sent = 0;
-        loop {
+        for sent in 0..=MAX_ERRORS_PER_CONNECTION * 2 {
             // Alternately a short binary message and a frame of garbage.
             let bad = if sent % 2 == 0 {
                 vec![0xAB; 100]
@@ -580,10 +590,6 @@ async fn a_flood_of_invalid_frames_closes_each_flooding_connection_and_spares_ot
                 vec![round as u8; FRAME_BYTES]
             };
             raw.try_send_bytes(bad).await;
-            sent += 1;
-            if sent > MAX_ERRORS_PER_CONNECTION * 2 {
-                break;
-            }
         }
         // It is answered, then closed: at most the allowed errors.
         let mut errors = 0;
@@ -598,16 +604,38 @@ async fn a_flood_of_invalid_frames_closes_each_flooding_connection_and_spares_ot
             errors <= MAX_ERRORS_PER_CONNECTION,
             "{errors} errors on one connection"
         );
-    }
+    };
+    assert_eq!(
+        rounds, STRIKES,
+        "cut off after {rounds} connections: {refused}"
+    );
+    assert!(t.elapsed() < postern_relay::offenders::WINDOW);
+    // Still refused on a second try; another source's new connection is
+    // served.
+    assert!(
+        Raw::try_connect_from(&relay.addr, Some(flooder))
+            .await
+            .is_err()
+    );
+    let mut other = Raw::connect(&relay.addr).await;
+    let (_, ping) = other.request(Cmd::Ping, None);
+    other.send_bytes(ping.to_vec()).await;
+    assert!(matches!(
+        other.recv().await.map(|r| r.reply),
+        Some(postern_core::relay_proto::Reply::Ok)
+    ));
+    // The steady client ran through all of it (and at least 2 s).
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(t.elapsed())).await;
     stop.store(true, Ordering::Relaxed);
     assert!(steady.await.unwrap() > 10);
     let m = relay.admin_get("/metrics");
-    assert!(
-        m.contains(&format!(
-            "postern_relay_connections_closed_for_errors_total {rounds}\n"
-        )),
-        "{rounds} flooding connections: {m}"
-    );
+    for line in [
+        format!("postern_relay_connections_closed_for_errors_total {STRIKES}\n"),
+        "postern_relay_sources_refused_total 1\n".to_owned(),
+        "postern_relay_connections_refused_source_total 2\n".to_owned(),
+    ] {
+        assert!(m.contains(&line), "{line}: {m}");
+    }
 }
 
 /// TLS garbage, plain HTTP and oversized WebSocket messages get a closed

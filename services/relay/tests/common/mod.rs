@@ -199,15 +199,27 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(addr: &RelayAddress) -> Raw {
-        let mut ws = postern_net::connect_websocket(addr).await.unwrap();
+        Raw::try_connect_from(addr, None).await.unwrap()
+    }
+
+    /// A connection leaving from `source` (e.g. 127.0.0.2: another
+    /// source on loopback), or an error if the relay refuses it.
+    pub async fn try_connect_from(
+        addr: &RelayAddress,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Raw, postern_net::NetError> {
+        let via = postern_net::Connector {
+            source_address: source,
+        };
+        let mut ws = postern_net::connect_websocket_with(addr, &via).await?;
         let hello = next(&mut ws).await.unwrap();
         let Reply::Hello { challenge } = hello.reply else {
             panic!("no hello")
         };
-        Raw {
+        Ok(Raw {
             ws,
             auth: ClientAuth::new(challenge),
-        }
+        })
     }
 
     pub fn local_port(&self) -> u16 {
