@@ -40,6 +40,26 @@ fn rejects_what_is_not_an_image_or_holds_no_code() {
     ));
 }
 
+/// Found by the `qr` fuzz target (FUZZING.md): a 90-pixel-wide camera
+/// frame whose capstones form a degenerate perspective. rqrr asserted
+/// that the mapped points fit an `i32` and panicked, which aborts a
+/// release build (third_party/rqrr/POSTERN.md). Now: a typed error.
+#[test]
+fn a_frame_with_a_degenerate_perspective_is_an_error_not_a_panic() {
+    // The fuzz input: a mode byte (1: greyscale frame), the width, pixels.
+    let input = include_bytes!("data/qr-degenerate-perspective.bin");
+    let (w, luma) = (usize::from(input[1]), &input[2..]);
+    let h = luma.len() / w;
+    let frame = &luma[..w * h];
+    assert!(qr::scan_luma(w as u32, h as u32, frame).is_err());
+    // The same pixels as a PNG file.
+    let img = image::GrayImage::from_raw(w as u32, h as u32, frame.to_vec()).unwrap();
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    assert!(qr::scan_image(&png).is_err());
+}
+
 #[test]
 fn a_drawn_code_reads_back_from_pixels_and_from_a_png_file() {
     let payload = b"postern:AQIDBAUGBwgJCgsMDQ4PEA".to_vec();
