@@ -314,14 +314,43 @@ pub fn safety_numbers() -> &'static (
     })
 }
 
+/// The scannable safety-number code as libsignal encodes it (protobuf
+/// `CombinedFingerprints`), declared here only to check what a code that
+/// verified carries.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CombinedFingerprints {
+    /// Format version.
+    #[prost(uint32, optional, tag = "1")]
+    pub version: Option<u32>,
+    /// The scanning side's fingerprint as the code's owner sees it.
+    #[prost(message, optional, tag = "2")]
+    pub local: Option<LogicalFingerprint>,
+    /// The other side's.
+    #[prost(message, optional, tag = "3")]
+    pub remote: Option<LogicalFingerprint>,
+}
+
+/// One side's fingerprint in a scannable code.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LogicalFingerprint {
+    /// The fingerprint bytes.
+    #[prost(bytes = "vec", optional, tag = "1")]
+    pub content: Option<Vec<u8>>,
+}
+
 /// Scanned safety-number codes: parsed and compared with ours (what
-/// `e2e::verify_scanned` does after computing ours). Only Bob's real code
-/// may match, and then the whole `verify_scanned` path runs.
+/// `e2e::verify_scanned` does after computing ours). A code that verifies
+/// carries exactly the version and fingerprints of Bob's real code (its
+/// bytes may differ: protobuf allows other encodings of the same fields,
+/// e.g. a repeated field, and libsignal compares the decoded fields), and
+/// then the whole `verify_scanned` path verifies it too.
 #[allow(clippy::panic)]
 pub fn safety_number(data: &[u8]) {
+    use prost::Message as _;
     let (ours, theirs) = safety_numbers();
     if let Ok(true) = postern_core::crypto::signal::compare_scanned(ours, data) {
-        if theirs.scannable != data {
+        let fields = |b: &[u8]| CombinedFingerprints::decode(b).ok();
+        if fields(data).is_none() || fields(data) != fields(&theirs.scannable) {
             panic!("a foreign code verified");
         }
         let p = pair();
@@ -713,6 +742,33 @@ mod tests {
         out.push(("fragments", frags));
         out.push(("profile_header", HEADER.to_vec()));
         out
+    }
+
+    /// Found by the `safety_number` target: Bob's code with its version
+    /// field repeated (protobuf: the last one counts) verifies, because
+    /// libsignal compares decoded fields, not bytes. Not a weakness — the
+    /// fingerprints are Bob's — so the target's property is about fields.
+    #[test]
+    fn a_repeated_field_encoding_of_the_real_code_verifies_and_is_no_foreign_code() {
+        let input = include_bytes!("../regressions/safety_number-duplicate-version.bin");
+        let (ours, theirs) = safety_numbers();
+        assert_ne!(&input[..], &theirs.scannable[..]);
+        // The declaration above matches libsignal's encoding.
+        let real = <CombinedFingerprints as prost::Message>::decode(&theirs.scannable[..]).unwrap();
+        assert_eq!(real.version, Some(2));
+        assert_eq!(real.local.unwrap().content.unwrap().len(), 32);
+        assert_eq!(real.remote.unwrap().content.unwrap().len(), 32);
+        assert!(postern_core::crypto::signal::compare_scanned(ours, input).unwrap());
+        safety_number(input);
+        // A real change to a fingerprint is still refused.
+        let mut changed = input.to_vec();
+        let last = changed.len() - 1;
+        changed[last] ^= 1;
+        assert!(!matches!(
+            postern_core::crypto::signal::compare_scanned(ours, &changed),
+            Ok(true)
+        ));
+        safety_number(&changed);
     }
 
     #[test]
