@@ -540,22 +540,43 @@ pub struct ReplyBlock {
     pub block: Box<[u8; postern_core::crypto::sphinx::SURB_BYTES]>,
     /// Its creator's recovery material.
     pub recovery: postern_core::crypto::sphinx::SurbRecovery,
+    /// The two relays before [`hop`] on its route (keys and ids).
+    pub before: Vec<(
+        postern_core::crypto::sphinx::NodeSecret,
+        postern_core::crypto::sphinx::NodeId,
+    )>,
 }
 
 fn build_reply_block() -> Result<ReplyBlock, postern_core::Error> {
     use postern_core::crypto::sphinx;
     let mut rng = ChaCha20Rng::seed_from_u64(0x5B);
     let h = hop();
-    let hops = [sphinx::Hop {
+    // Three hops, as acknowledgement paths have (one-hop blocks are
+    // refused: their replies travel in the clear), ending at `hop`.
+    let before: Vec<(sphinx::NodeSecret, sphinx::NodeId)> = (1..=2u8)
+        .map(|i| (sphinx::NodeSecret::generate(&mut rng), [i; 32]))
+        .collect();
+    let mut hops: Vec<sphinx::Hop> = before
+        .iter()
+        .map(|(k, id)| sphinx::Hop {
+            id: *id,
+            key: k.public(),
+        })
+        .collect();
+    hops.push(sphinx::Hop {
         id: h.id,
         key: h.key.public(),
-    }];
+    });
     // The destination is an acknowledgement queue (16 bytes) and the
     // relay that holds it (the first 16 bytes of its id).
     let mut destination = [0x66; 32];
     destination[16..].copy_from_slice(&h.id[..16]);
     let (block, recovery) = sphinx::build_surb(&hops, &destination, [9; 16], &mut rng)?;
-    Ok(ReplyBlock { block, recovery })
+    Ok(ReplyBlock {
+        block,
+        recovery,
+        before,
+    })
 }
 
 /// The shared reply block (built on first use).
@@ -800,15 +821,33 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         let action = postern_core::onion::process(&h.packet, &h.key, &h.id, 0, &mut rng).unwrap();
         assert!(matches!(action, HopAction::Deliver { .. }));
-        // The reply block's own acknowledgement opens with its recovery.
+        // The reply block's own acknowledgement, carried over its three
+        // hops, opens with its recovery material; the same payload as it
+        // leaves the block's user does not.
         let r = reply_block();
-        let (_, packet) = postern_core::onion::ack_packet(&r.block).unwrap();
+        let (_, mut packet) = postern_core::onion::ack_packet(&r.block).unwrap();
+        for (key, id) in &r.before {
+            let HopAction::Forward { packet: next, .. } =
+                postern_core::onion::process(&packet, key, id, 0, &mut rng).unwrap()
+            else {
+                panic!("not forwarded");
+            };
+            packet = next;
+        }
         let HopAction::Reply { payload, .. } =
             postern_core::onion::process(&packet, &h.key, &h.id, 0, &mut rng).unwrap()
         else {
             panic!("not a reply");
         };
         postern_core::onion::open_ack(&r.recovery, &payload).unwrap();
+        let mut plain = [0u8; postern_core::consts::SPHINX_PAYLOAD_BYTES];
+        plain[16..19].copy_from_slice(&[postern_core::onion::ONION_VERSION, 3, 1]);
+        assert!(postern_core::onion::open_ack(&r.recovery, &plain).is_err());
+        // The `surb` target's finding: this payload opened a one-hop
+        // block's recovery; the target now runs clean over it.
+        let found = include_bytes!("../regressions/surb-one-hop-plain-reply.bin");
+        assert_eq!(&found[..], &plain[..19]);
+        surb(found);
         // The QR frame scans back to the safety-number code, which verifies.
         let p = pair();
         let sn = e2e::safety_number(&p.bob, &p.alice_addr).unwrap();

@@ -267,15 +267,25 @@ impl SurbRecovery {
     }
 }
 
-/// Builds a single-use reply block over `hops` to `destination` with
-/// identifier `id` (non-zero), and its recovery material.
+/// Fewest hops a reply block may have. A reply's payload is sealed by
+/// whoever uses the block under the last hop's payload key (carried in the
+/// block), and every hop then strips a layer; with one hop the two cancel,
+/// so the payload reaches that hop in the clear and anyone can make one
+/// that "opens" (found by the `surb` fuzz target). From two hops on, only
+/// the creator, who holds every hop's key, can open it, and a forged
+/// payload fails its zero-prefix check.
+pub const MIN_SURB_HOPS: usize = 2;
+
+/// Builds a single-use reply block over `hops` (at least
+/// [`MIN_SURB_HOPS`]) to `destination` with identifier `id` (non-zero),
+/// and its recovery material.
 pub fn build_surb<R: RngCore + CryptoRng>(
     hops: &[Hop],
     destination: &NodeId,
     id: SurbId,
     rng: &mut R,
 ) -> Result<(Box<[u8; SURB_BYTES]>, SurbRecovery)> {
-    if hops.is_empty() || hops.len() > MAX_HOPS || id == [0u8; 16] {
+    if hops.len() < MIN_SURB_HOPS || hops.len() > MAX_HOPS || id == [0u8; 16] {
         return Err(Error::Bug("reply block parameters"));
     }
     let route: Vec<Node> = hops
@@ -479,6 +489,42 @@ mod tests {
         r.fill_bytes(&mut junk);
         let _ = use_surb(&junk, b"x");
         assert!(build_surb(&hops, &[7; 32], [0; 16], &mut r).is_err());
+        // One hop is refused: its reply would travel in the clear.
+        assert!(build_surb(&hops[..1], &[7; 32], [5; 16], &mut r).is_err());
+    }
+
+    /// Why one-hop reply blocks are refused: sphinx-packet's recovery is
+    /// the identity for them, so a payload anyone writes in the plain
+    /// format opens; with two hops or more the same payload does not.
+    #[test]
+    fn a_forged_reply_opens_only_with_a_one_hop_block() {
+        let mut r = rng();
+        let plain = {
+            let mut p = [0u8; SPHINX_PAYLOAD_BYTES];
+            p[16..19].copy_from_slice(&[1, 3, 1]);
+            p
+        };
+        let (_, hops) = path(&mut r, 3);
+        let material = |n: usize| {
+            let route: Vec<Node> = hops[..n]
+                .iter()
+                .map(|h| Node::new(NodeAddressBytes::from_bytes(h.id), PublicKey::from(h.key)))
+                .collect();
+            SURBMaterial::new(
+                route,
+                vec![Delay::new_from_millis(0); n],
+                Destination::new(DestinationAddressBytes::from_bytes([7; 32]), [5; 16]),
+                SINGLE_SEED_SURB_VERSION,
+            )
+        };
+        let one = SURB::new_recoverable(NodeSecret::generate(&mut r).0, material(1))
+            .map(|(_, rec)| SurbRecovery(rec))
+            .unwrap();
+        assert_eq!(one.open(&plain).unwrap().as_slice(), &[1, 3]);
+        for n in MIN_SURB_HOPS..=3 {
+            let (_, rec) = build_surb(&hops[..n], &[7; 32], [5; 16], &mut r).unwrap();
+            assert!(rec.open(&plain).is_err(), "{n} hops");
+        }
     }
 
     #[test]
